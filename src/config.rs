@@ -1,0 +1,788 @@
+//! The configuration file: TOML in, one validated [`Config`] out.
+//!
+//! Two steps, as sozu does: serde reads the file into `Raw*` structs that mirror it exactly
+//! (unknown keys refused), then one fallible conversion checks everything a running proxy would
+//! otherwise discover too late — keys that do not sign, URLs that are not https, routes naming
+//! unknown orgs — and every error names the key at fault. The same conversion refuses a config
+//! that would hand a Salesforce user to anyone who can reach the port.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytesize::ByteSize;
+use http::{Uri, uri::Authority};
+use indexmap::IndexMap;
+use ipnet::IpNet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
+pub const DEFAULT_REPLAY_LIMIT: ByteSize = ByteSize::mib(1);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Salesforce does not say how long a session lives (2 h of inactivity by default): reuse a token
+/// well within that, and rely on the 401 replay for the rest.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_ASSERTION_TTL: Duration = Duration::from_secs(2 * 60);
+/// Salesforce's documented ceiling for a JWT's `exp`.
+pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(3 * 60);
+/// How long one token request may take before the login counts as unavailable.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PATH_PREFIX: &str = "/";
+pub const CONFIG_ENV: &str = "SFPROXY_CONFIG";
+pub const DEFAULT_CONFIG_FILE: &str = "sfproxy.toml";
+
+/// A config problem, naming the key at fault (`orgs.acme.login_url: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    orgs: IndexMap<String, RawOrg>,
+    #[serde(default)]
+    clients: IndexMap<String, RawClient>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Option<SocketAddr>,
+    ca_file: Option<PathBuf>,
+    replay_limit: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrg {
+    login_url: String,
+    audience: Option<String>,
+    client_id: String,
+    private_key_file: Option<PathBuf>,
+    private_key_env: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    session_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    assertion_ttl: Option<Duration>,
+    instance_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    #[serde(default)]
+    networks: Vec<IpNet>,
+    secret_sha256: Option<String>,
+    secret_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    hosts: Vec<String>,
+    path_prefix: Option<String>,
+    #[serde(default)]
+    strip_prefix: bool,
+    org: String,
+    user: String,
+    clients: Option<Vec<String>>,
+}
+
+/// The validated configuration the proxy runs on.
+#[derive(Debug)]
+pub struct Config {
+    pub proxy: ProxySettings,
+    pub orgs: HashMap<String, Arc<Org>>,
+    /// In file order: without credentials, the first client whose networks hold the source wins.
+    pub clients: Vec<Client>,
+    pub routes: Vec<Arc<Route>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    /// Extra trust anchors (PEM) for the token host and instances, besides the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    pub replay_limit: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Org {
+    pub name: String,
+    pub login_url: String,
+    /// `{login_url}/services/oauth2/token`.
+    pub token_url: Uri,
+    pub audience: String,
+    pub client_id: String,
+    pub key: SigningKey,
+    pub session_ttl: Duration,
+    pub assertion_ttl: Duration,
+    /// When set, the upstream for this org whatever the token response says.
+    pub instance_url: Option<InstanceUrl>,
+}
+
+/// The org's RSA private key, held only as a signing key; `Debug` never shows it.
+pub struct SigningKey(pub EncodingKey);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: Arc<str>,
+    pub networks: Vec<IpNet>,
+    /// SHA-256 of the secret; the secret itself is never kept.
+    pub secret_sha256: Option<[u8; 32]>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    pub strip_prefix: bool,
+    pub org: Arc<Org>,
+    pub user: String,
+    /// `None`: every client.
+    pub clients: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Any,
+    /// `*.example.com`: held as `.example.com`, matches subdomains only.
+    Subdomains(String),
+    Exact(String),
+}
+
+impl HostPattern {
+    fn parse(raw: &str) -> Result<Self, String> {
+        let host = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host == "*" {
+            return Ok(Self::Any);
+        }
+        let (pattern, name) = match host.strip_prefix("*.") {
+            Some(rest) => (Self::Subdomains(format!(".{rest}")), rest.to_owned()),
+            None => (Self::Exact(host.clone()), host.clone()),
+        };
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+            && !name.contains("..");
+        if valid {
+            Ok(pattern)
+        } else {
+            Err(format!(
+                "{raw:?} is not a host name (use \"name\", \"*.domain\" or \"*\", without a port)"
+            ))
+        }
+    }
+
+    /// `host` is already lower-case, without port or trailing dot.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Subdomains(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+            Self::Exact(name) => host == name,
+        }
+    }
+}
+
+impl Route {
+    /// Segment-aware: `/acme` matches `/acme` and `/acme/x`, not `/acmex`.
+    pub fn matches_path(&self, path: &str) -> bool {
+        match path.strip_prefix(self.path_prefix.as_str()) {
+            Some(rest) => {
+                self.path_prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+            }
+            None => false,
+        }
+    }
+
+    pub fn admits(&self, client: &str) -> bool {
+        self.clients
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == client))
+    }
+}
+
+/// An https origin a session may be sent to: scheme https, a host, no path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceUrl(pub Authority);
+
+impl InstanceUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let uri: Uri = raw
+            .parse()
+            .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!(
+                "{raw:?} is not https: sfproxy sends Salesforce sessions over TLS only"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{raw:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("{raw:?} must not carry user information"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("{raw:?} must be an origin only, without a path"));
+        }
+        Ok(Self(authority))
+    }
+}
+
+impl fmt::Display for InstanceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "https://{}", self.0)
+    }
+}
+
+impl Config {
+    /// The config file to read: `--config`, else `$SFPROXY_CONFIG`, else `sfproxy.toml`.
+    pub fn path_from(flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE))
+    }
+
+    /// Reads and validates a config file; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base)
+    }
+
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        validate(raw, base)
+    }
+}
+
+/// One line for a TOML error: the key (from the table header and the line) and what is wrong.
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError::new("config", message);
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line.split('=').next().map(str::trim).unwrap_or("");
+    let key = match (table, key.is_empty() || key.starts_with('[')) {
+        (Some(table), false) => format!("{table}.{key}"),
+        (Some(table), true) => table,
+        (None, false) => key.to_owned(),
+        (None, true) => "config".to_owned(),
+    };
+    ConfigError::new(format!("{key} (line {line_no})"), message)
+}
+
+fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    let proxy = ProxySettings {
+        listen: match raw.proxy.listen {
+            Some(addr) => addr,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| ConfigError::new("proxy.listen", "bad built-in default"))?,
+        },
+        ca_file: raw.proxy.ca_file.map(|p| base.join(p)),
+        replay_limit: usize::try_from(raw.proxy.replay_limit.unwrap_or(DEFAULT_REPLAY_LIMIT).0)
+            .map_err(|_| ConfigError::new("proxy.replay_limit", "too large"))?,
+        request_timeout: positive(
+            "proxy.request_timeout",
+            raw.proxy.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        )?,
+    };
+    if let Some(ca_file) = &proxy.ca_file {
+        crate::upstream::read_ca_file(ca_file)
+            .map_err(|message| ConfigError::new("proxy.ca_file", message))?;
+    }
+
+    let mut orgs = HashMap::new();
+    for (name, org) in raw.orgs {
+        let org = validate_org(&name, org, base)?;
+        orgs.insert(name, Arc::new(org));
+    }
+
+    let mut clients = Vec::new();
+    for (name, client) in raw.clients {
+        clients.push(validate_client(&name, client)?);
+    }
+    check_exposure(&proxy, &clients)?;
+
+    if raw.routes.is_empty() {
+        return Err(ConfigError::new(
+            "routes",
+            "no [[routes]]: the proxy would serve nothing; add one naming an org and a user",
+        ));
+    }
+    let mut routes: Vec<Arc<Route>> = Vec::new();
+    for (i, route) in raw.routes.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if routes.iter().any(|r| *r.name == *route.name) {
+            return Err(ConfigError::new(
+                format!("{key}.name"),
+                format!(
+                    "{:?} is used by an earlier route; names must be unique",
+                    route.name
+                ),
+            ));
+        }
+        routes.push(Arc::new(validate_route(&key, route, &orgs, &clients)?));
+    }
+
+    Ok(Config {
+        proxy,
+        orgs,
+        clients,
+        routes,
+    })
+}
+
+fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::new(key, "must be longer than zero"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// The JWT `aud` when not configured: login/test for Salesforce hosts, the login URL itself for a
+/// stand-in (`../shared/salesforce.md`: the audience is the login host, never the My Domain).
+pub fn infer_audience(login_url: &str, host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".to_owned()
+    } else if host == "salesforce.com" || host.ends_with(".salesforce.com") {
+        "https://login.salesforce.com".to_owned()
+    } else {
+        login_url.to_owned()
+    }
+}
+
+fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError> {
+    let key = |field: &str| format!("orgs.{name}.{field}");
+    let login_url = raw.login_url.trim().trim_end_matches('/').to_owned();
+    let login =
+        InstanceUrl::parse(&login_url).map_err(|m| ConfigError::new(key("login_url"), m))?;
+    let token_url: Uri = format!("{login}/services/oauth2/token")
+        .parse()
+        .map_err(|e| ConfigError::new(key("login_url"), format!("{e}")))?;
+    let audience = match raw.audience {
+        Some(a) if a.trim().is_empty() => {
+            return Err(ConfigError::new(key("audience"), "must not be empty"));
+        }
+        Some(a) => a.trim().to_owned(),
+        None => infer_audience(&login_url, login.0.host()),
+    };
+    if raw.client_id.trim().is_empty() {
+        return Err(ConfigError::new(key("client_id"), "must not be empty"));
+    }
+    let pem = match (raw.private_key_file, raw.private_key_env) {
+        (Some(file), None) => {
+            let path = base.join(file);
+            std::fs::read(&path).map_err(|e| {
+                ConfigError::new(
+                    key("private_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?
+        }
+        (None, Some(var)) => std::env::var(&var)
+            .map_err(|_| {
+                ConfigError::new(
+                    key("private_key_env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?
+            .into_bytes(),
+        _ => {
+            return Err(ConfigError::new(
+                key("private_key_file"),
+                "set exactly one of private_key_file and private_key_env",
+            ));
+        }
+    };
+    let signing_key = load_signing_key(&pem).map_err(|m| {
+        ConfigError::new(
+            key("private_key_file"),
+            format!("{m}; expected an RSA private key in PEM (PKCS#8 or PKCS#1)"),
+        )
+    })?;
+    let assertion_ttl = positive(
+        &key("assertion_ttl"),
+        raw.assertion_ttl.unwrap_or(DEFAULT_ASSERTION_TTL),
+    )?;
+    if assertion_ttl > MAX_ASSERTION_TTL {
+        return Err(ConfigError::new(
+            key("assertion_ttl"),
+            "must be at most 3m: Salesforce rejects a JWT whose exp is further ahead",
+        ));
+    }
+    let instance_url = raw
+        .instance_url
+        .map(|u| InstanceUrl::parse(u.trim().trim_end_matches('/')))
+        .transpose()
+        .map_err(|m| ConfigError::new(key("instance_url"), m))?;
+    Ok(Org {
+        name: name.to_owned(),
+        login_url,
+        token_url,
+        audience,
+        client_id: raw.client_id.trim().to_owned(),
+        key: signing_key,
+        session_ttl: positive(
+            &key("session_ttl"),
+            raw.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
+        )?,
+        assertion_ttl,
+        instance_url,
+    })
+}
+
+/// Parses the PEM and signs a throwaway token with it, so a key that cannot sign RS256 fails at
+/// start rather than on the first request. The error text never includes key material.
+fn load_signing_key(pem: &[u8]) -> Result<SigningKey, String> {
+    let key = EncodingKey::from_rsa_pem(pem).map_err(|e| format!("not a usable key ({e})"))?;
+    jsonwebtoken::encode(&Header::new(Algorithm::RS256), &serde_json::json!({}), &key)
+        .map_err(|e| format!("cannot sign RS256 with it ({e})"))?;
+    Ok(SigningKey(key))
+}
+
+fn validate_client(name: &str, raw: RawClient) -> Result<Client, ConfigError> {
+    let key = |field: &str| format!("clients.{name}.{field}");
+    let secret_sha256 = match (raw.secret_sha256, raw.secret_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key("secret_env"),
+                "set at most one of secret_sha256 and secret_env",
+            ));
+        }
+        (Some(hex), None) => Some(parse_sha256(&hex).ok_or_else(|| {
+            ConfigError::new(key("secret_sha256"), "must be 64 hexadecimal digits")
+        })?),
+        (None, Some(var)) => {
+            let secret = std::env::var(&var).unwrap_or_default();
+            if secret.is_empty() {
+                return Err(ConfigError::new(
+                    key("secret_env"),
+                    format!("environment variable {var} is not set or empty"),
+                ));
+            }
+            Some(sha256(secret.as_bytes()))
+        }
+        (None, None) => None,
+    };
+    if name.contains(':') {
+        return Err(ConfigError::new(
+            format!("clients.{name}"),
+            "a client name must not contain ':' (it is the user of Proxy-Authorization: Basic)",
+        ));
+    }
+    Ok(Client {
+        name: name.into(),
+        networks: raw.networks.into_iter().map(|n| n.trunc()).collect(),
+        secret_sha256,
+    })
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Refuses configs under which anyone who can reach the port would act as a Salesforce user.
+fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), ConfigError> {
+    if clients.is_empty() && !proxy.listen.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "proxy.listen",
+            format!(
+                "{} is not a loopback address and there is no [clients] table: anyone who can \
+                 reach the port would act as the routes' Salesforce users; add [clients.NAME] \
+                 with networks and/or a secret",
+                proxy.listen
+            ),
+        ));
+    }
+    for client in clients {
+        let whole_internet =
+            client.networks.is_empty() || client.networks.iter().any(|n| n.prefix_len() == 0);
+        if client.secret_sha256.is_none() && whole_internet {
+            return Err(ConfigError::new(
+                format!("clients.{}", client.name),
+                "has neither a secret nor networks narrower than the whole internet: anyone who \
+                 can reach the port would be this client; set networks or secret_sha256/secret_env",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_route(
+    key: &str,
+    raw: RawRoute,
+    orgs: &HashMap<String, Arc<Org>>,
+    clients: &[Client],
+) -> Result<Route, ConfigError> {
+    if raw.name.trim().is_empty() {
+        return Err(ConfigError::new(format!("{key}.name"), "must not be empty"));
+    }
+    let key = format!("routes.{}", raw.name);
+    let org = orgs.get(&raw.org).cloned().ok_or_else(|| {
+        ConfigError::new(
+            format!("{key}.org"),
+            format!("no [orgs.{}] is configured", raw.org),
+        )
+    })?;
+    if raw.hosts.is_empty() {
+        return Err(ConfigError::new(
+            format!("{key}.hosts"),
+            "must name at least one host",
+        ));
+    }
+    let hosts = raw
+        .hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| ConfigError::new(format!("{key}.hosts"), m))?;
+    let path_prefix = raw
+        .path_prefix
+        .unwrap_or_else(|| DEFAULT_PATH_PREFIX.to_owned());
+    if !path_prefix.starts_with('/') || path_prefix.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            format!("{key}.path_prefix"),
+            format!("{path_prefix:?} must be a path starting with '/'"),
+        ));
+    }
+    if raw.user.trim().is_empty() {
+        return Err(ConfigError::new(format!("{key}.user"), "must not be empty"));
+    }
+    if let Some(names) = &raw.clients {
+        for name in names {
+            if !clients.iter().any(|c| *c.name == **name) {
+                return Err(ConfigError::new(
+                    format!("{key}.clients"),
+                    format!("no [clients.{name}] is configured"),
+                ));
+            }
+        }
+    }
+    Ok(Route {
+        name: raw.name.into(),
+        hosts,
+        path_prefix,
+        strip_prefix: raw.strip_prefix,
+        org,
+        user: raw.user.trim().to_owned(),
+        clients: raw.clients,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = crate::pki::connected_app_cert("test", 1).unwrap();
+        std::fs::write(dir.path().join("acme.key"), pair.key_pem).unwrap();
+        dir
+    }
+
+    const ORG: &str = r#"
+[orgs.acme]
+login_url = "https://login.salesforce.com"
+client_id = "3MVG9"
+private_key_file = "acme.key"
+"#;
+
+    const ROUTE: &str = r#"
+[[routes]]
+name = "r"
+hosts = ["acme.my.salesforce.com"]
+org = "acme"
+user = "u@acme.com"
+"#;
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        let dir = key_file();
+        Config::from_toml(&format!("{extra}\n{ORG}\n{ROUTE}"), dir.path())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = load("").unwrap();
+        assert_eq!(config.proxy.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.proxy.replay_limit, 1024 * 1024);
+        let org = &config.orgs["acme"];
+        assert_eq!(org.audience, "https://login.salesforce.com");
+        assert_eq!(
+            org.token_url.to_string(),
+            "https://login.salesforce.com/services/oauth2/token"
+        );
+        assert_eq!(config.routes[0].path_prefix, "/");
+    }
+
+    #[test]
+    fn audience_inference_follows_the_login_host() {
+        let cases = [
+            ("https://test.salesforce.com", "https://test.salesforce.com"),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            (
+                "https://acme.my.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            ("https://localhost:8443", "https://localhost:8443"),
+        ];
+        for (login, want) in cases {
+            let url = InstanceUrl::parse(login).unwrap();
+            assert_eq!(infer_audience(login, url.0.host()), want, "{login}");
+        }
+    }
+
+    #[test]
+    fn clients_keep_file_order() {
+        let config = load(
+            "[clients.zeta]\nnetworks = [\"10.0.0.0/8\"]\n[clients.alpha]\nnetworks = [\"10.1.0.0/16\"]\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = config.clients.iter().map(|c| &*c.name).collect();
+        assert_eq!(names, ["zeta", "alpha"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load("[proxy]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.key.starts_with("proxy.lisen"), "{err}");
+        assert!(err.message.contains("unknown field"), "{err}");
+
+        let err = load("[proxy]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(err.key.starts_with("proxy.listen"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_login_url_is_refused() {
+        let dir = key_file();
+        let text = ORG.replace("https://login", "http://login") + ROUTE;
+        let err = Config::from_toml(&text, dir.path()).unwrap_err();
+        assert_eq!(err.key, "orgs.acme.login_url");
+        assert!(err.message.contains("not https"));
+    }
+
+    #[test]
+    fn exposing_configs_refuse_to_start() {
+        let err = load("[proxy]\nlisten = \"0.0.0.0:3128\"\n").unwrap_err();
+        assert_eq!(err.key, "proxy.listen");
+
+        let err = load("[clients.erp]\nnetworks = [\"0.0.0.0/0\"]\n").unwrap_err();
+        assert_eq!(err.key, "clients.erp");
+
+        let err = load("[clients.erp]\n").unwrap_err();
+        assert_eq!(err.key, "clients.erp");
+
+        // A secret makes the whole internet acceptable: the caller must prove who it is.
+        let hex = "00".repeat(32);
+        load(&format!(
+            "[proxy]\nlisten = \"0.0.0.0:3128\"\n[clients.erp]\nsecret_sha256 = \"{hex}\"\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn route_checks() {
+        let err = load("[[routes]]\nname = \"x\"\nhosts = []\norg = \"acme\"\nuser = \"u\"\n")
+            .unwrap_err();
+        assert_eq!(err.key, "routes.x.hosts");
+        let err = load("[[routes]]\nname = \"x\"\nhosts = [\"a\"]\norg = \"nope\"\nuser = \"u\"\n")
+            .unwrap_err();
+        assert_eq!(err.key, "routes.x.org");
+    }
+
+    #[test]
+    fn key_must_be_rsa() {
+        let dir = tempfile::tempdir().unwrap();
+        let ec = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("acme.key"), ec.serialize_pem()).unwrap();
+        let err = Config::from_toml(&format!("{ORG}{ROUTE}"), dir.path()).unwrap_err();
+        assert_eq!(err.key, "orgs.acme.private_key_file");
+        assert!(!err.message.contains("BEGIN"), "no key material in errors");
+    }
+
+    #[test]
+    fn host_patterns() {
+        let sub = HostPattern::parse("*.Example.com").unwrap();
+        assert!(sub.matches("a.example.com"));
+        assert!(!sub.matches("example.com"));
+        assert!(!sub.matches("evilexample.com"));
+        assert!(HostPattern::parse("*").unwrap().matches("anything"));
+        assert!(HostPattern::parse("a b").is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let config = load("").unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("<redacted>"));
+    }
+}

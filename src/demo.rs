@@ -1,0 +1,131 @@
+//! `sfproxy demo`: the whole product on one machine, nothing to set up.
+//!
+//! Generates what an operator would make by hand — the connected app's key and certificate, and
+//! a CA for the stand-in org's TLS — starts the Salesforce stand-in on loopback, writes a real
+//! config file next to them, and runs the proxy on it exactly as `sfproxy run` would. The config
+//! is printed so a newcomer can read what a working setup looks like.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    config::Config,
+    mock_org::{MockOrg, MockOrgConfig, MockUser},
+    pki, server, stack,
+};
+
+pub const CONSUMER_KEY: &str = "3MVG9demo.consumer.key";
+pub const USER: &str = "integration@demo.example";
+/// A real org expects this audience whatever host the token is posted to; so does the stand-in.
+pub const AUDIENCE: &str = "https://login.salesforce.com";
+
+/// The demo's files: key, certificate, CA, config.
+fn workdir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sfproxy-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Writes a file only its owner can read: it may be a private key.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(contents.as_bytes())
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, contents)
+}
+
+/// The config the demo runs on, for a stand-in org at `org_url`.
+pub fn config_text(listen: SocketAddr, org_url: &str) -> String {
+    format!(
+        r#"# Written by `sfproxy demo`: a working config for a stand-in org on this machine.
+[proxy]
+listen = "{listen}"
+ca_file = "ca.crt"              # the stand-in's TLS is signed by this throwaway CA
+
+[orgs.demo]
+login_url = "{org_url}"
+audience = "{AUDIENCE}"
+client_id = "{CONSUMER_KEY}"
+private_key_file = "demo.key"
+
+# Forward proxy: curl -x http://{listen} http://demo.my.salesforce.com/...
+[[routes]]
+name = "demo-forward"
+hosts = ["demo.my.salesforce.com"]
+org = "demo"
+user = "{USER}"
+
+# Gateway: curl http://{listen}/demo/services/...
+[[routes]]
+name = "demo-gateway"
+hosts = ["127.0.0.1", "localhost"]
+path_prefix = "/demo/"
+strip_prefix = true
+org = "demo"
+user = "{USER}"
+"#
+    )
+}
+
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let dir = workdir().map_err(|e| format!("cannot create a work directory: {e}"))?;
+    let app = pki::connected_app_cert("sfproxy demo", 30).map_err(|e| e.to_string())?;
+    let (ca, tls) =
+        pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).map_err(|e| e.to_string())?;
+    let written = write_private(&dir.join("demo.key"), &app.key_pem)
+        .and_then(|()| std::fs::write(dir.join("demo.crt"), &app.cert_pem))
+        .and_then(|()| std::fs::write(dir.join("ca.crt"), &ca.cert_pem));
+    written.map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+
+    let org = MockOrg::start(MockOrgConfig {
+        consumer_key: CONSUMER_KEY.to_owned(),
+        certificate_pem: app.cert_pem.clone(),
+        users: vec![MockUser {
+            username: USER.to_owned(),
+            approved: true,
+            rest_api: true,
+        }],
+        audience: AUDIENCE.to_owned(),
+        tls,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+    })
+    .await
+    .map_err(|e| format!("cannot start the Salesforce stand-in: {e}"))?;
+
+    let config_path = dir.join("sfproxy.toml");
+    std::fs::write(&config_path, config_text(listen, &org.url()))
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    let service = stack::build(&config)?;
+    let listener = server::bind(listen).await.map_err(|e| e.to_string())?;
+
+    println!(
+        "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint and REST API),\n\
+         and sfproxy listens on http://{listen} in front of it.\n\
+         Config, key and certificates: {dir}\n\n\
+         Try, in another terminal:\n\n  \
+         curl -x http://{listen} http://demo.my.salesforce.com/services/data/v61.0/limits\n  \
+         HTTP_PROXY=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
+         curl http://{listen}/demo/services/data/v61.0/limits          # gateway form\n  \
+         curl -x http://{listen} http://evil.example/                   # refused: no route\n\n\
+         Ctrl-C stops it.\n",
+        url = org.url(),
+        dir = dir.display(),
+    );
+    tracing::info!(listen = %listen, org = %org.url(), "sfproxy demo ready");
+    server::serve(listener, service, server::stop_signal()).await;
+    org.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Every way a request can fail, and the one mapping from failure to HTTP answer.
+//!
+//! Layers return a typed [`ProxyError`] naming the side that failed (caller, Salesforce login,
+//! Salesforce API, the proxy itself); `layer::rescue` turns it into a response here, in one place.
+//! Bodies use Salesforce's own error shape, `[{"errorCode":..,"message":..}]`, so a caller's
+//! existing Salesforce error handling reads them. Nothing here may carry a token, an assertion, a
+//! key or a secret: messages are built from names, hosts and Salesforce's error codes only.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use crate::body::{ProxyBody, full};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The caller's request cannot be proxied as sent.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The caller is not a known client, or its credentials are wrong.
+    #[error("{0}")]
+    AuthRequired(String),
+    /// No route serves this target.
+    #[error("no route serves host {host:?} path {path:?}")]
+    NoRoute { host: String, path: String },
+    /// Routes serve this target, but none admits this client.
+    #[error("client {client:?} may not use a route for host {host:?} path {path:?}")]
+    ClientForbidden {
+        client: String,
+        host: String,
+        path: String,
+    },
+    #[error("CONNECT is not supported")]
+    ConnectUnsupported,
+    /// Salesforce refused the JWT assertion.
+    #[error("Salesforce refused the login of {user:?} to org {org:?}: {error} ({description})")]
+    LoginRejected {
+        org: String,
+        user: String,
+        error: String,
+        description: String,
+    },
+    /// The token endpoint could not be asked or gave no usable answer.
+    #[error("Salesforce login for org {org:?} is unavailable: {reason}")]
+    LoginUnavailable { org: String, reason: String },
+    #[error("the Salesforce instance {instance} of org {org:?} could not be reached: {reason}")]
+    UpstreamUnreachable {
+        org: String,
+        instance: String,
+        reason: String,
+    },
+    #[error("the Salesforce instance {instance} of org {org:?} sent no answer within {after:?}")]
+    UpstreamTimeout {
+        org: String,
+        instance: String,
+        after: Duration,
+    },
+    #[error("internal proxy error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
+            Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Self::LoginRejected { .. } | Self::UpstreamUnreachable { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::LoginUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `errorCode` of the body: part of the interface, callers match on it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "PROXY_BAD_REQUEST",
+            Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
+            Self::NoRoute { .. } => "PROXY_NO_ROUTE",
+            Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
+            Self::ConnectUnsupported => "PROXY_CONNECT_UNSUPPORTED",
+            Self::LoginRejected { .. } => "PROXY_LOGIN_REJECTED",
+            Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
+            Self::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
+            Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
+            Self::Internal(_) => "PROXY_INTERNAL",
+        }
+    }
+
+    /// What the caller reads: the failure, and what to do about it where that is known.
+    fn message(&self) -> String {
+        match self {
+            Self::ConnectUnsupported => "sfproxy does not open tunnels: send http:// URLs through \
+                the proxy (e.g. http://acme.my.salesforce.com/services/...); sfproxy speaks https \
+                to Salesforce itself"
+                .to_owned(),
+            Self::NoRoute { .. } => format!(
+                "{self}; the proxy only forwards to Salesforce orgs named by its configured routes"
+            ),
+            Self::Internal(_) => "internal proxy error; the proxy log has the details".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut entry = Map::new();
+        entry.insert("errorCode".into(), json!(self.code()));
+        entry.insert("message".into(), json!(self.message()));
+        if let Self::LoginRejected {
+            error, description, ..
+        } = &self
+        {
+            entry.insert("salesforceError".into(), json!(error));
+            entry.insert("salesforceErrorDescription".into(), json!(description));
+            if let Some(hint) = login_hint(error, description) {
+                entry.insert("hint".into(), json!(hint));
+            }
+        }
+        let body = Value::Array(vec![Value::Object(entry)]).to_string();
+        let mut response = Response::new(full(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if matches!(self, Self::AuthRequired(_)) {
+            headers.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sfproxy\""),
+            );
+        }
+        response
+    }
+}
+
+/// What the operator should change for each documented token endpoint refusal
+/// (`../shared/salesforce.md`); matched on the description Salesforce sends.
+pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
+    let d = description.to_ascii_lowercase();
+    let hint = match error {
+        "invalid_grant" if d.contains("approved this consumer") => {
+            "in the connected app's policies set Permitted Users to \"Admin approved users are \
+             pre-authorized\" and add the user's profile or permission set"
+        }
+        "invalid_grant" if d.contains("audience") => {
+            "set the org's audience to https://login.salesforce.com, or https://test.salesforce.com \
+             for sandboxes; not the My Domain URL"
+        }
+        "invalid_grant" if d.contains("expired") => {
+            "the assertion's exp was already past when Salesforce read it: sync this host's clock \
+             (NTP)"
+        }
+        "invalid_grant" if d.contains("invalid assertion") => {
+            "upload the certificate of this private key to the connected app (Use digital \
+             signatures), and check the username"
+        }
+        "invalid_grant" if d.contains("ip restricted") => {
+            "relax the connected app's IP policy or allow this proxy's address in the profile's \
+             login IP ranges"
+        }
+        "invalid_grant" if d.contains("rate exceeded") => {
+            "Salesforce allows 3,600 logins per user per hour; wait, and check that nothing else \
+             logs in as this user"
+        }
+        "invalid_client_id" => {
+            "check the org's client_id (the connected app's consumer key) and its login_url"
+        }
+        "invalid_app_access" => "assign the connected app to the user's profile or permission set",
+        _ => return None,
+    };
+    Some(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<ProxyBody>) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn login_rejection_carries_salesforce_error_and_hint() {
+        let error = ProxyError::LoginRejected {
+            org: "acme".into(),
+            user: "u@acme.com".into(),
+            error: "invalid_grant".into(),
+            description: "audience is invalid".into(),
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body = body_json(response).await;
+        assert_eq!(body[0]["errorCode"], "PROXY_LOGIN_REJECTED");
+        assert_eq!(body[0]["salesforceError"], "invalid_grant");
+        assert!(
+            body[0]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("test.salesforce.com")
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_required_asks_for_basic_credentials() {
+        let response = ProxyError::AuthRequired("who are you".into()).into_response();
+        assert_eq!(response.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+        assert_eq!(
+            response.headers()[header::PROXY_AUTHENTICATE],
+            "Basic realm=\"sfproxy\""
+        );
+        assert_eq!(
+            body_json(response).await[0]["errorCode"],
+            "PROXY_AUTH_REQUIRED"
+        );
+    }
+
+    #[test]
+    fn every_documented_refusal_has_a_hint() {
+        for (error, description) in [
+            ("invalid_grant", "user hasn't approved this consumer"),
+            ("invalid_grant", "audience is invalid"),
+            ("invalid_grant", "expired authorization code"),
+            ("invalid_grant", "invalid assertion"),
+            ("invalid_client_id", "client identifier invalid"),
+            ("invalid_grant", "ip restricted"),
+            ("invalid_grant", "login rate exceeded"),
+            (
+                "invalid_app_access",
+                "user is not admin approved to access this app",
+            ),
+        ] {
+            assert!(
+                login_hint(error, description).is_some(),
+                "{error} {description}"
+            );
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Who is calling: a configured client, named by `Proxy-Authorization` or by source address.
+//!
+//! With `Proxy-Authorization: Basic`, the user part names the client, the secret must match its
+//! SHA-256 (compared in constant time) and the source must lie in its networks when it has any.
+//! Without the header, the caller is the first client, in file order, that has no secret and whose
+//! networks hold the source. With no clients configured, only loopback callers are served. Anyone
+//! else gets 407 and learns nothing about which part was wrong; the log says.
+
+use std::{
+    future::{Ready, ready},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use base64::Engine;
+use futures_util::future::Either;
+use http::{HeaderValue, Request, Response, header};
+use tower::{Layer, Service};
+
+use crate::{
+    body::ProxyBody,
+    config::{Client, sha256},
+    error::ProxyError,
+};
+
+/// The peer address of the connection, set by the server for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The identified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Arc<str>,
+}
+
+/// The caller's name when no `[clients]` are configured (loopback only).
+pub const LOCAL_CALLER: &str = "local";
+
+#[derive(Clone)]
+pub struct IdentifyLayer {
+    clients: Arc<[Client]>,
+}
+
+impl IdentifyLayer {
+    pub fn new(clients: Vec<Client>) -> Self {
+        Self {
+            clients: clients.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for IdentifyLayer {
+    type Service = Identify<S>;
+    fn layer(&self, inner: S) -> Identify<S> {
+        Identify {
+            inner,
+            clients: self.clients.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Identify<S> {
+    inner: S,
+    clients: Arc<[Client]>,
+}
+
+impl<S> Service<Request<ProxyBody>> for Identify<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Either<Ready<Result<Response<ProxyBody>, ProxyError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        let Some(ClientAddr(peer)) = request.extensions().get::<ClientAddr>().copied() else {
+            return Either::Left(ready(Err(ProxyError::Internal(
+                "request without a peer address".into(),
+            ))));
+        };
+        let credentials = request.headers().get(header::PROXY_AUTHORIZATION);
+        match identify(&self.clients, peer.ip(), credentials) {
+            Ok(caller) => {
+                tracing::Span::current().record("client", &*caller.name);
+                request.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(request))
+            }
+            Err(error) => Either::Left(ready(Err(error))),
+        }
+    }
+}
+
+/// Decides who the caller is; see the module doc for the rules.
+pub fn identify(
+    clients: &[Client],
+    source: IpAddr,
+    credentials: Option<&HeaderValue>,
+) -> Result<Caller, ProxyError> {
+    let source = source.to_canonical();
+    if clients.is_empty() {
+        return if source.is_loopback() {
+            Ok(Caller {
+                name: LOCAL_CALLER.into(),
+            })
+        } else {
+            tracing::warn!(%source, "refused: no [clients] are configured, so only loopback callers are served");
+            Err(ProxyError::AuthRequired(format!(
+                "this proxy serves no callers from {source}"
+            )))
+        };
+    }
+    let Some(credentials) = credentials else {
+        return clients
+            .iter()
+            .find(|c| c.secret_sha256.is_none() && c.networks.iter().any(|n| n.contains(&source)))
+            .map(|c| Caller {
+                name: c.name.clone(),
+            })
+            .ok_or_else(|| {
+                ProxyError::AuthRequired(format!(
+                    "no client is known for {source} without credentials: send \
+                     Proxy-Authorization: Basic base64(client:secret)"
+                ))
+            });
+    };
+    let (name, secret) = parse_basic(credentials).ok_or_else(|| {
+        ProxyError::AuthRequired(
+            "malformed Proxy-Authorization: expected Basic base64(client:secret)".into(),
+        )
+    })?;
+    let refused = |reason: &str| {
+        tracing::warn!(client = %name, %source, reason, "proxy credentials refused");
+        ProxyError::AuthRequired(format!(
+            "proxy credentials for client {name:?} from {source} were not accepted"
+        ))
+    };
+    let client = clients
+        .iter()
+        .find(|c| *c.name == *name)
+        .ok_or_else(|| refused("unknown client"))?;
+    let Some(expected) = &client.secret_sha256 else {
+        return Err(refused(
+            "the client has no secret: it is identified by network, without Proxy-Authorization",
+        ));
+    };
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(secret.as_bytes()), expected)
+        .is_err()
+    {
+        return Err(refused("wrong secret"));
+    }
+    if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&source)) {
+        return Err(refused("source address outside the client's networks"));
+    }
+    Ok(Caller {
+        name: client.name.clone(),
+    })
+}
+
+/// `Basic base64(user:secret)`, scheme case-insensitive (RFC 7617).
+fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
+    let text = value.to_str().ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, secret) = decoded.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_secret: &str) -> HeaderValue {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(user_secret);
+        HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
+    }
+
+    fn clients() -> Vec<Client> {
+        vec![
+            Client {
+                name: "erp".into(),
+                networks: vec!["10.20.0.0/16".parse().unwrap()],
+                secret_sha256: None,
+            },
+            Client {
+                name: "deploy".into(),
+                networks: vec![],
+                secret_sha256: Some(sha256(b"s3cret")),
+            },
+            Client {
+                name: "wide".into(),
+                networks: vec!["10.0.0.0/8".parse().unwrap()],
+                secret_sha256: None,
+            },
+        ]
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn network_clients_in_file_order() {
+        let c = clients();
+        assert_eq!(&*identify(&c, ip("10.20.1.1"), None).unwrap().name, "erp");
+        assert_eq!(&*identify(&c, ip("10.9.1.1"), None).unwrap().name, "wide");
+        // IPv4-mapped IPv6 sources (a dual-stack listener) match IPv4 networks.
+        assert_eq!(
+            &*identify(&c, ip("::ffff:10.20.1.1"), None).unwrap().name,
+            "erp"
+        );
+        assert!(identify(&c, ip("192.168.1.1"), None).is_err());
+    }
+
+    #[test]
+    fn secrets_are_checked() {
+        let c = clients();
+        let ok = identify(&c, ip("203.0.113.9"), Some(&basic("deploy:s3cret"))).unwrap();
+        assert_eq!(&*ok.name, "deploy");
+        for bad in ["deploy:wrong", "nobody:s3cret", "erp:anything", "deploy"] {
+            let err = identify(&c, ip("10.20.1.1"), Some(&basic(bad))).unwrap_err();
+            assert_eq!(err.code(), "PROXY_AUTH_REQUIRED", "{bad}");
+        }
+        let bearer = HeaderValue::from_static("Bearer abc");
+        assert!(identify(&c, ip("10.20.1.1"), Some(&bearer)).is_err());
+        let lower = HeaderValue::from_str(
+            &basic("deploy:s3cret")
+                .to_str()
+                .unwrap()
+                .replace("Basic", "basic"),
+        )
+        .unwrap();
+        assert!(identify(&c, ip("1.2.3.4"), Some(&lower)).is_ok());
+    }
+
+    #[test]
+    fn without_clients_only_loopback() {
+        assert_eq!(
+            &*identify(&[], ip("127.0.0.1"), None).unwrap().name,
+            LOCAL_CALLER
+        );
+        assert_eq!(&*identify(&[], ip("::1"), None).unwrap().name, LOCAL_CALLER);
+        assert!(identify(&[], ip("10.0.0.1"), None).is_err());
+    }
+}

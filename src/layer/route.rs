@@ -1,0 +1,325 @@
+//! Which route serves the request: the first, in file order, whose host, path prefix and
+//! clients all match.
+//!
+//! The target host is the authority of an absolute-form request (`GET http://host/...` through
+//! `HTTP_PROXY`), else the `Host` header (gateway use). The route decides the org and user; the
+//! destination itself is never taken from the request (upstream uses the org's instance URL), so
+//! the worst a crafted target can do is pick a route the caller is already allowed to use.
+//! Targets that would be read differently here and at Salesforce — dot segments, user info — are
+//! refused rather than guessed at.
+
+use std::{
+    future::{Ready, ready},
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::future::Either;
+use http::{Method, Request, Response, header, uri::PathAndQuery};
+use tower::{Layer, Service};
+
+use crate::{body::ProxyBody, config::Route, error::ProxyError, layer::identify::Caller};
+
+/// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub route: Arc<Route>,
+    pub path: PathAndQuery,
+}
+
+#[derive(Clone)]
+pub struct RouteLayer {
+    routes: Arc<[Arc<Route>]>,
+}
+
+impl RouteLayer {
+    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+        Self {
+            routes: routes.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Router<S>;
+    fn layer(&self, inner: S) -> Router<S> {
+        Router {
+            inner,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Router<S> {
+    inner: S,
+    routes: Arc<[Arc<Route>]>,
+}
+
+impl<S> Service<Request<ProxyBody>> for Router<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Either<Ready<Result<Response<ProxyBody>, ProxyError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        match choose(&self.routes, &request) {
+            Ok(matched) => {
+                let span = tracing::Span::current();
+                span.record("route", &*matched.route.name);
+                span.record("org", matched.route.org.name.as_str());
+                span.record("user", matched.route.user.as_str());
+                request.extensions_mut().insert(matched);
+                Either::Right(self.inner.call(request))
+            }
+            Err(error) => Either::Left(ready(Err(error))),
+        }
+    }
+}
+
+fn choose(routes: &[Arc<Route>], request: &Request<ProxyBody>) -> Result<RouteMatch, ProxyError> {
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::ConnectUnsupported);
+    }
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| ProxyError::Internal("route reached without a caller".into()))?;
+    let host = target_host(request)?;
+    let path = request.uri().path();
+    check_path(path)?;
+    let mut served_for_others = false;
+    for route in routes {
+        if !(route.hosts.iter().any(|h| h.matches(&host)) && route.matches_path(path)) {
+            continue;
+        }
+        if !route.admits(&caller.name) {
+            served_for_others = true;
+            continue;
+        }
+        return Ok(RouteMatch {
+            route: route.clone(),
+            path: forward_path(route, request)?,
+        });
+    }
+    if served_for_others {
+        Err(ProxyError::ClientForbidden {
+            client: caller.name.to_string(),
+            host,
+            path: path.to_owned(),
+        })
+    } else {
+        Err(ProxyError::NoRoute {
+            host,
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// The lower-case target host, without port or trailing dot.
+pub fn target_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
+    let uri = request.uri();
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(ProxyError::BadRequest(format!(
+                "unsupported scheme {scheme:?}: send http:// URLs through the proxy"
+            )));
+        }
+    }
+    let host = match uri.authority() {
+        Some(authority) => {
+            if authority.as_str().contains('@') {
+                return Err(ProxyError::BadRequest(
+                    "the target URL must not carry user information (user@host)".into(),
+                ));
+            }
+            authority.host().to_owned()
+        }
+        None => {
+            let value = request.headers().get(header::HOST).ok_or_else(|| {
+                ProxyError::BadRequest(
+                    "no target host: send an absolute URL through the proxy, or a Host header"
+                        .into(),
+                )
+            })?;
+            let authority: http::uri::Authority = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|a: &http::uri::Authority| !a.as_str().contains('@'))
+                .ok_or_else(|| ProxyError::BadRequest("malformed Host header".into()))?;
+            authority.host().to_owned()
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(ProxyError::BadRequest("empty target host".into()));
+    }
+    Ok(host)
+}
+
+/// Refuses paths whose meaning depends on normalisation: dot segments (also percent-encoded)
+/// and backslashes could let a path escape the prefix a route was chosen for.
+fn check_path(path: &str) -> Result<(), ProxyError> {
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest(format!(
+            "the request target {path:?} is not a path"
+        )));
+    }
+    let suspicious = path.contains('\\')
+        || path.to_ascii_lowercase().contains("%5c")
+        || path.split('/').any(|segment| {
+            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+            decoded == "." || decoded == ".."
+        });
+    if suspicious {
+        return Err(ProxyError::BadRequest(format!(
+            "the path {path:?} has dot segments or backslashes; send the normalised path"
+        )));
+    }
+    Ok(())
+}
+
+fn forward_path<B>(route: &Route, request: &Request<B>) -> Result<PathAndQuery, ProxyError> {
+    let path = request.uri().path();
+    let kept = if route.strip_prefix {
+        let rest = path
+            .strip_prefix(route.path_prefix.trim_end_matches('/'))
+            .unwrap_or(path);
+        if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        }
+    } else {
+        path.to_owned()
+    };
+    let full = match request.uri().query() {
+        Some(query) => format!("{kept}?{query}"),
+        None => kept,
+    };
+    full.parse()
+        .map_err(|_| ProxyError::BadRequest("malformed request target".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{body, config::Config};
+
+    fn config() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = crate::pki::connected_app_cert("t", 1).unwrap();
+        std::fs::write(dir.path().join("k.pem"), pair.key_pem).unwrap();
+        let text = r#"
+[orgs.acme]
+login_url = "https://login.salesforce.com"
+client_id = "c"
+private_key_file = "k.pem"
+
+[clients.erp]
+networks = ["10.0.0.0/8"]
+[clients.wms]
+networks = ["10.0.0.0/8"]
+
+[[routes]]
+name = "gw"
+hosts = ["gw.local"]
+path_prefix = "/acme/"
+strip_prefix = true
+org = "acme"
+user = "gw@acme.com"
+
+[[routes]]
+name = "erp"
+hosts = ["*.my.salesforce.com"]
+org = "acme"
+user = "erp@acme.com"
+clients = ["erp"]
+"#;
+        let config = Config::from_toml(text, dir.path()).unwrap();
+        (dir, config)
+    }
+
+    fn request(caller: &str, uri: &str, host: Option<&str>) -> Request<ProxyBody> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(host) = host {
+            builder = builder.header("host", host);
+        }
+        let mut request = builder.body(body::empty()).unwrap();
+        request.extensions_mut().insert(Caller {
+            name: caller.into(),
+        });
+        request
+    }
+
+    #[test]
+    fn absolute_form_and_gateway_form() {
+        let (_dir, config) = config();
+        let m = choose(
+            &config.routes,
+            &request(
+                "erp",
+                "http://ACME.my.salesforce.com./services/data?q=1",
+                None,
+            ),
+        )
+        .unwrap();
+        assert_eq!(&*m.route.name, "erp");
+        assert_eq!(m.path, "/services/data?q=1");
+
+        let m = choose(
+            &config.routes,
+            &request(
+                "wms",
+                "/acme/services/data/v61.0/limits",
+                Some("gw.local:8080"),
+            ),
+        )
+        .unwrap();
+        assert_eq!(&*m.route.name, "gw");
+        assert_eq!(m.path, "/services/data/v61.0/limits");
+    }
+
+    #[test]
+    fn refusals() {
+        let (_dir, config) = config();
+        let code = |caller: &str, uri: &str, host: Option<&str>| {
+            choose(&config.routes, &request(caller, uri, host))
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(
+            code("wms", "http://acme.my.salesforce.com/x", None),
+            "PROXY_CLIENT_FORBIDDEN"
+        );
+        assert_eq!(code("erp", "http://evil.example/x", None), "PROXY_NO_ROUTE");
+        assert_eq!(
+            code("erp", "/acmex/services", Some("gw.local")),
+            "PROXY_NO_ROUTE"
+        );
+        assert_eq!(
+            code("erp", "http://u:p@acme.my.salesforce.com/x", None),
+            "PROXY_BAD_REQUEST"
+        );
+        assert_eq!(
+            code("erp", "/acme/services/../../x", Some("gw.local")),
+            "PROXY_BAD_REQUEST"
+        );
+        assert_eq!(
+            code("erp", "/acme/%2E%2e/x", Some("gw.local")),
+            "PROXY_BAD_REQUEST"
+        );
+        assert_eq!(code("erp", "/acme/x", None), "PROXY_BAD_REQUEST");
+        assert_eq!(
+            code("erp", "ftp://acme.my.salesforce.com/x", None),
+            "PROXY_BAD_REQUEST"
+        );
+    }
+}

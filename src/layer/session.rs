@@ -1,0 +1,298 @@
+//! The Salesforce session of each request: taken from the cache, injected as the bearer token,
+//! and renewed once when Salesforce says it expired.
+//!
+//! Salesforce never says how long a session lives; it answers 401 `INVALID_SESSION_ID` (Bulk API
+//! 1.0: 400 `InvalidSessionId`; SOAP: 500 `sf:INVALID_SESSION_ID`) when it is gone. Then this
+//! layer drops *that* session, mints a new one and sends the request again, once; the second answer
+//! goes to the caller whatever it is. To send a body twice it must be kept: bodies up to
+//! `replay_limit` are, larger ones stream through and are not replayed (their session is still
+//! dropped, so the caller's retry gets a new one). A 401 saying the session "is not valid for use
+//! with the REST API" is a setup problem a new token cannot fix: it is passed on, not replayed.
+
+use std::{
+    future::Future,
+    io::Read,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header, request::Parts};
+use http_body::Body;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::{
+    body::{self, Buffered, ProxyBody, buffer_up_to},
+    config::Org,
+    error::ProxyError,
+    layer::route::RouteMatch,
+    salesforce::{
+        cache::SessionCache,
+        token::{Session, TokenError},
+    },
+    upstream::{Instance, error_chain},
+};
+
+/// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.
+const BULK_V1_PREFIX: &str = "/services/async/";
+const SOAP_PREFIX: &str = "/services/Soap/";
+static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
+/// Salesforce's expiry answers are tiny; a larger body is something else and streams on.
+const MAX_EXPIRY_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct SessionLayer {
+    cache: SessionCache,
+    replay_limit: usize,
+}
+
+impl SessionLayer {
+    pub fn new(cache: SessionCache, replay_limit: usize) -> Self {
+        Self {
+            cache,
+            replay_limit,
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = Sessions<S>;
+    fn layer(&self, inner: S) -> Sessions<S> {
+        Sessions {
+            inner,
+            cache: self.cache.clone(),
+            replay_limit: self.replay_limit,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sessions<S> {
+    inner: S,
+    cache: SessionCache,
+    replay_limit: usize,
+}
+
+impl<S> Service<Request<ProxyBody>> for Sessions<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        // Readiness is checked on the clone that serves the call (it may call twice).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let cache = self.cache.clone();
+        let replay_limit = self.replay_limit;
+        Box::pin(serve(inner, cache, replay_limit, request))
+    }
+}
+
+async fn serve<S>(
+    mut inner: S,
+    cache: SessionCache,
+    replay_limit: usize,
+    request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    let matched = request
+        .extensions()
+        .get::<RouteMatch>()
+        .cloned()
+        .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
+    let org = &matched.route.org;
+    let user = matched.route.user.as_str();
+    let path = matched.path.path();
+
+    let (session, source) = cache
+        .get(org, user)
+        .await
+        .map_err(|e| login_error(org, user, &e))?;
+    tracing::Span::current().record("session", source.as_str());
+
+    let (parts, body) = request.into_parts();
+    let body = if body.size_hint().lower() > replay_limit as u64 {
+        Buffered::Streaming(body)
+    } else {
+        buffer_up_to(body, replay_limit).await.map_err(|e| {
+            ProxyError::BadRequest(format!("the request body could not be read: {e}"))
+        })?
+    };
+
+    let kept = match body {
+        Buffered::Complete(bytes) => bytes,
+        Buffered::Streaming(body) => {
+            let request = with_session(&parts, body, &session, path);
+            let response = inner.ready().await?.call(request).await?;
+            let (response, expired) = inspect(response, path, org, &session).await?;
+            if expired {
+                cache.invalidate(org, user, &session).await;
+                tracing::warn!(
+                    "session expired; the request body is larger than replay_limit, so it was \
+                     not replayed"
+                );
+            }
+            return Ok(response);
+        }
+    };
+
+    let request = with_session(&parts, body::full(kept.clone()), &session, path);
+    let response = inner.ready().await?.call(request).await?;
+    let (response, expired) = inspect(response, path, org, &session).await?;
+    if !expired {
+        return Ok(response);
+    }
+    cache.invalidate(org, user, &session).await;
+    let (fresh, _) = cache
+        .get(org, user)
+        .await
+        .map_err(|e| login_error(org, user, &e))?;
+    tracing::Span::current().record("session", "replayed");
+    tracing::info!("session expired; replaying the request once with a new session");
+    let request = with_session(&parts, body::full(kept), &fresh, path);
+    inner.ready().await?.call(request).await
+}
+
+/// The caller's request with this session's credentials, replacing any the caller sent.
+fn with_session(
+    parts: &Parts,
+    body: ProxyBody,
+    session: &Session,
+    path: &str,
+) -> Request<ProxyBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    let headers = request.headers_mut();
+    headers.insert(header::AUTHORIZATION, session.token.bearer());
+    headers.remove(&X_SFDC_SESSION);
+    if path.starts_with(BULK_V1_PREFIX) {
+        headers.insert(X_SFDC_SESSION.clone(), session.token.raw());
+    }
+    request
+        .extensions_mut()
+        .insert(Instance(session.instance.clone()));
+    request
+}
+
+/// Whether Salesforce said the session expired; the answer comes back intact either way.
+async fn inspect(
+    response: Response<ProxyBody>,
+    path: &str,
+    org: &Org,
+    session: &Session,
+) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+    let status = response.status();
+    let may_be_expiry = status == StatusCode::UNAUTHORIZED
+        || (status == StatusCode::BAD_REQUEST && path.starts_with(BULK_V1_PREFIX))
+        || (status == StatusCode::INTERNAL_SERVER_ERROR && path.starts_with(SOAP_PREFIX));
+    if !may_be_expiry {
+        return Ok((response, false));
+    }
+    let (parts, body) = response.into_parts();
+    match buffer_up_to(body, MAX_EXPIRY_BODY).await {
+        Ok(Buffered::Complete(bytes)) => {
+            let expired = says_session_expired(&parts.headers, &bytes);
+            Ok((Response::from_parts(parts, body::full(bytes)), expired))
+        }
+        Ok(Buffered::Streaming(body)) => Ok((Response::from_parts(parts, body), false)),
+        Err(error) => Err(ProxyError::UpstreamUnreachable {
+            org: org.name.clone(),
+            instance: session.instance.to_string(),
+            reason: format!("the answer was cut off: {}", error_chain(&error)),
+        }),
+    }
+}
+
+/// Reads an error body (gzip-decoded if need be) for Salesforce's expired-session codes.
+fn says_session_expired(headers: &HeaderMap, bytes: &Bytes) -> bool {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let text = if gzip {
+        let mut decoded = Vec::new();
+        let reader = flate2::read::GzDecoder::new(&bytes[..]).take(MAX_EXPIRY_BODY as u64);
+        if std::io::BufReader::new(reader)
+            .read_to_end(&mut decoded)
+            .is_err()
+        {
+            return false;
+        }
+        String::from_utf8_lossy(&decoded).into_owned()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    (text.contains("INVALID_SESSION_ID") || text.contains("InvalidSessionId"))
+        && !text.contains("not valid for use with the REST API")
+}
+
+fn login_error(org: &Org, user: &str, error: &Arc<TokenError>) -> ProxyError {
+    match &**error {
+        TokenError::Rejected { error, description } => ProxyError::LoginRejected {
+            org: org.name.clone(),
+            user: user.to_owned(),
+            error: error.clone(),
+            description: description.clone(),
+        },
+        TokenError::Unavailable(reason) => ProxyError::LoginUnavailable {
+            org: org.name.clone(),
+            reason: reason.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn expired(body: &str) -> bool {
+        says_session_expired(&HeaderMap::new(), &Bytes::copy_from_slice(body.as_bytes()))
+    }
+
+    #[test]
+    fn recognises_salesforce_expiry_answers() {
+        assert!(expired(
+            r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#
+        ));
+        assert!(expired(
+            "<Errors><Error><errorCode>INVALID_SESSION_ID</errorCode></Error></Errors>"
+        ));
+        assert!(expired(
+            "<error><exceptionCode>InvalidSessionId</exceptionCode></error>"
+        ));
+        assert!(!expired(
+            r#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#
+        ));
+        assert!(!expired(r#"[{"errorCode":"NOT_FOUND"}]"#));
+    }
+
+    #[test]
+    fn reads_gzip_bodies() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(br#"[{"errorCode":"INVALID_SESSION_ID"}]"#)
+            .unwrap();
+        let gz = Bytes::from(encoder.finish().unwrap());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert!(says_session_expired(&headers, &gz));
+    }
+}

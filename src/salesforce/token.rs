@@ -1,0 +1,294 @@
+//! The token endpoint client: one JWT bearer exchange, and a lenient reading of its answer.
+//!
+//! Salesforce answers 200 with `access_token` and `instance_url` (no `expires_in`, no refresh
+//! token) or 400 with `{"error","error_description"}`. Unknown fields are ignored. Anything else
+//! — no answer, a 5xx, a body that is not the documented JSON — means the login service is
+//! unavailable, which is a different failure for the operator than a refused assertion.
+
+use std::{fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+
+use crate::{
+    body,
+    config::{InstanceUrl, LOGIN_TIMEOUT, Org},
+    salesforce::assertion,
+    upstream::HttpClient,
+};
+
+/// Token responses are a few hundred bytes; anything near this is not one.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// A Salesforce session for one (org, user).
+#[derive(Debug)]
+pub struct Session {
+    pub token: AccessToken,
+    /// Where this session is valid: the org's pinned instance, else the token response's.
+    pub instance: InstanceUrl,
+    /// How long the cache may hand it out.
+    pub ttl: Duration,
+}
+
+/// An access token, kept as the ready-made, log-redacted `Authorization` value.
+pub struct AccessToken {
+    bearer: HeaderValue,
+    raw: HeaderValue,
+}
+
+impl AccessToken {
+    fn new(token: &str) -> Option<Self> {
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+        let mut raw = HeaderValue::from_str(token).ok()?;
+        bearer.set_sensitive(true);
+        raw.set_sensitive(true);
+        Some(Self { bearer, raw })
+    }
+
+    /// `Bearer <token>`, for `Authorization`.
+    pub fn bearer(&self) -> HeaderValue {
+        self.bearer.clone()
+    }
+
+    /// The bare token, for Bulk API 1.0's `X-SFDC-Session`.
+    pub fn raw(&self) -> HeaderValue {
+        self.raw.clone()
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// Salesforce read the assertion and said no.
+    #[error("{error}: {description}")]
+    Rejected { error: String, description: String },
+    /// No usable answer from the token endpoint.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Deserialize)]
+struct Success {
+    access_token: Option<String>,
+    instance_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Failure {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+#[derive(Clone)]
+pub struct TokenClient {
+    http: HttpClient,
+}
+
+impl TokenClient {
+    pub fn new(http: HttpClient) -> Self {
+        Self { http }
+    }
+
+    /// Signs an assertion for `user` and exchanges it for a session.
+    pub async fn mint(&self, org: &Org, user: &str) -> Result<Session, TokenError> {
+        let outcome = tokio::time::timeout(LOGIN_TIMEOUT, self.exchange(org, user))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TokenError::Unavailable(format!(
+                    "{} did not answer within {LOGIN_TIMEOUT:?}",
+                    org.token_url
+                )))
+            });
+        match &outcome {
+            Ok(session) => tracing::info!(
+                org = %org.name, user, outcome = "ok", instance = %session.instance,
+                "token request"
+            ),
+            Err(TokenError::Rejected { error, description }) => tracing::warn!(
+                org = %org.name, user, outcome = "rejected", sf_error = %error,
+                sf_error_description = %description, "token request"
+            ),
+            Err(TokenError::Unavailable(reason)) => tracing::warn!(
+                org = %org.name, user, outcome = "unavailable", reason = %reason, "token request"
+            ),
+        }
+        outcome
+    }
+
+    async fn exchange(&self, org: &Org, user: &str) -> Result<Session, TokenError> {
+        let assertion = assertion::sign(org, user)
+            .map_err(|e| TokenError::Unavailable(format!("cannot sign the assertion: {e}")))?;
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", GRANT_TYPE)
+            .append_pair("assertion", assertion.expose())
+            .finish();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(org.token_url.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(body::full(form))
+            .map_err(|e| TokenError::Unavailable(format!("cannot build the token request: {e}")))?;
+        let response = self.http.request(request).await.map_err(|e| {
+            TokenError::Unavailable(format!(
+                "cannot reach {}: {}",
+                org.token_url,
+                crate::upstream::error_chain(&e)
+            ))
+        })?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_TOKEN_RESPONSE)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| TokenError::Unavailable(format!("cannot read the token response: {e}")))?;
+        parse(org, status, &bytes)
+    }
+}
+
+/// Reads a token endpoint answer. Error messages never quote the body: it may hold a token.
+fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenError> {
+    if status.is_success() {
+        let success: Success = serde_json::from_slice(bytes).map_err(|_| {
+            TokenError::Unavailable(format!(
+                "the token endpoint answered HTTP {status} with a body that is not a token response"
+            ))
+        })?;
+        let token = success
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                TokenError::Unavailable("the token response has no access_token".to_owned())
+            })?;
+        let token = AccessToken::new(&token).ok_or_else(|| {
+            TokenError::Unavailable("the access_token is not a valid header value".to_owned())
+        })?;
+        let instance = match (&org.instance_url, success.instance_url) {
+            (Some(pinned), _) => pinned.clone(),
+            (None, Some(url)) => InstanceUrl::parse(url.trim_end_matches('/')).map_err(|m| {
+                TokenError::Unavailable(format!("the token response's instance_url {m}"))
+            })?,
+            (None, None) => {
+                return Err(TokenError::Unavailable(
+                    "the token response has no instance_url; pin [orgs.X] instance_url".to_owned(),
+                ));
+            }
+        };
+        return Ok(Session {
+            token,
+            instance,
+            ttl: org.session_ttl,
+        });
+    }
+    if status.is_client_error() {
+        if let Ok(failure) = serde_json::from_slice::<Failure>(bytes) {
+            return Err(TokenError::Rejected {
+                error: failure.error,
+                description: failure.error_description,
+            });
+        }
+    }
+    Err(TokenError::Unavailable(format!(
+        "the token endpoint {} answered HTTP {status}",
+        org.token_url
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningKey;
+
+    fn org(pinned: Option<&str>) -> Org {
+        let pair = crate::pki::connected_app_cert("t", 1).unwrap();
+        Org {
+            name: "acme".into(),
+            login_url: "https://login.salesforce.com".into(),
+            token_url: "https://login.salesforce.com/services/oauth2/token"
+                .parse()
+                .unwrap(),
+            audience: "https://login.salesforce.com".into(),
+            client_id: "c".into(),
+            key: SigningKey(
+                jsonwebtoken::EncodingKey::from_rsa_pem(pair.key_pem.as_bytes()).unwrap(),
+            ),
+            session_ttl: Duration::from_secs(60),
+            assertion_ttl: Duration::from_secs(60),
+            instance_url: pinned.map(|u| InstanceUrl::parse(u).unwrap()),
+        }
+    }
+
+    fn parse_str(org: &Org, status: u16, body: &'static str) -> Result<Session, TokenError> {
+        parse(
+            org,
+            StatusCode::from_u16(status).unwrap(),
+            &Bytes::from_static(body.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn success_is_read_leniently() {
+        let session = parse_str(
+            &org(None),
+            200,
+            r#"{"access_token":"00D!AR8","scope":"api","instance_url":"https://acme.my.salesforce.com",
+                "id":"x","token_type":"Bearer","issued_at":"1","signature":"s","extra":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            session.instance.to_string(),
+            "https://acme.my.salesforce.com"
+        );
+        assert_eq!(session.token.bearer(), "Bearer 00D!AR8");
+        assert!(!format!("{session:?}").contains("00D!AR8"));
+    }
+
+    #[test]
+    fn pinned_instance_wins() {
+        let session = parse_str(
+            &org(Some("https://pinned.example")),
+            200,
+            r#"{"access_token":"t","instance_url":"https://other.example"}"#,
+        )
+        .unwrap();
+        assert_eq!(session.instance.to_string(), "https://pinned.example");
+    }
+
+    #[test]
+    fn refusals_and_garbage_are_told_apart() {
+        let org = org(None);
+        let rejected = parse_str(
+            &org,
+            400,
+            r#"{"error":"invalid_grant","error_description":"audience is invalid"}"#,
+        );
+        assert!(
+            matches!(rejected, Err(TokenError::Rejected { error, .. }) if error == "invalid_grant")
+        );
+        for (status, body) in [
+            (200, "<html>oops</html>"),
+            (200, r#"{"instance_url":"https://a.example"}"#),
+            (
+                200,
+                r#"{"access_token":"t","instance_url":"http://a.example"}"#,
+            ),
+            (503, "<html>maintenance</html>"),
+            (404, "not found"),
+        ] {
+            let result = parse_str(&org, status, body);
+            assert!(
+                matches!(result, Err(TokenError::Unavailable(_))),
+                "{status} {body}"
+            );
+        }
+    }
+}

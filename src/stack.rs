@@ -1,0 +1,38 @@
+//! The one place the request path is assembled, outermost layer first.
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use tower::{ServiceBuilder, util::BoxCloneService};
+
+use crate::{
+    body::ProxyBody,
+    config::Config,
+    layer::{
+        identify::IdentifyLayer, rescue::RescueLayer, route::RouteLayer, session::SessionLayer,
+        trace::TraceLayer,
+    },
+    salesforce::{cache::SessionCache, token::TokenClient},
+    upstream::{self, Upstream},
+};
+
+/// The whole proxy as one service: every request in, a response out, never an error.
+pub type ProxyService = BoxCloneService<Request<ProxyBody>, Response<ProxyBody>, Infallible>;
+
+pub fn build(config: &Config) -> Result<ProxyService, String> {
+    let client = upstream::build_client(&config.proxy)?;
+    let sessions = SessionCache::new(TokenClient::new(client.clone()));
+    let service = ServiceBuilder::new()
+        // First, so the span and the request's log line cover every answer, refusals included.
+        .layer(TraceLayer)
+        // Every error raised below becomes a Salesforce-shaped answer here, and only here.
+        .layer(RescueLayer)
+        // Who before where: an unknown caller learns nothing about the routes.
+        .layer(IdentifyLayer::new(config.clients.clone()))
+        // Picks org and user; needs the caller, since routes may be limited to some clients.
+        .layer(RouteLayer::new(config.routes.clone()))
+        // The session of the route's (org, user); it wraps upstream so it can replay once.
+        .layer(SessionLayer::new(sessions, config.proxy.replay_limit))
+        .service(Upstream::new(client, config.proxy.request_timeout));
+    Ok(BoxCloneService::new(service))
+}

@@ -1,0 +1,229 @@
+//! The last stage: the request, rewritten for the org's instance, over a pooled TLS client.
+//!
+//! The destination is never taken from the request: scheme and authority always come from the
+//! session's instance URL, and only the (route-rewritten) path and query travel on. Hop-by-hop
+//! headers — `Connection` and what it names, the proxy's own `Proxy-*` headers among them — are
+//! stripped both ways, as RFC 9110 §7.6.1 requires of a proxy. One client is shared by every
+//! request and the token endpoint, so connections to an instance are pooled and reused, HTTP/2
+//! where the instance offers it by ALPN.
+
+use std::{
+    future::Future,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use tower::Service;
+
+use crate::{
+    body::{self, ProxyBody},
+    config::{InstanceUrl, ProxySettings},
+    error::ProxyError,
+    layer::route::RouteMatch,
+};
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The instance this request's session is valid for; set by the session layer.
+#[derive(Debug, Clone)]
+pub struct Instance(pub InstanceUrl);
+
+/// Reads the extra trust anchors of `proxy.ca_file`.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no CERTIFICATE", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The pooled https-only client: webpki roots plus `ca_file`, TLS 1.2+, HTTP/1.1 and HTTP/2.
+pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &settings.ca_file {
+        for cert in read_ca_file(path)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+        }
+    }
+    let tls = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// An error and its sources on one line: "client error (Connect): tcp connect error: refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Removes hop-by-hop headers: `Connection`, every header it names, and the fixed list.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        header::CONNECTION.as_str(),
+        "keep-alive",
+        "proxy-connection",
+        header::PROXY_AUTHORIZATION.as_str(),
+        header::PROXY_AUTHENTICATE.as_str(),
+        header::TE.as_str(),
+        header::TRAILER.as_str(),
+        header::TRANSFER_ENCODING.as_str(),
+        header::UPGRADE.as_str(),
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(client: HttpClient, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Service<Request<ProxyBody>> for Upstream {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Self::Response, ProxyError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let (Some(target), Some(Instance(instance))) = (
+                request.extensions_mut().remove::<RouteMatch>(),
+                request.extensions_mut().remove::<Instance>(),
+            ) else {
+                return Err(ProxyError::Internal(
+                    "upstream reached without a route and a session".into(),
+                ));
+            };
+            let org = target.route.org.name.clone();
+            *request.uri_mut() = Uri::builder()
+                .scheme("https")
+                .authority(instance.0.clone())
+                .path_and_query(target.path)
+                .build()
+                .map_err(|e| ProxyError::Internal(format!("upstream URI: {e}")))?;
+            *request.version_mut() = Version::HTTP_11;
+            let headers = request.headers_mut();
+            strip_hop_by_hop(headers);
+            let host = HeaderValue::from_str(instance.0.as_str())
+                .map_err(|e| ProxyError::Internal(format!("instance host header: {e}")))?;
+            headers.insert(header::HOST, host);
+
+            let response = match tokio::time::timeout(timeout, client.request(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    return Err(ProxyError::UpstreamUnreachable {
+                        org,
+                        instance: instance.to_string(),
+                        reason: error_chain(&error),
+                    });
+                }
+                Err(_) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        org,
+                        instance: instance.to_string(),
+                        after: timeout,
+                    });
+                }
+            };
+            let (mut parts, incoming) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, body::boxed(incoming)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+}
