@@ -110,8 +110,9 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let listen = listener.local_addr().unwrap_or(config.proxy.listen);
     tracing::info!(
-        listen = %config.proxy.listen,
+        listen = %listen,
         routes = config.routes.len(),
         config = %path.display(),
         "sfproxy ready"

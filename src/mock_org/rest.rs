@@ -82,12 +82,19 @@ pub(super) async fn handle(
     } else if !state.users.get(user).is_some_and(|u| u.rest_api) {
         return Ok(invalid_session(&parts.headers, NOT_FOR_REST));
     } else {
-        route(&parts, &body, usage, user)
+        let username = state.users.get(user).map_or("", |u| u.username.as_str());
+        route(&parts, &body, usage, user, username)
     };
     Ok(with_limit_info(response, usage))
 }
 
-fn route(parts: &Parts, body: &BodySummary, usage: u64, user: usize) -> MockResponse {
+fn route(
+    parts: &Parts,
+    body: &BodySummary,
+    usage: u64,
+    user: usize,
+    username: &str,
+) -> MockResponse {
     let path = parts.uri.path();
     let method = &parts.method;
     if path == "/echo"
@@ -95,7 +102,7 @@ fn route(parts: &Parts, body: &BodySummary, usage: u64, user: usize) -> MockResp
         || path == "/services/apexrest/echo"
         || path.starts_with("/services/apexrest/echo/")
     {
-        return echo(parts, body);
+        return echo(parts, body, username);
     }
     let Some(rest) = path.strip_prefix("/services/data") else {
         return not_found();
@@ -197,10 +204,20 @@ fn sobject_resource(method: &Method, version: &str, sobject: &str) -> MockRespon
     )
 }
 
-fn echo(parts: &Parts, body: &BodySummary) -> MockResponse {
+/// Reports what arrived and as whom. Credentials are shown by kind only: an answer is no place
+/// for a session id, even a stand-in's (tests read them from [`super::MockOrg::requests`]).
+fn echo(parts: &Parts, body: &BodySummary, username: &str) -> MockResponse {
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        let value = match name.as_str() {
+            "authorization" => match value.split_once(' ') {
+                Some((scheme, _)) => format!("{scheme} <redacted>"),
+                None => "<redacted>".to_owned(),
+            },
+            "x-sfdc-session" => "<redacted>".to_owned(),
+            _ => value,
+        };
         match headers.get_mut(name.as_str()) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
@@ -220,6 +237,7 @@ fn echo(parts: &Parts, body: &BodySummary) -> MockResponse {
         200,
         &json!({
             "method": parts.method.as_str(),
+            "user": username,
             "path": parts.uri.path(),
             "query": parts.uri.query(),
             "headers": headers,

@@ -1,0 +1,343 @@
+//! Shared test support: a stand-in org with freshly generated credentials, the real `sfproxy`
+//! binary running on a config, and curl as the caller. Everything binds 127.0.0.1:0.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use sfproxy::{
+    mock_org::{MockOrg, MockOrgConfig, MockUser},
+    pki,
+};
+
+pub const CONSUMER_KEY: &str = "3MVG9test.consumer";
+pub const AUDIENCE: &str = "https://login.salesforce.com";
+pub const USER: &str = "erp@acme.example";
+pub const OTHER_USER: &str = "wms@acme.example";
+
+pub fn user(name: &str) -> MockUser {
+    MockUser {
+        username: name.to_owned(),
+        approved: true,
+        rest_api: true,
+    }
+}
+
+/// A stand-in org plus the files a proxy config points at (key, CA).
+pub struct Org {
+    pub mock: MockOrg,
+    pub dir: tempfile::TempDir,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
+impl Org {
+    pub async fn start() -> Org {
+        Org::with_users(vec![user(USER), user(OTHER_USER)]).await
+    }
+
+    pub async fn with_users(users: Vec<MockUser>) -> Org {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let app = pki::connected_app_cert("sfproxy test", 1).expect("app cert");
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).expect("tls");
+        let key_file = dir.path().join("acme.key");
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&key_file, &app.key_pem).expect("write key");
+        std::fs::write(&ca_file, &ca.cert_pem).expect("write ca");
+        let mock = MockOrg::start(MockOrgConfig {
+            consumer_key: CONSUMER_KEY.to_owned(),
+            certificate_pem: app.cert_pem,
+            users,
+            audience: AUDIENCE.to_owned(),
+            tls,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        })
+        .await
+        .expect("start stand-in org");
+        Org {
+            mock,
+            dir,
+            key_file,
+            ca_file,
+        }
+    }
+
+    /// `[proxy]` on 127.0.0.1:0 trusting the stand-in's CA, plus `[orgs.acme]` pointing at it.
+    /// `proxy_extra` goes into `[proxy]`, `org_extra` into `[orgs.acme]`.
+    pub fn config(&self, proxy_extra: &str, org_extra: &str) -> String {
+        format!(
+            r#"[proxy]
+listen = "127.0.0.1:0"
+ca_file = "{ca}"
+{proxy_extra}
+
+[orgs.acme]
+login_url = "{url}"
+audience = "{AUDIENCE}"
+client_id = "{CONSUMER_KEY}"
+private_key_file = "{key}"
+{org_extra}
+"#,
+            ca = self.ca_file.display(),
+            url = self.mock.url(),
+            key = self.key_file.display(),
+        )
+    }
+
+    /// The access tokens the stand-in saw on REST requests, in order.
+    pub fn seen_authorizations(&self) -> Vec<String> {
+        self.mock
+            .requests()
+            .iter()
+            .filter_map(|r| header(&r.headers, "authorization"))
+            .collect()
+    }
+}
+
+pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+/// A route block for `[[routes]]`.
+pub fn route(name: &str, hosts: &[&str], user: &str, extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\nhosts = [{}]\norg = \"acme\"\nuser = \"{user}\"\n{extra}\n",
+        hosts.join(", ")
+    )
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sfproxy")
+}
+
+/// The real `sfproxy run` on a config file, with its log captured.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    pub fn start(config: &str) -> Proxy {
+        Proxy::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sfproxy.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", env_or("RUST_LOG", "info"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sfproxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut ready_tx = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if event["message"] == "sfproxy ready" {
+                        if let (Some(tx), Some(listen)) = (ready_tx.take(), event["listen"].as_str())
+                        {
+                            let _ = tx.send(listen.parse::<SocketAddr>().expect("listen"));
+                        }
+                    }
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "sfproxy did not become ready; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Proxy {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// For `curl -x`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The JSON log events whose message is `message`, with the fields of the request's span
+    /// (route, org, user, session...) merged in.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["message"] == message)
+            .map(|mut e| {
+                if let Some(span) = e["span"].as_object().cloned() {
+                    for (k, v) in span {
+                        e[k.as_str()] = v;
+                    }
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Sends raw bytes to the proxy port and returns everything it answers until it closes or
+    /// goes quiet: for requests no HTTP client will send.
+    pub async fn raw(&self, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Runs `sfproxy` to completion (for exit codes and messages).
+pub fn run_sfproxy(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SFPROXY_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sfproxy")
+}
+
+/// One HTTP exchange as curl saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Response header lines of the final answer, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(&self.headers, name)
+    }
+
+    /// The `errorCode` of a Salesforce-shaped error body.
+    pub fn error_code(&self) -> String {
+        self.json()[0]["errorCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Runs curl with `args` (plus `-sS`), returning status, headers and body.
+pub async fn curl(args: &[&str]) -> Reply {
+    curl_with_env(args, &[]).await
+}
+
+pub async fn curl_with_env(args: &[&str], env: &[(&str, &str)]) -> Reply {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let headers_file = dir.path().join("headers");
+    let body_file = dir.path().join("body");
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-D"])
+        .arg(&headers_file)
+        .arg("-o")
+        .arg(&body_file)
+        .args(["-w", "%{http_code} %{http_connect}"])
+        .args(args)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("curl is installed");
+    let status_text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    // A refused CONNECT leaves http_code at 0 and the proxy's status in http_connect.
+    let status = status_text
+        .split(' ')
+        .filter_map(|s| s.parse::<u16>().ok())
+        .find(|s| *s != 0)
+        .ok_or(())
+        .unwrap_or_else(|()| {
+        panic!(
+            "curl gave no status ({status_text:?}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let raw_headers = std::fs::read_to_string(&headers_file).unwrap_or_default();
+    // With a proxy, curl may write several header blocks; the last one is the answer.
+    let last_block = raw_headers
+        .split("\r\n\r\n")
+        .filter(|b| !b.trim().is_empty())
+        .last()
+        .unwrap_or("");
+    let headers = last_block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = std::fs::read_to_string(&body_file).unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
