@@ -78,19 +78,18 @@ user = "{USER}"
     )
 }
 
-pub async fn run(listen: SocketAddr) -> Result<(), String> {
-    let dir = workdir().map_err(|e| format!("cannot create a work directory: {e}"))?;
+/// Generates the connected app's key and certificate and a CA for TLS into `dir`, then starts
+/// the stand-in org on `listen` with a certificate for `names`.
+async fn start_stand_in(listen: SocketAddr, dir: &Path, names: &[&str]) -> Result<MockOrg, String> {
     let app = pki::connected_app_cert("sfproxy demo", 30).map_err(|e| e.to_string())?;
-    let (ca, tls) =
-        pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).map_err(|e| e.to_string())?;
+    let (ca, tls) = pki::tls_ca_and_server(names).map_err(|e| e.to_string())?;
     let written = write_private(&dir.join("demo.key"), &app.key_pem)
         .and_then(|()| std::fs::write(dir.join("demo.crt"), &app.cert_pem))
         .and_then(|()| std::fs::write(dir.join("ca.crt"), &ca.cert_pem));
     written.map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
-
-    let org = MockOrg::start(MockOrgConfig {
+    MockOrg::start(MockOrgConfig {
         consumer_key: CONSUMER_KEY.to_owned(),
-        certificate_pem: app.cert_pem.clone(),
+        certificate_pem: app.cert_pem,
         users: vec![MockUser {
             username: USER.to_owned(),
             approved: true,
@@ -98,17 +97,24 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
         }],
         audience: AUDIENCE.to_owned(),
         tls,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen,
     })
     .await
-    .map_err(|e| format!("cannot start the Salesforce stand-in: {e}"))?;
+    .map_err(|e| format!("cannot start the Salesforce stand-in on {listen}: {e}"))
+}
 
+/// `sfproxy demo`: the stand-in on a free loopback port and the proxy in front of it.
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let dir = workdir().map_err(|e| format!("cannot create a work directory: {e}"))?;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let org = start_stand_in(loopback, &dir, &["localhost", "127.0.0.1"]).await?;
     let config_path = dir.join("sfproxy.toml");
     std::fs::write(&config_path, config_text(listen, &org.url()))
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     let config = Config::load(&config_path).map_err(|e| e.to_string())?;
     let service = stack::build(&config)?;
     let listener = server::bind(listen).await.map_err(|e| e.to_string())?;
+    let listen = listener.local_addr().unwrap_or(listen);
 
     println!(
         "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint and REST API),\n\
@@ -127,5 +133,38 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     server::serve(listener, service, server::stop_signal()).await;
     org.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `sfproxy stand-in`: only the Salesforce stand-in, for a proxy run elsewhere (docker-compose).
+/// Its files land in `dir`; token responses name `public_url` as the instance.
+pub async fn stand_in(
+    listen: SocketAddr,
+    dir: &Path,
+    names: &[String],
+    public_url: Option<String>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let org = start_stand_in(listen, dir, &names).await?;
+    let port = org.addr().port();
+    let public_url = public_url.unwrap_or_else(|| {
+        format!(
+            "https://{}:{port}",
+            names.first().copied().unwrap_or("localhost")
+        )
+    });
+    org.set_instance_url(Some(public_url.clone()));
+    println!(
+        "sfproxy stand-in: a Salesforce stand-in listens on {addr}, announced as {public_url}.\n\
+         Connected app: consumer key {CONSUMER_KEY}, user {USER}, audience {AUDIENCE}.\n\
+         Key, certificate and CA: {dir}/demo.key, demo.crt, ca.crt\n\
+         Ctrl-C stops it.",
+        addr = org.addr(),
+        dir = dir.display(),
+    );
+    tracing::info!(listen = %org.addr(), public_url, "sfproxy stand-in ready");
+    server::stop_signal().await;
+    org.shutdown().await;
     Ok(())
 }

@@ -43,6 +43,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3128")]
         listen: SocketAddr,
     },
+    /// Run only the Salesforce stand-in (for docker-compose or a proxy started by hand).
+    StandIn {
+        /// Address of its TLS port.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Where to write the connected app's key and certificate and the TLS CA.
+        #[arg(long, default_value = "stand-in")]
+        dir: PathBuf,
+        /// Host names (and IPs) its TLS certificate is valid for.
+        #[arg(long = "name", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+        names: Vec<String>,
+        /// The instance URL its token responses announce [default: https://<first name>:<port>]
+        #[arg(long)]
+        public_url: Option<String>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -77,15 +92,28 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(Config::path_from(config)).await,
-            Command::Demo { listen } => match sfproxy::demo::run(listen).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("sfproxy demo: {error}");
-                    ExitCode::FAILURE
-                }
-            },
+            Command::Demo { listen } => report("demo", sfproxy::demo::run(listen).await),
+            Command::StandIn {
+                listen,
+                dir,
+                names,
+                public_url,
+            } => report(
+                "stand-in",
+                sfproxy::demo::stand_in(listen, &dir, &names, public_url).await,
+            ),
         }
     })
+}
+
+fn report(command: &str, outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sfproxy {command}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(path: PathBuf) -> ExitCode {

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{Org, OTHER_USER, Proxy, USER, curl, curl_with_env, route};
+use support::{OTHER_USER, Org, Proxy, USER, curl, curl_with_env, route};
 
 const LIMITS: &str = "http://acme.my.salesforce.com/services/data/v61.0/limits";
 
@@ -13,7 +13,14 @@ async fn curl_through_the_proxy_gets_salesforce_answer_with_injected_bearer() {
     let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
     let proxy = Proxy::start(&config);
 
-    let reply = curl(&["-x", &proxy.url(), "-H", "Authorization: Bearer callers-own", LIMITS]).await;
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Authorization: Bearer callers-own",
+        LIMITS,
+    ])
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.json()["DailyApiRequests"]["Max"].is_number());
     assert!(reply.header("sforce-limit-info").is_some());
@@ -56,7 +63,10 @@ async fn curl_through_the_proxy_gets_salesforce_answer_with_injected_bearer() {
     assert_eq!(last["user"], USER);
     assert_eq!(last["session"], "cache");
     assert_eq!(last["status"], 200);
-    assert!(!proxy.log().contains("SELECT"), "query strings are not logged");
+    assert!(
+        !proxy.log().contains("SELECT"),
+        "query strings are not logged"
+    );
     assert!(!proxy.log().contains("Bearer 00D"), "tokens are not logged");
 }
 
@@ -86,7 +96,10 @@ async fn gateway_form_strips_the_prefix() {
     assert_eq!(reply.json()["success"], true);
     let seen = org.mock.requests();
     assert_eq!(seen[0].method, "POST");
-    assert_eq!(seen[0].path_and_query, "/services/data/v61.0/sobjects/Account");
+    assert_eq!(
+        seen[0].path_and_query,
+        "/services/data/v61.0/sobjects/Account"
+    );
     assert_eq!(seen[0].body_len, 15);
 }
 
@@ -100,8 +113,18 @@ async fn two_clients_on_one_host_act_as_two_users() {
         + &format!(
             "[clients.erp]\nsecret_sha256 = \"{erp_hash}\"\n[clients.wms]\nsecret_sha256 = \"{wms_hash}\"\n"
         )
-        + &route("erp", &["acme.my.salesforce.com"], USER, "clients = [\"erp\"]")
-        + &route("wms", &["acme.my.salesforce.com"], OTHER_USER, "clients = [\"wms\"]");
+        + &route(
+            "erp",
+            &["acme.my.salesforce.com"],
+            USER,
+            "clients = [\"erp\"]",
+        )
+        + &route(
+            "wms",
+            &["acme.my.salesforce.com"],
+            OTHER_USER,
+            "clients = [\"wms\"]",
+        );
     let proxy = Proxy::start(&config);
     let echo = "http://acme.my.salesforce.com/services/apexrest/echo";
 
@@ -145,26 +168,42 @@ async fn refusals_send_nothing_upstream() {
     let org = Org::start().await;
     let config = org.config("", "")
         + "[clients.erp]\nnetworks = [\"127.0.0.0/8\"]\n[clients.other]\nnetworks = [\"10.9.0.0/16\"]\n"
-        + &route("erp", &["acme.my.salesforce.com"], USER, "clients = [\"other\"]");
+        + &route(
+            "erp",
+            &["acme.my.salesforce.com"],
+            USER,
+            "clients = [\"other\"]",
+        );
     let proxy = Proxy::start(&config);
 
     let reply = curl(&["-x", &proxy.url(), "http://evil.example/services/data/"]).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.error_code(), "PROXY_NO_ROUTE");
-    assert_eq!(reply.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json")
+    );
 
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
     assert_eq!(reply.status, 403);
     assert_eq!(reply.error_code(), "PROXY_CLIENT_FORBIDDEN");
 
     // An https:// URL makes curl ask for a tunnel: refused, with what to do instead.
-    let reply = curl(&["-x", &proxy.url(), "https://acme.my.salesforce.com/services/data/"]).await;
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "https://acme.my.salesforce.com/services/data/",
+    ])
+    .await;
     assert_eq!(reply.status, 405);
     let answer = proxy
         .raw("CONNECT acme.my.salesforce.com:443 HTTP/1.1\r\nHost: acme.my.salesforce.com:443\r\n\r\n")
         .await;
     assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
-    assert!(answer.contains(r#""errorCode":"PROXY_CONNECT_UNSUPPORTED""#), "{answer}");
+    assert!(
+        answer.contains(r#""errorCode":"PROXY_CONNECT_UNSUPPORTED""#),
+        "{answer}"
+    );
     assert!(answer.contains("send http:// URLs"), "{answer}");
 
     let reply = curl(&[
@@ -178,7 +217,11 @@ async fn refusals_send_nothing_upstream() {
     assert_eq!(reply.error_code(), "PROXY_BAD_REQUEST");
 
     assert!(org.mock.requests().is_empty(), "nothing reached Salesforce");
-    assert_eq!(org.mock.token_requests(), 0, "no login for a refused request");
+    assert_eq!(
+        org.mock.token_requests(),
+        0,
+        "no login for a refused request"
+    );
     let refusals = proxy.events("refused");
     let codes: Vec<&str> = refusals.iter().filter_map(|e| e["code"].as_str()).collect();
     assert_eq!(

@@ -157,7 +157,8 @@ impl Proxy {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
                     if event["message"] == "sfproxy ready" {
-                        if let (Some(tx), Some(listen)) = (ready_tx.take(), event["listen"].as_str())
+                        if let (Some(tx), Some(listen)) =
+                            (ready_tx.take(), event["listen"].as_str())
                         {
                             let _ = tx.send(listen.parse::<SocketAddr>().expect("listen"));
                         }
@@ -217,7 +218,9 @@ impl Proxy {
     /// goes quiet: for requests no HTTP client will send.
     pub async fn raw(&self, request: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
@@ -316,11 +319,11 @@ pub async fn curl_with_env(args: &[&str], env: &[(&str, &str)]) -> Reply {
         .find(|s| *s != 0)
         .ok_or(())
         .unwrap_or_else(|()| {
-        panic!(
-            "curl gave no status ({status_text:?}): {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
+            panic!(
+                "curl gave no status ({status_text:?}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     let raw_headers = std::fs::read_to_string(&headers_file).unwrap_or_default();
     // With a proxy, curl may write several header blocks; the last one is the answer.
     let last_block = raw_headers
