@@ -2,6 +2,7 @@
 //! binary running on a config, and curl as the caller. Everything binds 127.0.0.1:0.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a failed test
 
 use std::{
     io::{BufRead, BufReader},
