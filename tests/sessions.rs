@@ -1,0 +1,257 @@
+//! Sessions end to end: one token request however many callers miss at once, and the replay
+//! when Salesforce says a session expired — once, with the body intact, never in a loop.
+
+mod support;
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use sfproxy::mock_org::{MockUser, TokenFailure};
+use support::{Org, Proxy, USER, curl, route};
+
+const HOST: &str = "acme.my.salesforce.com";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn start(org: &Org, proxy_extra: &str) -> Proxy {
+    Proxy::start(&(org.config(proxy_extra, "") + &route("erp", &[HOST], USER, "")))
+}
+
+fn url(path: &str) -> String {
+    format!("http://{HOST}{path}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_cold_callers_share_one_token_request() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    // A slow login, so every caller arrives while the one token request is in flight.
+    org.mock
+        .fail_next_token_requests(1, TokenFailure::Delay(Duration::from_millis(500)));
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let uri: http::Uri = format!("http://{}/services/data/v61.0/limits", proxy.addr)
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let client = client.clone();
+            let request = http::Request::get(uri.clone())
+                .header("host", HOST)
+                .body(Empty::new())
+                .unwrap();
+            tokio::spawn(async move {
+                let response = client.request(request).await.expect("proxy answers");
+                let status = response.status();
+                response.into_body().collect().await.expect("body");
+                status
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(
+        org.mock.token_requests(),
+        1,
+        "one token request for 1,000 misses"
+    );
+    assert_eq!(org.mock.requests().len(), 1000);
+    assert!(org.mock.requests().iter().all(|r| r.session_valid));
+    let minted = proxy
+        .events("request")
+        .iter()
+        .filter(|e| e["session"] == "minted")
+        .count();
+    assert_eq!(minted, 1, "exactly one request logged the mint");
+    eprintln!("1,000 cold requests answered in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_session_is_renewed_and_the_request_replayed_once() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    let limits = url("/services/data/v61.0/limits");
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
+    assert_eq!(org.mock.token_requests(), 1);
+
+    org.mock.expire_sessions();
+    let reply = curl(&["-x", &proxy.url(), &limits]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(org.mock.token_requests(), 2, "one new token");
+    let seen = org.mock.requests();
+    assert_eq!(seen.len(), 3, "the expired attempt and its single replay");
+    assert!(!seen[1].session_valid);
+    assert!(seen[2].session_valid);
+    let auth = org.seen_authorizations();
+    assert_eq!(auth[0], auth[1], "the expired session was tried first");
+    assert_ne!(auth[1], auth[2], "the replay used the new session");
+    assert_eq!(
+        proxy.events("request").last().unwrap()["session"],
+        "replayed"
+    );
+
+    // The new session is cached: the next call needs no login.
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
+    assert_eq!(org.mock.token_requests(), 2);
+
+    // An XML-speaking caller gets the same treatment (Salesforce answers the 401 in XML).
+    org.mock.expire_sessions();
+    let reply = curl(&["-x", &proxy.url(), "-H", "Accept: application/xml", &limits]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(org.mock.token_requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_401_goes_back_to_the_caller() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    let limits = url("/services/data/v61.0/limits");
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
+
+    // The next login yields a session the API does not accept: the replay fails too.
+    org.mock.expire_sessions();
+    org.mock.fail_next_token_requests(
+        1,
+        TokenFailure::Raw {
+            status: 200,
+            content_type: "application/json".into(),
+            body: format!(
+                r#"{{"access_token":"00Dbogus!AR","instance_url":"{}","token_type":"Bearer"}}"#,
+                org.mock.url()
+            ),
+        },
+    );
+    let reply = curl(&["-x", &proxy.url(), &limits]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()[0]["errorCode"], "INVALID_SESSION_ID");
+    assert_eq!(org.mock.requests().len(), 3, "sent twice, never more");
+    assert_eq!(org.mock.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_not_valid_for_rest_is_not_replayed() {
+    let org = Org::with_users(vec![MockUser {
+        username: USER.into(),
+        approved: true,
+        rest_api: false,
+    }])
+    .await;
+    let proxy = start(&org, "");
+    let reply = curl(&["-x", &proxy.url(), &url("/services/data/v61.0/limits")]).await;
+    assert_eq!(reply.status, 401);
+    assert!(reply.body.contains("not valid for use with the REST API"));
+    assert_eq!(org.mock.requests().len(), 1);
+    assert_eq!(org.mock.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_body_is_replayed_intact() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("body");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let echo = url("/services/apexrest/echo");
+
+    assert_eq!(curl(&["-x", &proxy.url(), &echo]).await.status, 200);
+    org.mock.expire_sessions();
+    let reply = curl(&["-x", &proxy.url(), "--data-binary", &data, &echo]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echoed = reply.json();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["bodyLen"], 100_000);
+    assert_eq!(echoed["bodySha256"], hex(&sfproxy::config::sha256(&body)));
+    let posts: Vec<_> = org
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "the POST was sent twice in all");
+    assert!(posts.iter().all(|p| p.body_len == 100_000));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_over_replay_limit_stream_and_are_not_replayed() {
+    let org = Org::start().await;
+    let proxy = start(&org, "replay_limit = \"64KiB\"");
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..8_000_000u32).map(|i| (i % 253) as u8).collect();
+    let file = dir.path().join("body");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let echo = url("/services/apexrest/echo");
+
+    // Streams through whole (chunked too), byte for byte.
+    for extra in [None, Some("Transfer-Encoding: chunked")] {
+        let proxy_url = proxy.url();
+        let mut args = vec!["-x", proxy_url.as_str(), "--data-binary", &data];
+        if let Some(header) = extra {
+            args.extend(["-H", header]);
+        }
+        args.push(&echo);
+        let reply = curl(&args).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["bodyLen"], 8_000_000);
+        assert_eq!(
+            reply.json()["bodySha256"],
+            hex(&sfproxy::config::sha256(&body))
+        );
+    }
+    assert_eq!(org.mock.token_requests(), 1);
+
+    // Expired: too big to replay, so the 401 goes back, but the dead session is dropped.
+    org.mock.expire_sessions();
+    let seen_before = org.mock.requests().len();
+    let reply = curl(&["-x", &proxy.url(), "--data-binary", &data, &echo]).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(org.mock.requests().len(), seen_before + 1, "not replayed");
+    let reply = curl(&["-x", &proxy.url(), &echo]).await;
+    assert_eq!(reply.status, 200, "the caller's retry gets a new session");
+    assert_eq!(org.mock.token_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_v1_gets_the_session_header_and_its_expiry_is_replayed() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    let job = url("/services/async/61.0/job");
+    let xml = "<?xml version=\"1.0\"?><jobInfo/>";
+    let args = |p: &str| {
+        vec![
+            "-x".to_owned(),
+            p.to_owned(),
+            "-H".to_owned(),
+            "Content-Type: application/xml".to_owned(),
+            "-H".to_owned(),
+            "X-SFDC-Session: callers-stale-session".to_owned(),
+            "-d".to_owned(),
+            xml.to_owned(),
+            job.clone(),
+        ]
+    };
+    let proxy_url = proxy.url();
+    let owned = args(&proxy_url);
+    let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+    assert_eq!(curl(&argv).await.status, 200);
+    let seen = org.mock.requests();
+    let session = support::header(&seen[0].headers, "x-sfdc-session").unwrap();
+    assert!(
+        session.starts_with("00D"),
+        "the proxy's session, not the caller's"
+    );
+
+    org.mock.expire_sessions();
+    let reply = curl(&argv).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(org.mock.token_requests(), 2);
+    assert_eq!(org.mock.requests().len(), 3);
+}
