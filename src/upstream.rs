@@ -105,6 +105,8 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the fixed list.
+/// `Expect` goes too: the proxy already answered the caller's `100-continue` by reading the
+/// body, and forwards it whole.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
@@ -127,6 +129,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRAILER.as_str(),
         header::TRANSFER_ENCODING.as_str(),
         header::UPGRADE.as_str(),
+        header::EXPECT.as_str(),
     ] {
         headers.remove(name);
     }

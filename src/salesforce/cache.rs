@@ -116,3 +116,106 @@ impl SessionCache {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{InstanceUrl, ProxySettings, SigningKey},
+        mock_org::{MockOrg, MockOrgConfig, MockUser},
+        pki,
+    };
+
+    async fn setup() -> (MockOrg, SessionCache, Arc<Org>, tempfile::TempDir) {
+        let app = pki::connected_app_cert("t", 1).unwrap();
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
+        let mock = MockOrg::start(MockOrgConfig {
+            consumer_key: "ck".into(),
+            certificate_pem: app.cert_pem.clone(),
+            users: vec![MockUser {
+                username: "u".into(),
+                approved: true,
+                rest_api: true,
+            }],
+            audience: "https://login.salesforce.com".into(),
+            tls,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.cert_pem).unwrap();
+        let settings = ProxySettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ca_file: Some(ca_file),
+            replay_limit: 1024,
+            request_timeout: Duration::from_secs(5),
+        };
+        let client = crate::upstream::build_client(&settings).unwrap();
+        let org = Arc::new(Org {
+            name: "acme".into(),
+            login_url: mock.url(),
+            token_url: format!("{}/services/oauth2/token", mock.url())
+                .parse()
+                .unwrap(),
+            audience: "https://login.salesforce.com".into(),
+            client_id: "ck".into(),
+            key: SigningKey(
+                jsonwebtoken::EncodingKey::from_rsa_pem(app.key_pem.as_bytes()).unwrap(),
+            ),
+            session_ttl: Duration::from_secs(60),
+            assertion_ttl: Duration::from_secs(60),
+            instance_url: None,
+        });
+        let cache = SessionCache::new(TokenClient::new(client));
+        (mock, cache, org, dir)
+    }
+
+    #[tokio::test]
+    async fn a_stale_invalidation_keeps_the_fresh_session() {
+        let (mock, cache, org, _dir) = setup().await;
+        let (first, source) = cache.get(&org, "u").await.unwrap();
+        assert_eq!(source, Source::Minted);
+        let (again, source) = cache.get(&org, "u").await.unwrap();
+        assert_eq!(source, Source::Cache);
+        assert!(Arc::ptr_eq(&first, &again));
+
+        cache.invalidate(&org, "u", &first).await;
+        let (second, source) = cache.get(&org, "u").await.unwrap();
+        assert_eq!(source, Source::Minted);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(mock.token_requests(), 2);
+
+        // A late caller still holding the first session must not evict the second.
+        cache.invalidate(&org, "u", &first).await;
+        let (still, source) = cache.get(&org, "u").await.unwrap();
+        assert_eq!(source, Source::Cache);
+        assert!(Arc::ptr_eq(&second, &still));
+        assert_eq!(mock.token_requests(), 2);
+        assert_eq!(
+            still.instance,
+            InstanceUrl::parse(&mock.url()).unwrap(),
+            "the instance comes from the token response"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached() {
+        let (mock, cache, org, _dir) = setup().await;
+        mock.fail_next_token_requests(
+            1,
+            crate::mock_org::TokenFailure::OAuth {
+                status: 400,
+                error: "invalid_grant".into(),
+                description: "ip restricted".into(),
+            },
+        );
+        let error = cache.get(&org, "u").await.unwrap_err();
+        assert!(
+            matches!(&*error, TokenError::Rejected { description, .. } if description == "ip restricted")
+        );
+        assert!(cache.get(&org, "u").await.is_ok());
+        assert_eq!(mock.token_requests(), 2);
+    }
+}
