@@ -161,7 +161,7 @@ fn named_key<'a>(line: &'a str, path: &Path) -> &'a str {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a missing key is reported under the table before its own (toml_error in src/config.rs)"]
+
 async fn missing_keys_are_named_under_their_own_table() {
     let dir = key_dir();
     let cases: Vec<(&str, String, &str)> = vec![
