@@ -301,17 +301,27 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
     let Some(span) = error.span() else {
         return ConfigError::new("config", message);
     };
-    let before = &text[..span.start.min(text.len())];
-    let line_no = before.matches('\n').count() + 1;
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-    let table = before
+    // The table the error is in: a missing field points at the table's own header line.
+    let table = text
         .lines()
-        .rev()
+        .take(line_no)
         .map(str::trim)
-        .find(|l| l.starts_with('['))
+        .filter(|l| l.starts_with('['))
+        .last()
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
-    let key = line.split('=').next().map(str::trim).unwrap_or("");
-    let key = match (table, key.is_empty() || key.starts_with('[')) {
+    let key = if line.starts_with('[') {
+        // "missing field `login_url`": name the field under its table.
+        message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("")
+    } else {
+        line.split('=').next().map(str::trim).unwrap_or("")
+    };
+    let key = match (table, key.is_empty()) {
         (Some(table), false) => format!("{table}.{key}"),
         (Some(table), true) => table,
         (None, false) => key.to_owned(),
@@ -719,6 +729,11 @@ user = "u@acme.com"
 
         let err = load("[proxy]\nlisten = \"nowhere\"\n").unwrap_err();
         assert!(err.key.starts_with("proxy.listen"), "{err}");
+
+        let dir = key_file();
+        let text = format!("{ORG}[orgs.b]\nclient_id = \"x\"\n{ROUTE}");
+        let err = Config::from_toml(&text, dir.path()).unwrap_err();
+        assert!(err.key.starts_with("orgs.b.login_url"), "{err}");
     }
 
     #[test]

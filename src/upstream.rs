@@ -187,10 +187,15 @@ impl Service<Request<ProxyBody>> for Upstream {
             let response = match tokio::time::timeout(timeout, client.request(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
+                    let reason = if error.is_connect() {
+                        format!("cannot connect: {}", error_chain(&error))
+                    } else {
+                        format!("no answer: {}", error_chain(&error))
+                    };
                     return Err(ProxyError::UpstreamUnreachable {
                         org,
                         instance: instance.to_string(),
-                        reason: error_chain(&error),
+                        reason,
                     });
                 }
                 Err(_) => {

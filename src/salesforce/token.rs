@@ -139,8 +139,13 @@ impl TokenClient {
             .body(body::full(form))
             .map_err(|e| TokenError::Unavailable(format!("cannot build the token request: {e}")))?;
         let response = self.http.request(request).await.map_err(|e| {
+            let what = if e.is_connect() {
+                "cannot reach"
+            } else {
+                "no answer from"
+            };
             TokenError::Unavailable(format!(
-                "cannot reach {}: {}",
+                "{what} {}: {}",
                 org.token_url,
                 crate::upstream::error_chain(&e)
             ))
