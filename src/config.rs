@@ -34,6 +34,7 @@ pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(3 * 60);
 /// How long one token request may take before the login counts as unavailable.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PATH_PREFIX: &str = "/";
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const CONFIG_ENV: &str = "SFPROXY_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "sfproxy.toml";
 
@@ -75,6 +76,9 @@ struct RawProxy {
     replay_limit: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
+    admin_listen: Option<SocketAddr>,
+    #[serde(default, with = "humantime_serde")]
+    shutdown_grace: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,8 @@ struct RawOrg {
     #[serde(default, with = "humantime_serde")]
     assertion_ttl: Option<Duration>,
     instance_url: Option<String>,
+    #[serde(default)]
+    warm: bool,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +137,10 @@ pub struct ProxySettings {
     pub ca_file: Option<PathBuf>,
     pub replay_limit: usize,
     pub request_timeout: Duration,
+    /// Health, readiness and metrics; off unless set.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long requests in flight may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug)]
@@ -146,6 +156,13 @@ pub struct Org {
     pub assertion_ttl: Duration,
     /// When set, the upstream for this org whatever the token response says.
     pub instance_url: Option<InstanceUrl>,
+    /// Mint sessions at start and keep them fresh; readiness waits for them.
+    pub warm: bool,
+    /// Where the key was read from, for `sfproxy check`'s permission warning.
+    pub key_file: Option<PathBuf>,
+    /// Digest of every setting that makes a session (login URL, audience, client id, key,
+    /// instance): sessions survive a reload exactly when it is unchanged.
+    pub settings_id: [u8; 32],
 }
 
 /// The org's RSA private key, held only as a signing key; `Debug` never shows it.
@@ -345,6 +362,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             "proxy.request_timeout",
             raw.proxy.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
         )?,
+        admin_listen: raw.proxy.admin_listen,
+        shutdown_grace: raw.proxy.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
     };
     if let Some(ca_file) = &proxy.ca_file {
         crate::upstream::read_ca_file(ca_file)
@@ -431,15 +450,18 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
     if raw.client_id.trim().is_empty() {
         return Err(ConfigError::new(key("client_id"), "must not be empty"));
     }
+    let mut key_file = None;
     let pem = match (raw.private_key_file, raw.private_key_env) {
         (Some(file), None) => {
             let path = base.join(file);
-            std::fs::read(&path).map_err(|e| {
+            let pem = std::fs::read(&path).map_err(|e| {
                 ConfigError::new(
                     key("private_key_file"),
                     format!("cannot read {}: {e}", path.display()),
                 )
-            })?
+            })?;
+            key_file = Some(path);
+            pem
         }
         (None, Some(var)) => std::env::var(&var)
             .map_err(|_| {
@@ -477,12 +499,29 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         .map(|u| InstanceUrl::parse(u.trim().trim_end_matches('/')))
         .transpose()
         .map_err(|m| ConfigError::new(key("instance_url"), m))?;
+    let client_id = raw.client_id.trim().to_owned();
+    let settings_id = {
+        let instance = instance_url.as_ref().map(ToString::to_string);
+        let key_digest = sha256(&pem);
+        let mut all = Vec::new();
+        for part in [
+            login_url.as_bytes(),
+            audience.as_bytes(),
+            client_id.as_bytes(),
+            &key_digest,
+            instance.as_deref().unwrap_or("").as_bytes(),
+        ] {
+            all.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            all.extend_from_slice(part);
+        }
+        sha256(&all)
+    };
     Ok(Org {
         name: name.to_owned(),
         login_url,
         token_url,
         audience,
-        client_id: raw.client_id.trim().to_owned(),
+        client_id,
         key: signing_key,
         session_ttl: positive(
             &key("session_ttl"),
@@ -490,6 +529,9 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         )?,
         assertion_ttl,
         instance_url,
+        warm: raw.warm,
+        key_file,
+        settings_id,
     })
 }
 

@@ -11,9 +11,9 @@ use std::{
 };
 
 use crate::{
-    config::Config,
+    app::{self, App},
     mock_org::{MockOrg, MockOrgConfig, MockUser},
-    pki, server, stack,
+    pki, server,
 };
 
 pub const CONSUMER_KEY: &str = "3MVG9demo.consumer.key";
@@ -28,29 +28,13 @@ fn workdir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes a file only its owner can read: it may be a private key.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::{io::Write, os::unix::fs::OpenOptionsExt};
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(contents.as_bytes())
-    }
-    #[cfg(not(unix))]
-    std::fs::write(path, contents)
-}
-
 /// The config the demo runs on, for a stand-in org at `org_url`.
 pub fn config_text(listen: SocketAddr, org_url: &str) -> String {
     format!(
         r#"# Written by `sfproxy demo`: a working config for a stand-in org on this machine.
 [proxy]
 listen = "{listen}"
+admin_listen = "127.0.0.1:0"    # /healthz, /readyz, /metrics on a free port
 ca_file = "ca.crt"              # the stand-in's TLS is signed by this throwaway CA
 
 [orgs.demo]
@@ -83,7 +67,7 @@ user = "{USER}"
 async fn start_stand_in(listen: SocketAddr, dir: &Path, names: &[&str]) -> Result<MockOrg, String> {
     let app = pki::connected_app_cert("sfproxy demo", 30).map_err(|e| e.to_string())?;
     let (ca, tls) = pki::tls_ca_and_server(names).map_err(|e| e.to_string())?;
-    let written = write_private(&dir.join("demo.key"), &app.key_pem)
+    let written = crate::keygen::write_private(&dir.join("demo.key"), &app.key_pem)
         .and_then(|()| std::fs::write(dir.join("demo.crt"), &app.cert_pem))
         .and_then(|()| std::fs::write(dir.join("ca.crt"), &ca.cert_pem));
     written.map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
@@ -111,29 +95,31 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     let config_path = dir.join("sfproxy.toml");
     std::fs::write(&config_path, config_text(listen, &org.url()))
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
-    let service = stack::build(&config)?;
-    let listener = server::bind(listen).await.map_err(|e| e.to_string())?;
-    let listen = listener.local_addr().unwrap_or(listen);
-
-    println!(
-        "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint and REST API),\n\
-         and sfproxy listens on http://{listen} in front of it.\n\
-         Config, key and certificates: {dir}\n\n\
-         Try, in another terminal:\n\n  \
-         curl -x http://{listen} http://demo.my.salesforce.com/services/data/v61.0/limits\n  \
-         HTTP_PROXY=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
-         curl http://{listen}/demo/services/data/v61.0/limits          # gateway form\n  \
-         curl -x http://{listen} http://evil.example/                   # refused: no route\n\n\
-         Ctrl-C stops it.\n",
-        url = org.url(),
-        dir = dir.display(),
-    );
-    tracing::info!(listen = %listen, org = %org.url(), "sfproxy demo ready");
-    server::serve(listener, service, server::stop_signal()).await;
+    let app = App::load(&config_path)?;
+    let url = org.url();
+    let outcome = app::run(app, |bound| {
+        let listen = bound.proxy;
+        let admin = bound
+            .admin
+            .map_or_else(|| "off".to_owned(), |a| format!("http://{a}"));
+        println!(
+            "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint and REST API),\n\
+             and sfproxy listens on http://{listen} in front of it (admin: {admin}).\n\
+             Config, key and certificates: {dir}\n\n\
+             Try, in another terminal:\n\n  \
+             curl -x http://{listen} http://demo.my.salesforce.com/services/data/v61.0/limits\n  \
+             HTTP_PROXY=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
+             curl http://{listen}/demo/services/data/v61.0/limits          # gateway form\n  \
+             curl -x http://{listen} http://evil.example/                   # refused: no route\n  \
+             curl {admin}/metrics                                          # Prometheus metrics\n\n\
+             Ctrl-C stops it.",
+            dir = dir.display(),
+        );
+    })
+    .await;
     org.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    outcome
 }
 
 /// `sfproxy stand-in`: only the Salesforce stand-in, for a proxy run elsewhere (docker-compose).

@@ -5,14 +5,39 @@
 //! forwards the call to the org's instance over TLS. Modules are listed in the order a request
 //! meets them.
 
-pub mod body;
+// Start-up: the validated config, and the running proxy that swaps it on reload.
 pub mod config;
-pub mod demo;
-pub mod error;
-pub mod layer;
-pub mod mock_org;
-pub mod pki;
-pub mod salesforce;
+
+pub mod app;
+
+// Accepting connections, then the tower stack: trace, rescue, identify, route, session.
 pub mod server;
+
 pub mod stack;
+
+pub mod layer;
+
+// Sessions from Salesforce's token endpoint, and the instance the request goes to.
+pub mod salesforce;
+
 pub mod upstream;
+
+// Shared by every stage: the body type, errors and their answers, metrics.
+pub mod body;
+
+pub mod error;
+
+pub mod metrics;
+
+// Beside the request path: the admin port, setup tools, the demo and its stand-in org.
+pub mod admin;
+
+pub mod check;
+
+pub mod keygen;
+
+pub mod demo;
+
+pub mod mock_org;
+
+pub mod pki;

@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sfproxy::{config::Config, server, stack};
+use sfproxy::{app::App, config::Config, keygen::Keygen};
 
 /// The exit status of a refused config (part of the CLI contract).
 const EXIT_CONFIG: u8 = 64;
@@ -37,6 +37,33 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Log in as every route's user and call the API once: does this config work?
+    Check {
+        /// Config file [default: $SFPROXY_CONFIG, else sfproxy.toml]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Check only this route.
+        #[arg(long)]
+        route: Option<String>,
+    },
+    /// Make a connected app's private key and certificate (for "Use digital signatures").
+    Keygen {
+        /// Base name of the files: NAME.key and NAME.crt.
+        #[arg(long)]
+        name: String,
+        /// Directory for the files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Certificate validity in days.
+        #[arg(long, default_value_t = sfproxy::keygen::DEFAULT_DAYS)]
+        days: u32,
+        /// Certificate subject [default: "CN=sfproxy NAME"]
+        #[arg(long)]
+        subject: Option<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the proxy in front of a local Salesforce stand-in, with generated keys.
     Demo {
         /// Address of the proxy port.
@@ -60,9 +87,11 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat) {
+/// `RUST_LOG` wins; otherwise `default` (the one-shot commands print their own report and log
+/// only problems).
+fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -78,7 +107,8 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen { .. });
+    init_logs(cli.log_format, if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -92,6 +122,32 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(Config::path_from(config)).await,
+            Command::Check { config, route } => check(Config::path_from(config), route).await,
+            Command::Keygen {
+                name,
+                dir,
+                days,
+                subject,
+                force,
+            } => {
+                let args = Keygen {
+                    name,
+                    dir,
+                    days,
+                    subject,
+                    force,
+                };
+                match sfproxy::keygen::run(&args) {
+                    Ok(summary) => {
+                        print!("{summary}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("sfproxy keygen: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Demo { listen } => report("demo", sfproxy::demo::run(listen).await),
             Command::StandIn {
                 listen,
@@ -116,7 +172,7 @@ fn report(command: &str, outcome: Result<(), String>) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> ExitCode {
+async fn check(path: PathBuf, route: Option<String>) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(config) => config,
         Err(error) => {
@@ -124,27 +180,40 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let service = match stack::build(&config) {
-        Ok(service) => service,
+    match sfproxy::check::run(&config, route.as_deref()).await {
+        Ok(report) => {
+            for warning in &report.warnings {
+                eprintln!("{warning}");
+            }
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(error) => {
-            eprintln!("sfproxy: {}: {error}", path.display());
+            eprintln!("sfproxy check: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let app = match App::load(&path) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("sfproxy: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listener = match server::bind(config.proxy.listen).await {
-        Ok(listener) => listener,
+    match sfproxy::app::run(app, |_| {}).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sfproxy: {error}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    let listen = listener.local_addr().unwrap_or(config.proxy.listen);
-    tracing::info!(
-        listen = %listen,
-        routes = config.routes.len(),
-        config = %path.display(),
-        "sfproxy ready"
-    );
-    server::serve(listener, service, server::stop_signal()).await;
-    ExitCode::SUCCESS
+    }
 }

@@ -48,6 +48,8 @@ pub enum PkiError {
     InvalidValidity { days: u32 },
     #[error("a TLS server certificate needs at least one DNS name or IP address")]
     NoNames,
+    #[error("{0:?} is not a subject part: use CN=, O=, OU=, L=, ST= or C=")]
+    Subject(String),
 }
 
 /// A century: long enough for any real use, short enough to stay inside X.509 dates.
@@ -59,8 +61,34 @@ const BACKDATE: Duration = Duration::from_secs(3600);
 /// TLS certificates for the demo and tests: a week is plenty and keeps leaks harmless.
 const TLS_DAYS: u32 = 7;
 
-/// RSA-2048 key and a self-signed X.509 certificate for a Salesforce connected app's "Use digital signatures".
-pub fn connected_app_cert(common_name: &str, days: u32) -> Result<KeyAndCert, PkiError> {
+/// The certificate subject: `"CN=sfproxy acme, O=Acme"` (keys CN, O, OU, L, ST, C), or a bare
+/// common name.
+pub fn subject(text: &str) -> Result<rcgen::DistinguishedName, PkiError> {
+    let mut name = rcgen::DistinguishedName::new();
+    if !text.contains('=') {
+        name.push(DnType::CommonName, text.trim());
+        return Ok(name);
+    }
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || PkiError::Subject(part.to_owned());
+        let (key, value) = part.split_once('=').ok_or_else(bad)?;
+        let kind = match key.trim().to_ascii_uppercase().as_str() {
+            "CN" => DnType::CommonName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "L" => DnType::LocalityName,
+            "ST" => DnType::StateOrProvinceName,
+            "C" => DnType::CountryName,
+            _ => return Err(bad()),
+        };
+        name.push(kind, value.trim());
+    }
+    Ok(name)
+}
+
+/// RSA-2048 key and a self-signed X.509 certificate for a Salesforce connected app's "Use digital
+/// signatures". `name` is a subject as [`subject`] reads it.
+pub fn connected_app_cert(name: &str, days: u32) -> Result<KeyAndCert, PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).map_err(|source| {
         PkiError::KeyGeneration {
             what: "connected app RSA",
@@ -68,10 +96,7 @@ pub fn connected_app_cert(common_name: &str, days: u32) -> Result<KeyAndCert, Pk
         }
     })?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name = subject(name)?;
     set_validity(&mut params, days)?;
     let cert = params
         .self_signed(&key)

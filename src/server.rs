@@ -13,9 +13,6 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::{body, layer::identify::ClientAddr, stack::ProxyService};
-
-/// How long requests in flight may take to finish once a stop is asked for.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Slowloris guard: the whole header section must arrive within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -25,11 +22,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then drains connections.
+/// Serves on `listener` until `shutdown` resolves, then lets connections finish for up to
+/// `grace()`. Each request is served by the stack `current()` returns when it arrives, so a
+/// reload takes effect for new requests while requests in flight finish on the old stack.
 pub async fn serve(
     listener: TcpListener,
-    service: ProxyService,
+    current: impl Fn() -> ProxyService + Clone + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
+    grace: impl FnOnce() -> Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -52,10 +52,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let current = current.clone();
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
-            service.clone().oneshot(request.map(body::boxed))
+            current().oneshot(request.map(body::boxed))
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), per_request)
@@ -68,12 +68,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; letting requests in flight finish");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let grace = grace();
+    tracing::info!(grace = ?grace, "stopped accepting; letting requests in flight finish");
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+        tracing::warn!("requests still in flight after {grace:?}; closing them");
     }
 }
 

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use http::{Request, Response};
-use tower::{ServiceBuilder, util::BoxCloneService};
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
 use crate::{
     body::ProxyBody,
@@ -17,13 +17,18 @@ use crate::{
 };
 
 /// The whole proxy as one service: every request in, a response out, never an error.
-pub type ProxyService = BoxCloneService<Request<ProxyBody>, Response<ProxyBody>, Infallible>;
+pub type ProxyService = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, Infallible>;
 
-pub fn build(config: &Config) -> Result<ProxyService, String> {
+/// The stack for `config`. `sessions` is passed in because it outlives the stack: a reload builds
+/// a new stack around the same sessions.
+pub fn build(
+    config: &Config,
+    sessions: SessionCache,
+) -> Result<(ProxyService, TokenClient), String> {
     let client = upstream::build_client(&config.proxy)?;
-    let sessions = SessionCache::new(TokenClient::new(client.clone()));
+    let tokens = TokenClient::new(client.clone());
     let service = ServiceBuilder::new()
-        // First, so the span and the request's log line cover every answer, refusals included.
+        // First, so the request id, log line and metrics cover every answer, refusals included.
         .layer(TraceLayer)
         // Every error raised below becomes a Salesforce-shaped answer here, and only here.
         .layer(RescueLayer)
@@ -32,7 +37,11 @@ pub fn build(config: &Config) -> Result<ProxyService, String> {
         // Picks org and user; needs the caller, since routes may be limited to some clients.
         .layer(RouteLayer::new(config.routes.clone()))
         // The session of the route's (org, user); it wraps upstream so it can replay once.
-        .layer(SessionLayer::new(sessions, config.proxy.replay_limit))
+        .layer(SessionLayer::new(
+            sessions,
+            tokens.clone(),
+            config.proxy.replay_limit,
+        ))
         .service(Upstream::new(client, config.proxy.request_timeout));
-    Ok(BoxCloneService::new(service))
+    Ok((BoxCloneSyncService::new(service), tokens))
 }

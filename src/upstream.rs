@@ -31,6 +31,7 @@ use crate::{
     config::{InstanceUrl, ProxySettings},
     error::ProxyError,
     layer::route::RouteMatch,
+    metrics,
 };
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
@@ -184,6 +185,7 @@ impl Service<Request<ProxyBody>> for Upstream {
                 .map_err(|e| ProxyError::Internal(format!("instance host header: {e}")))?;
             headers.insert(header::HOST, host);
 
+            let started = std::time::Instant::now();
             let response = match tokio::time::timeout(timeout, client.request(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
@@ -206,7 +208,18 @@ impl Service<Request<ProxyBody>> for Upstream {
                     });
                 }
             };
+            ::metrics::histogram!(metrics::UPSTREAM_DURATION, "org" => org.clone())
+                .record(started.elapsed().as_secs_f64());
             let (mut parts, incoming) = response.into_parts();
+            if let Some((used, limit)) = parts
+                .headers
+                .get("sforce-limit-info")
+                .and_then(|v| v.to_str().ok())
+                .and_then(metrics::parse_api_usage)
+            {
+                ::metrics::gauge!(metrics::API_USAGE, "org" => org.clone()).set(used as f64);
+                ::metrics::gauge!(metrics::API_LIMIT, "org" => org).set(limit as f64);
+            }
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(parts, body::boxed(incoming)))
         })

@@ -22,6 +22,7 @@ use crate::{
     body::ProxyBody,
     config::{Client, sha256},
     error::ProxyError,
+    layer::trace::Notes,
 };
 
 /// The peer address of the connection, set by the server for every request.
@@ -87,7 +88,9 @@ where
         let credentials = request.headers().get(header::PROXY_AUTHORIZATION);
         match identify(&self.clients, peer.ip(), credentials) {
             Ok(caller) => {
-                tracing::Span::current().record("client", &*caller.name);
+                if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+                    notes.set_client(caller.name.clone());
+                }
                 request.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(request))
             }

@@ -59,6 +59,7 @@ where
                 Err(_) => ProxyError::Internal("a request handler panicked".into()),
             };
             let status = error.status();
+            metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
             if status.is_server_error() {
                 tracing::warn!(code = error.code(), status = status.as_u16(), error = %error, "refused");
             } else {

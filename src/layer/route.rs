@@ -18,7 +18,12 @@ use futures_util::future::Either;
 use http::{Method, Request, Response, header, uri::PathAndQuery};
 use tower::{Layer, Service};
 
-use crate::{body::ProxyBody, config::Route, error::ProxyError, layer::identify::Caller};
+use crate::{
+    body::ProxyBody,
+    config::Route,
+    error::ProxyError,
+    layer::{identify::Caller, trace::Notes},
+};
 
 /// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
 #[derive(Debug, Clone)]
@@ -71,10 +76,10 @@ where
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         match choose(&self.routes, &request) {
             Ok(matched) => {
-                let span = tracing::Span::current();
-                span.record("route", &*matched.route.name);
-                span.record("org", matched.route.org.name.as_str());
-                span.record("user", matched.route.user.as_str());
+                if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+                    let route = &matched.route;
+                    notes.set_route(route.name.clone(), &route.org.name, &route.user);
+                }
                 request.extensions_mut().insert(matched);
                 Either::Right(self.inner.call(request))
             }

@@ -26,10 +26,10 @@ use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     config::Org,
     error::ProxyError,
-    layer::route::RouteMatch,
+    layer::{route::RouteMatch, trace::Notes},
     salesforce::{
         cache::SessionCache,
-        token::{Session, TokenError},
+        token::{Session, TokenClient, TokenError},
     },
     upstream::{Instance, error_chain},
 };
@@ -41,17 +41,27 @@ static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 /// Salesforce's expiry answers are tiny; a larger body is something else and streams on.
 const MAX_EXPIRY_BODY: usize = 64 * 1024;
 
+/// What the session layer needs besides the request: the cache (shared across reloads), the
+/// token client of the current config, and its replay limit.
 #[derive(Clone)]
 pub struct SessionLayer {
-    cache: SessionCache,
-    replay_limit: usize,
+    sessions: Arc<SessionSource>,
+}
+
+pub struct SessionSource {
+    pub cache: SessionCache,
+    pub tokens: TokenClient,
+    pub replay_limit: usize,
 }
 
 impl SessionLayer {
-    pub fn new(cache: SessionCache, replay_limit: usize) -> Self {
+    pub fn new(cache: SessionCache, tokens: TokenClient, replay_limit: usize) -> Self {
         Self {
-            cache,
-            replay_limit,
+            sessions: Arc::new(SessionSource {
+                cache,
+                tokens,
+                replay_limit,
+            }),
         }
     }
 }
@@ -61,8 +71,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Sessions<S> {
         Sessions {
             inner,
-            cache: self.cache.clone(),
-            replay_limit: self.replay_limit,
+            sessions: self.sessions.clone(),
         }
     }
 }
@@ -70,8 +79,7 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Clone)]
 pub struct Sessions<S> {
     inner: S,
-    cache: SessionCache,
-    replay_limit: usize,
+    sessions: Arc<SessionSource>,
 }
 
 impl<S> Service<Request<ProxyBody>> for Sessions<S>
@@ -92,17 +100,13 @@ where
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        let inner = self.inner.clone();
-        let cache = self.cache.clone();
-        let replay_limit = self.replay_limit;
-        Box::pin(serve(inner, cache, replay_limit, request))
+        Box::pin(serve(self.inner.clone(), self.sessions.clone(), request))
     }
 }
 
 async fn serve<S>(
     mut inner: S,
-    cache: SessionCache,
-    replay_limit: usize,
+    sessions: Arc<SessionSource>,
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError>
 where
@@ -113,15 +117,22 @@ where
         .get::<RouteMatch>()
         .cloned()
         .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
+    let notes = request.extensions().get::<Arc<Notes>>().cloned();
+    let note = |source: &'static str| {
+        if let Some(notes) = &notes {
+            notes.set_session(source);
+        }
+    };
     let org = &matched.route.org;
     let user = matched.route.user.as_str();
     let path = matched.path.path();
+    let (cache, tokens, replay_limit) = (&sessions.cache, &sessions.tokens, sessions.replay_limit);
 
     let (session, source) = cache
-        .get(org, user)
+        .get(org, user, tokens)
         .await
         .map_err(|e| login_error(org, user, &e))?;
-    tracing::Span::current().record("session", source.as_str());
+    note(source.as_str());
 
     let (parts, body) = request.into_parts();
     let body = if body.size_hint().lower() > replay_limit as u64 {
@@ -157,10 +168,15 @@ where
     }
     cache.invalidate(org, user, &session).await;
     let (fresh, _) = cache
-        .get(org, user)
+        .get(org, user, tokens)
         .await
         .map_err(|e| login_error(org, user, &e))?;
-    tracing::Span::current().record("session", "replayed");
+    note("replayed");
+    metrics::counter!(
+        crate::metrics::SESSION_REPLAYS,
+        "route" => matched.route.name.to_string()
+    )
+    .increment(1);
     tracing::info!("session expired; replaying the request once with a new session");
     let request = with_session(&parts, body::full(kept), &fresh, path);
     inner.ready().await?.call(request).await

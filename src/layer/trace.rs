@@ -1,26 +1,51 @@
-//! Outermost layer: a span per request, the request id, and the one log line per request.
+//! Outermost layer: the request id, a span, and the one log line and metrics per request.
 //!
-//! Inner layers record who called and which route, org, user and session served the request
-//! into this span, so the line written here when the answer leaves says all of it. The path is
-//! logged without its query string: SOQL in `?q=` can carry personal data.
+//! Inner layers write what they learn — the client, the route with its org and user, where the
+//! session came from — into the request's [`Notes`]; the line written here when the answer leaves
+//! says all of it, and the request metrics are labelled from it. The path is logged without its
+//! query string: SOQL in `?q=` can carry personal data.
 
 use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
     time::Instant,
 };
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
-use crate::body::ProxyBody;
+use crate::{body::ProxyBody, metrics};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Callers' ids longer than this are replaced, not echoed.
 const MAX_REQUEST_ID: usize = 128;
+
+/// What the layers learn about a request, shared through its extensions (replays included).
+#[derive(Debug, Default)]
+pub struct Notes {
+    client: OnceLock<Arc<str>>,
+    route: OnceLock<(Arc<str>, String, String)>,
+    session: Mutex<Option<&'static str>>,
+}
+
+impl Notes {
+    pub fn set_client(&self, client: Arc<str>) {
+        let _ = self.client.set(client);
+    }
+
+    pub fn set_route(&self, route: Arc<str>, org: &str, user: &str) {
+        let _ = self.route.set((route, org.to_owned(), user.to_owned()));
+    }
+
+    /// `cache`, `minted` or `replayed`; the last word wins.
+    pub fn set_session(&self, source: &'static str) {
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct TraceLayer;
@@ -66,29 +91,51 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         let id = request_id(&request);
-        let span = tracing::info_span!(
-            "request",
-            id = id.to_str().unwrap_or("-"),
-            method = %request.method(),
-            path = request.uri().path(),
-            client = Empty,
-            route = Empty,
-            org = Empty,
-            user = Empty,
-            session = Empty,
-        );
+        let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let notes = Arc::new(Notes::default());
+        request.extensions_mut().insert(notes.clone());
         let start = Instant::now();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let Ok(mut response) = future.await;
+                let elapsed = start.elapsed();
+                let status = response.status();
+                let (route, org, user) = notes
+                    .route
+                    .get()
+                    .map_or((metrics::NO_ROUTE, "", ""), |(r, o, u)| {
+                        (&**r, o.as_str(), u.as_str())
+                    });
+                let session = notes
+                    .session
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .unwrap_or("");
                 tracing::info!(
-                    status = response.status().as_u16(),
-                    duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+                    client = notes.client.get().map_or("", |c| &**c),
+                    route,
+                    org,
+                    user,
+                    %method,
+                    path,
+                    status = status.as_u16(),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    session,
                     "request"
                 );
+                ::metrics::counter!(
+                    metrics::REQUESTS,
+                    "route" => route.to_owned(),
+                    "status" => status.as_str().to_owned()
+                )
+                .increment(1);
+                ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_owned())
+                    .record(elapsed.as_secs_f64());
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
                 Ok(response)
             }

@@ -77,6 +77,9 @@ mod tests {
             session_ttl: Duration::from_secs(60),
             assertion_ttl: Duration::from_secs(120),
             instance_url: None,
+            warm: false,
+            key_file: None,
+            settings_id: [0; 32],
         };
         let jwt = sign(&org, "u@acme.com").unwrap();
         let header = jsonwebtoken::decode_header(jwt.expose()).unwrap();

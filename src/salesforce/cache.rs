@@ -22,10 +22,23 @@ use crate::{
 /// Distinct (org, user) pairs are few; this only bounds a misconfiguration.
 const MAX_SESSIONS: u64 = 10_000;
 
+/// An org's sessions are keyed by its settings too, so a reload that changes the org's login
+/// settings starts afresh while an unchanged org keeps its sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     org: String,
+    settings: [u8; 32],
     user: String,
+}
+
+impl Key {
+    fn new(org: &Org, user: &str) -> Self {
+        Self {
+            org: org.name.clone(),
+            settings: org.settings_id,
+            user: user.to_owned(),
+        }
+    }
 }
 
 /// Where the session of a request came from, for the request log.
@@ -44,7 +57,7 @@ impl Source {
     }
 }
 
-/// Each session lives for its own org's `session_ttl`.
+/// Each session lives for its own org's `session_ttl` from when it was minted.
 struct SessionTtl;
 
 impl Expiry<Key, Arc<Session>> for SessionTtl {
@@ -58,54 +71,74 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
     }
 }
 
+/// The sessions of every (org, user); it outlives config reloads.
 #[derive(Clone)]
 pub struct SessionCache {
     sessions: Cache<Key, Arc<Session>>,
-    tokens: TokenClient,
 }
 
-impl SessionCache {
-    pub fn new(tokens: TokenClient) -> Self {
+impl Default for SessionCache {
+    fn default() -> Self {
         Self {
             sessions: Cache::builder()
                 .max_capacity(MAX_SESSIONS)
                 .expire_after(SessionTtl)
                 .build(),
-            tokens,
         }
     }
+}
 
-    /// The live session for (org, user), minting one if there is none.
+impl SessionCache {
+    /// The live session for (org, user), minting one with `tokens` if there is none.
     pub async fn get(
         &self,
-        org: &Arc<Org>,
+        org: &Org,
         user: &str,
+        tokens: &TokenClient,
     ) -> Result<(Arc<Session>, Source), Arc<TokenError>> {
-        let key = Key {
-            org: org.name.clone(),
-            user: user.to_owned(),
-        };
         let entry = self
             .sessions
-            .entry(key)
-            .or_try_insert_with(async { self.tokens.mint(org, user).await.map(Arc::new) })
+            .entry(Key::new(org, user))
+            .or_try_insert_with(async { tokens.mint(org, user).await.map(Arc::new) })
             .await?;
         let source = if entry.is_fresh() {
             Source::Minted
         } else {
             Source::Cache
         };
+        let result = if entry.is_fresh() { "miss" } else { "hit" };
+        metrics::counter!(
+            crate::metrics::SESSION_CACHE,
+            "org" => org.name.clone(),
+            "result" => result
+        )
+        .increment(1);
         Ok((entry.into_value(), source))
+    }
+
+    /// The cached session of (org, user), without minting.
+    pub async fn peek(&self, org: &Org, user: &str) -> Option<Arc<Session>> {
+        self.sessions.get(&Key::new(org, user)).await
+    }
+
+    /// Mints a session and puts it in place of the cached one (keeping a session warm).
+    pub async fn refresh(
+        &self,
+        org: &Org,
+        user: &str,
+        tokens: &TokenClient,
+    ) -> Result<Arc<Session>, TokenError> {
+        let session = Arc::new(tokens.mint(org, user).await?);
+        self.sessions
+            .insert(Key::new(org, user), session.clone())
+            .await;
+        Ok(session)
     }
 
     /// Drops `expired` if it is still the cached session for (org, user).
     pub async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
-        let key = Key {
-            org: org.name.clone(),
-            user: user.to_owned(),
-        };
         self.sessions
-            .entry(key)
+            .entry(Key::new(org, user))
             .and_compute_with(|current| {
                 let op = match current {
                     Some(entry) if Arc::ptr_eq(entry.value(), expired) => Op::Remove,
@@ -126,7 +159,13 @@ mod tests {
         pki,
     };
 
-    async fn setup() -> (MockOrg, SessionCache, Arc<Org>, tempfile::TempDir) {
+    async fn setup() -> (
+        MockOrg,
+        SessionCache,
+        TokenClient,
+        Arc<Org>,
+        tempfile::TempDir,
+    ) {
         let app = pki::connected_app_cert("t", 1).unwrap();
         let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
         let mock = MockOrg::start(MockOrgConfig {
@@ -151,8 +190,11 @@ mod tests {
             ca_file: Some(ca_file),
             replay_limit: 1024,
             request_timeout: Duration::from_secs(5),
+            admin_listen: None,
+            shutdown_grace: Duration::from_secs(1),
         };
         let client = crate::upstream::build_client(&settings).unwrap();
+        let tokens = TokenClient::new(client);
         let org = Arc::new(Org {
             name: "acme".into(),
             login_url: mock.url(),
@@ -167,29 +209,31 @@ mod tests {
             session_ttl: Duration::from_secs(60),
             assertion_ttl: Duration::from_secs(60),
             instance_url: None,
+            warm: false,
+            key_file: None,
+            settings_id: [0; 32],
         });
-        let cache = SessionCache::new(TokenClient::new(client));
-        (mock, cache, org, dir)
+        (mock, SessionCache::default(), tokens, org, dir)
     }
 
     #[tokio::test]
     async fn a_stale_invalidation_keeps_the_fresh_session() {
-        let (mock, cache, org, _dir) = setup().await;
-        let (first, source) = cache.get(&org, "u").await.unwrap();
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (first, source) = cache.get(&org, "u", &tokens).await.unwrap();
         assert_eq!(source, Source::Minted);
-        let (again, source) = cache.get(&org, "u").await.unwrap();
+        let (again, source) = cache.get(&org, "u", &tokens).await.unwrap();
         assert_eq!(source, Source::Cache);
         assert!(Arc::ptr_eq(&first, &again));
 
         cache.invalidate(&org, "u", &first).await;
-        let (second, source) = cache.get(&org, "u").await.unwrap();
+        let (second, source) = cache.get(&org, "u", &tokens).await.unwrap();
         assert_eq!(source, Source::Minted);
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(mock.token_requests(), 2);
 
         // A late caller still holding the first session must not evict the second.
         cache.invalidate(&org, "u", &first).await;
-        let (still, source) = cache.get(&org, "u").await.unwrap();
+        let (still, source) = cache.get(&org, "u", &tokens).await.unwrap();
         assert_eq!(source, Source::Cache);
         assert!(Arc::ptr_eq(&second, &still));
         assert_eq!(mock.token_requests(), 2);
@@ -202,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_not_cached() {
-        let (mock, cache, org, _dir) = setup().await;
+        let (mock, cache, tokens, org, _dir) = setup().await;
         mock.fail_next_token_requests(
             1,
             crate::mock_org::TokenFailure::OAuth {
@@ -211,11 +255,11 @@ mod tests {
                 description: "ip restricted".into(),
             },
         );
-        let error = cache.get(&org, "u").await.unwrap_err();
+        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
         assert!(
             matches!(&*error, TokenError::Rejected { description, .. } if description == "ip restricted")
         );
-        assert!(cache.get(&org, "u").await.is_ok());
+        assert!(cache.get(&org, "u", &tokens).await.is_ok());
         assert_eq!(mock.token_requests(), 2);
     }
 }

@@ -5,7 +5,10 @@
 //! — no answer, a 5xx, a body that is not the documented JSON — means the login service is
 //! unavailable, which is a different failure for the operator than a refused assertion.
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
@@ -31,6 +34,7 @@ pub struct Session {
     pub instance: InstanceUrl,
     /// How long the cache may hand it out.
     pub ttl: Duration,
+    pub minted_at: Instant,
 }
 
 /// An access token, kept as the ready-made, log-redacted `Authorization` value.
@@ -108,6 +112,17 @@ impl TokenClient {
                     org.token_url
                 )))
             });
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(TokenError::Rejected { .. }) => "rejected",
+            Err(TokenError::Unavailable(_)) => "unavailable",
+        };
+        metrics::counter!(
+            crate::metrics::TOKEN_REQUESTS,
+            "org" => org.name.clone(),
+            "outcome" => label
+        )
+        .increment(1);
         match &outcome {
             Ok(session) => tracing::info!(
                 org = %org.name, user, outcome = "ok", instance = %session.instance,
@@ -192,6 +207,7 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
             token,
             instance,
             ttl: org.session_ttl,
+            minted_at: Instant::now(),
         });
     }
     if status.is_client_error() {
@@ -229,6 +245,9 @@ mod tests {
             session_ttl: Duration::from_secs(60),
             assertion_ttl: Duration::from_secs(60),
             instance_url: pinned.map(|u| InstanceUrl::parse(u).unwrap()),
+            warm: false,
+            key_file: None,
+            settings_id: [0; 32],
         }
     }
 

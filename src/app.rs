@@ -1,0 +1,251 @@
+//! The running proxy: the active config and its stack, swapped atomically on SIGHUP, and what
+//! outlives a reload — the session cache, the bound ports, readiness.
+//!
+//! A reload builds the new stack completely before swapping it in, so an invalid file changes
+//! nothing; requests in flight finish on the stack they started on. Sessions are keyed by their
+//! org's settings, so orgs whose login settings did not change keep their sessions.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    admin,
+    config::Config,
+    metrics,
+    salesforce::{cache::SessionCache, token::TokenClient},
+    server,
+    stack::{self, ProxyService},
+};
+
+/// How often warm sessions are looked at.
+const WARM_TICK: Duration = Duration::from_secs(1);
+/// After a failed warm-up mint, wait this long before trying that (org, user) again: a broken
+/// org must not spend Salesforce's 3,600 logins per hour.
+const WARM_RETRY: Duration = Duration::from_secs(30);
+/// A warm session is renewed once this share of its `session_ttl` has passed.
+const WARM_RENEW_AT: f64 = 0.75;
+
+/// One loaded config and the stack built from it.
+pub struct Active {
+    pub config: Arc<Config>,
+    pub service: ProxyService,
+    pub tokens: TokenClient,
+}
+
+pub struct App {
+    path: PathBuf,
+    sessions: SessionCache,
+    active: ArcSwap<Active>,
+    serving: AtomicBool,
+}
+
+impl App {
+    /// Loads and validates the config and builds its stack. The error is one printable line.
+    pub fn load(path: &Path) -> Result<Arc<App>, String> {
+        let sessions = SessionCache::default();
+        let active = build(path, &sessions)?;
+        Ok(Arc::new(App {
+            path: path.to_owned(),
+            sessions,
+            active: ArcSwap::from_pointee(active),
+            serving: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn active(&self) -> Arc<Active> {
+        self.active.load_full()
+    }
+
+    pub fn service(&self) -> ProxyService {
+        self.active.load().service.clone()
+    }
+
+    /// Re-reads the config file; on any error the running config stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let outcome = build(&self.path, &self.sessions).map(|next| {
+            let previous = self.active.load();
+            for (key, old, new) in [
+                (
+                    "proxy.listen",
+                    previous.config.proxy.listen,
+                    next.config.proxy.listen,
+                ),
+                (
+                    "proxy.admin_listen",
+                    previous
+                        .config
+                        .proxy
+                        .admin_listen
+                        .unwrap_or(previous.config.proxy.listen),
+                    next.config
+                        .proxy
+                        .admin_listen
+                        .unwrap_or(next.config.proxy.listen),
+                ),
+            ] {
+                if old != new {
+                    tracing::warn!(key, "changed in the config file; takes effect on restart");
+                }
+            }
+            self.active.store(Arc::new(next));
+        });
+        let result = if outcome.is_ok() { "ok" } else { "error" };
+        ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => result).increment(1);
+        match &outcome {
+            Ok(()) => tracing::info!(config = %self.path.display(), "config reloaded"),
+            Err(error) => tracing::error!(
+                config = %self.path.display(), %error,
+                "config reload refused; the previous config keeps serving"
+            ),
+        }
+        outcome
+    }
+
+    /// Ready once the proxy port is bound and every warm (org, user) has a session.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.serving.load(Ordering::Acquire) {
+            return Err("the proxy port is not bound yet".into());
+        }
+        let active = self.active();
+        for (org, user) in warm_pairs(&active.config) {
+            if self.sessions.peek(&org, &user).await.is_none() {
+                return Err(format!(
+                    "warming: no session yet for org {} user {user}",
+                    org.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Mints sessions of warm orgs at start and renews them before they age out.
+    async fn keep_warm(self: Arc<Self>) {
+        let mut retry_after: HashMap<(String, String), Instant> = HashMap::new();
+        loop {
+            let active = self.active();
+            for (org, user) in warm_pairs(&active.config) {
+                let key = (org.name.clone(), user.clone());
+                if retry_after.get(&key).is_some_and(|at| Instant::now() < *at) {
+                    continue;
+                }
+                let fresh = self.sessions.peek(&org, &user).await.is_some_and(|s| {
+                    s.minted_at.elapsed().as_secs_f64() < s.ttl.as_secs_f64() * WARM_RENEW_AT
+                });
+                if fresh {
+                    continue;
+                }
+                match self.sessions.refresh(&org, &user, &active.tokens).await {
+                    Ok(_) => {
+                        retry_after.remove(&key);
+                    }
+                    Err(error) => {
+                        tracing::warn!(org = %org.name, user, %error, retry_in = ?WARM_RETRY, "warm-up login failed");
+                        retry_after.insert(key, Instant::now() + WARM_RETRY);
+                    }
+                }
+            }
+            tokio::time::sleep(WARM_TICK).await;
+        }
+    }
+}
+
+fn build(path: &Path, sessions: &SessionCache) -> Result<Active, String> {
+    let config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (service, tokens) =
+        stack::build(&config, sessions.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Active {
+        config: Arc::new(config),
+        service,
+        tokens,
+    })
+}
+
+/// Every (org, user) a route names, for orgs with `warm = true`.
+fn warm_pairs(config: &Config) -> Vec<(Arc<crate::config::Org>, String)> {
+    let mut pairs: Vec<(Arc<crate::config::Org>, String)> = Vec::new();
+    for route in &config.routes {
+        let already = pairs
+            .iter()
+            .any(|(o, u)| o.name == route.org.name && *u == route.user);
+        if route.org.warm && !already {
+            pairs.push((route.org.clone(), route.user.clone()));
+        }
+    }
+    pairs
+}
+
+/// Where the ports ended up (port 0 in the config picks a free one).
+pub struct Bound {
+    pub proxy: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Binds the ports, then serves until SIGTERM/SIGINT, reloading on SIGHUP. `ready` runs once the
+/// ports are bound, before serving.
+pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String> {
+    let prometheus = metrics::install().ok();
+    let config = app.active().config.clone();
+    let listener = server::bind(config.proxy.listen)
+        .await
+        .map_err(|e| e.to_string())?;
+    let admin = match config.proxy.admin_listen {
+        Some(addr) => Some(server::bind(addr).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let bound = Bound {
+        proxy: listener.local_addr().map_err(|e| e.to_string())?,
+        admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+    if let Some(listener) = admin {
+        tokio::spawn(admin::serve(listener, app.clone(), prometheus));
+    }
+    tokio::spawn(app.clone().keep_warm());
+    tokio::spawn(reload_on_hangup(app.clone()));
+    app.serving.store(true, Ordering::Release);
+    tracing::info!(
+        listen = %bound.proxy,
+        admin = bound.admin.map(|a| a.to_string()),
+        routes = config.routes.len(),
+        config = %app.path.display(),
+        "sfproxy ready"
+    );
+    ready(&bound);
+    let current = {
+        let app = app.clone();
+        move || app.service()
+    };
+    let grace = {
+        let app = app.clone();
+        move || app.active().config.proxy.shutdown_grace
+    };
+    server::serve(listener, current, server::stop_signal(), grace).await;
+    app.serving.store(false, Ordering::Release);
+    tracing::info!("sfproxy stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn reload_on_hangup(app: Arc<App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let _ = app.reload();
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_app: Arc<App>) {}

@@ -1,0 +1,101 @@
+//! `sfproxy keygen`: the key and certificate a connected app needs for the JWT bearer flow.
+//!
+//! The key is written once, readable by its owner only, and never overwritten without
+//! `--force`: replacing it silently would break every session until the new certificate is
+//! uploaded to Salesforce.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use crate::pki;
+
+pub const DEFAULT_DAYS: u32 = 730;
+
+pub struct Keygen {
+    pub name: String,
+    pub dir: PathBuf,
+    pub days: u32,
+    pub subject: Option<String>,
+    pub force: bool,
+}
+
+/// Writes `<dir>/<name>.key` (PKCS#8, mode 0600) and `<dir>/<name>.crt`; returns what to tell
+/// the operator.
+pub fn run(args: &Keygen) -> Result<String, String> {
+    let valid_name = !args.name.is_empty()
+        && args
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !args.name.starts_with('.');
+    if !valid_name {
+        return Err(format!(
+            "--name {:?}: use letters, digits, '-', '_' or '.' (it names the files)",
+            args.name
+        ));
+    }
+    let key_path = args.dir.join(format!("{}.key", args.name));
+    let cert_path = args.dir.join(format!("{}.crt", args.name));
+    if !args.force {
+        for path in [&key_path, &cert_path] {
+            if path.exists() {
+                return Err(format!(
+                    "{} exists; pass --force to replace it (the connected app then needs the new \
+                     certificate)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    let subject = args
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("CN=sfproxy {}", args.name));
+    let pair = pki::connected_app_cert(&subject, args.days).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    write_private(&key_path, &pair.key_pem)
+        .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    std::fs::write(&cert_path, &pair.cert_pem)
+        .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    Ok(format!(
+        "wrote {key} (private key, PKCS#8, mode 0600: keep it secret, never commit it)\n\
+         wrote {cert} (self-signed certificate, {subject}, valid {days} days)\n\n\
+         Next, in Salesforce Setup:\n  \
+         1. App Manager > New Connected App: enable OAuth Settings, any callback URL, and the \
+         scope \"Manage user data via APIs (api)\".\n  \
+         2. Tick \"Use digital signatures\" and upload {cert}.\n  \
+         3. Save, then copy the Consumer Key: it is client_id in [orgs.{name}].\n  \
+         4. Manage > Edit Policies: Permitted Users = \"Admin approved users are pre-authorized\"; \
+         then add the integration user's profile or permission set to the app.\n  \
+         5. In sfproxy.toml:\n       [orgs.{name}]\n       login_url = \"https://login.salesforce.com\"   \
+         # https://test.salesforce.com for a sandbox\n       client_id = \"<Consumer Key>\"\n       \
+         private_key_file = \"{key}\"\n  \
+         6. sfproxy check --config sfproxy.toml   # logs in as each route's user and calls the API\n",
+        key = key_path.display(),
+        cert = cert_path.display(),
+        days = args.days,
+        name = args.name,
+    ))
+}
+
+/// Creates (or truncates) a file only its owner may read.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // An existing file keeps its mode on open: tighten it before writing the key.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)?.write_all(contents.as_bytes())
+    }
+}

@@ -1,0 +1,104 @@
+//! The proxy's metrics: their names (part of the interface: dashboards depend on them), their
+//! help texts, and the Prometheus recorder behind `/metrics`.
+//!
+//! Recording goes through the `metrics` facade at the point where each fact is known (the trace
+//! layer for requests, the token client for logins, ...). Without an installed recorder, as in
+//! unit tests, recording is a no-op.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "sfproxy_requests_total";
+pub const REQUEST_DURATION: &str = "sfproxy_request_duration_seconds";
+pub const UPSTREAM_DURATION: &str = "sfproxy_upstream_duration_seconds";
+pub const TOKEN_REQUESTS: &str = "sfproxy_token_requests_total";
+pub const SESSION_CACHE: &str = "sfproxy_session_cache_total";
+pub const SESSION_REPLAYS: &str = "sfproxy_session_replays_total";
+pub const API_USAGE: &str = "sfproxy_salesforce_api_usage";
+pub const API_LIMIT: &str = "sfproxy_salesforce_api_limit";
+pub const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
+pub const REFUSALS: &str = "sfproxy_refusals_total";
+
+/// The `route` label of requests refused before a route was chosen.
+pub const NO_ROUTE: &str = "none";
+
+/// Buckets for request and upstream latency, in seconds: Salesforce calls take from a few
+/// milliseconds (cached limits) to minutes (large queries, Bulk uploads).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Installs the process-wide Prometheus recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| format!("metrics buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    describe_counter!(REQUESTS, "Requests answered, by route and HTTP status.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request to response head, by route."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time Salesforce took to answer, by org."
+    );
+    describe_counter!(
+        TOKEN_REQUESTS,
+        "JWT bearer token requests, by org and outcome (ok, rejected, unavailable)."
+    );
+    describe_counter!(
+        SESSION_CACHE,
+        "Session lookups, by org and result (hit, miss)."
+    );
+    describe_counter!(
+        SESSION_REPLAYS,
+        "Requests replayed once after Salesforce reported an expired session, by route."
+    );
+    describe_gauge!(
+        API_USAGE,
+        "Daily API requests used, from the latest Sforce-Limit-Info, by org."
+    );
+    describe_gauge!(
+        API_LIMIT,
+        "Daily API request limit, from the latest Sforce-Limit-Info, by org."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads on SIGHUP, by result (ok, error)."
+    );
+    describe_counter!(
+        REFUSALS,
+        "Requests the proxy answered itself, by errorCode."
+    );
+    Ok(handle)
+}
+
+/// Reads `api-usage=N/M` out of a `Sforce-Limit-Info` value
+/// (`api-usage=18/15000; per-app-api-usage=17/250(appName=x)`).
+pub fn parse_api_usage(value: &str) -> Option<(u64, u64)> {
+    value.split(';').find_map(|part| {
+        let usage = part.trim().strip_prefix("api-usage=")?;
+        let (used, limit) = usage.split_once('/')?;
+        Some((used.trim().parse().ok()?, limit.trim().parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_info_is_read() {
+        assert_eq!(parse_api_usage("api-usage=18/15000"), Some((18, 15000)));
+        assert_eq!(
+            parse_api_usage("per-app-api-usage=17/250(appName=x); api-usage=18/15000"),
+            Some((18, 15000))
+        );
+        assert_eq!(parse_api_usage("api-usage=x/15000"), None);
+        assert_eq!(parse_api_usage(""), None);
+    }
+}
