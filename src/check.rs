@@ -69,7 +69,10 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<Report, String> 
         let org = &route.org;
         let key = (org.name.clone(), route.user.clone());
         if !sessions.contains_key(&key) {
-            let session = tokens.mint(org, &route.user).await.map(Arc::new);
+            let session = tokens
+                .mint(org, &route.user, org.login_timeout)
+                .await
+                .map(Arc::new);
             sessions.insert(key.clone(), session);
         }
         let prefix = format!("route={} org={} user={}", route.name, org.name, route.user);
@@ -90,7 +93,7 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<Report, String> 
                     "{prefix} FAILED: Salesforce refused the login: {error}: {description}{hint}"
                 )
             }
-            Err(TokenError::Unavailable(reason)) => {
+            Err(TokenError::Unavailable(reason) | TokenError::Transient(reason)) => {
                 ok = false;
                 format!("{prefix} FAILED: login unavailable: {reason}")
             }

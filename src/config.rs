@@ -31,8 +31,22 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_ASSERTION_TTL: Duration = Duration::from_secs(2 * 60);
 /// Salesforce's documented ceiling for a JWT's `exp`.
 pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(3 * 60);
-/// How long one token request may take before the login counts as unavailable.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a login (its token requests and retries) may take before it counts as unavailable.
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the token host failed, callers get the remembered error this long.
+pub const DEFAULT_UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(5);
+/// After Salesforce refused the assertion, callers get the remembered refusal this long.
+pub const DEFAULT_REJECTED_BACKOFF: Duration = Duration::from_secs(30);
+/// A sixth of Salesforce's 3,600 logins per user per hour: room for other tools using the user.
+pub const DEFAULT_MAX_LOGINS_PER_HOUR: u32 = 600;
+pub const DEFAULT_MAX_HEADER_BYTES: ByteSize = ByteSize::kib(64);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bulk API 2.0 takes up to 150 MB per upload.
+pub const DEFAULT_MAX_BODY: ByteSize = ByteSize::mib(200);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// hyper needs room for at least a request line and a few headers.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_PATH_PREFIX: &str = "/";
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const CONFIG_ENV: &str = "SFPROXY_CONFIG";
@@ -79,6 +93,11 @@ struct RawProxy {
     admin_listen: Option<SocketAddr>,
     #[serde(default, with = "humantime_serde")]
     shutdown_grace: Option<Duration>,
+    max_header_bytes: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    header_timeout: Option<Duration>,
+    max_body: Option<ByteSize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +115,13 @@ struct RawOrg {
     instance_url: Option<String>,
     #[serde(default)]
     warm: bool,
+    #[serde(default, with = "humantime_serde")]
+    login_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    unavailable_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    rejected_backoff: Option<Duration>,
+    max_logins_per_hour: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +167,12 @@ pub struct ProxySettings {
     pub admin_listen: Option<SocketAddr>,
     /// How long requests in flight may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// The request line and headers together.
+    pub max_header_bytes: usize,
+    /// The whole header section must arrive within this (slowloris).
+    pub header_timeout: Duration,
+    pub max_body: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Debug)]
@@ -160,6 +192,10 @@ pub struct Org {
     pub warm: bool,
     /// Where the key was read from, for `sfproxy check`'s permission warning.
     pub key_file: Option<PathBuf>,
+    pub login_timeout: Duration,
+    pub unavailable_backoff: Duration,
+    pub rejected_backoff: Duration,
+    pub max_logins_per_hour: u32,
     /// Digest of every setting that makes a session (login URL, audience, client id, key,
     /// instance): sessions survive a reload exactly when it is unchanged.
     pub settings_id: [u8; 32],
@@ -364,6 +400,30 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         )?,
         admin_listen: raw.proxy.admin_listen,
         shutdown_grace: raw.proxy.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        max_header_bytes: usize::try_from(
+            raw.proxy
+                .max_header_bytes
+                .unwrap_or(DEFAULT_MAX_HEADER_BYTES)
+                .0,
+        )
+        .ok()
+        .filter(|n| (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                "proxy.max_header_bytes",
+                format!("must be between {MIN_HEADER_BYTES} B and {MAX_HEADER_BYTES} B"),
+            )
+        })?,
+        header_timeout: positive(
+            "proxy.header_timeout",
+            raw.proxy.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT),
+        )?,
+        max_body: raw.proxy.max_body.unwrap_or(DEFAULT_MAX_BODY).0,
+        max_connections: raw
+            .proxy
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+            .max(1),
     };
     if let Some(ca_file) = &proxy.ca_file {
         crate::upstream::read_ca_file(ca_file)
@@ -531,6 +591,27 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         instance_url,
         warm: raw.warm,
         key_file,
+        login_timeout: positive(
+            &key("login_timeout"),
+            raw.login_timeout.unwrap_or(DEFAULT_LOGIN_TIMEOUT),
+        )?,
+        unavailable_backoff: raw.unavailable_backoff.unwrap_or(DEFAULT_UNAVAILABLE_BACKOFF),
+        rejected_backoff: raw.rejected_backoff.unwrap_or(DEFAULT_REJECTED_BACKOFF),
+        max_logins_per_hour: match raw.max_logins_per_hour.unwrap_or(DEFAULT_MAX_LOGINS_PER_HOUR) {
+            0 => {
+                return Err(ConfigError::new(
+                    key("max_logins_per_hour"),
+                    "must be at least 1",
+                ));
+            }
+            n if n > 3600 => {
+                return Err(ConfigError::new(
+                    key("max_logins_per_hour"),
+                    "must be at most 3600: Salesforce's own limit per user per hour",
+                ));
+            }
+            n => n,
+        },
         settings_id,
     })
 }

@@ -33,17 +33,39 @@ pub enum ProxyError {
     },
     #[error("CONNECT is not supported")]
     ConnectUnsupported,
-    /// Salesforce refused the JWT assertion.
+    /// Salesforce refused the JWT assertion (now, or within the remembered backoff).
     #[error("Salesforce refused the login of {user:?} to org {org:?}: {error} ({description})")]
     LoginRejected {
         org: String,
         user: String,
         error: String,
         description: String,
+        retry_after: Option<Duration>,
     },
     /// The token endpoint could not be asked or gave no usable answer.
     #[error("Salesforce login for org {org:?} is unavailable: {reason}")]
-    LoginUnavailable { org: String, reason: String },
+    LoginUnavailable {
+        org: String,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The (org, user) spent its hourly budget of token requests.
+    #[error(
+        "the login budget of {user:?} in org {org:?} is spent ({limit} token requests in the last \
+         hour); sfproxy will not risk Salesforce's login rate limit"
+    )]
+    LoginBudgetExceeded {
+        org: String,
+        user: String,
+        limit: u32,
+        retry_after: Duration,
+    },
+    /// The request body is larger than `proxy.max_body`.
+    #[error("the request body is larger than the proxy's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The request line and headers are larger than `proxy.max_header_bytes`.
+    #[error("the request headers are larger than the proxy's limit of {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("the Salesforce instance {instance} of org {org:?} could not be reached: {reason}")]
     UpstreamUnreachable {
         org: String,
@@ -70,7 +92,11 @@ impl ProxyError {
             Self::LoginRejected { .. } | Self::UpstreamUnreachable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::LoginUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LoginUnavailable { .. } | Self::LoginBudgetExceeded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +112,9 @@ impl ProxyError {
             Self::ConnectUnsupported => "PROXY_CONNECT_UNSUPPORTED",
             Self::LoginRejected { .. } => "PROXY_LOGIN_REJECTED",
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
+            Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
+            Self::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
+            Self::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
             Self::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             Self::Internal(_) => "PROXY_INTERNAL",
@@ -104,6 +133,17 @@ impl ProxyError {
             ),
             Self::Internal(_) => "internal proxy error; the proxy log has the details".to_owned(),
             other => other.to_string(),
+        }
+    }
+
+    /// When the caller may usefully try again, for `Retry-After`.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::LoginRejected { retry_after, .. } | Self::LoginUnavailable { retry_after, .. } => {
+                *retry_after
+            }
+            Self::LoginBudgetExceeded { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -129,6 +169,11 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         if matches!(self, Self::AuthRequired(_)) {
             headers.insert(
                 header::PROXY_AUTHENTICATE,
@@ -194,9 +239,11 @@ mod tests {
             user: "u@acme.com".into(),
             error: "invalid_grant".into(),
             description: "audience is invalid".into(),
+            retry_after: Some(Duration::from_millis(29_500)),
         };
         let response = error.into_response();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
         let body = body_json(response).await;
         assert_eq!(body[0]["errorCode"], "PROXY_LOGIN_REJECTED");
         assert_eq!(body[0]["salesforceError"], "invalid_grant");

@@ -9,7 +9,7 @@ use crate::{
     body::ProxyBody,
     config::Config,
     layer::{
-        identify::IdentifyLayer, rescue::RescueLayer, route::RouteLayer, session::SessionLayer,
+        identify::IdentifyLayer, limits::LimitsLayer, rescue::RescueLayer, route::RouteLayer, session::SessionLayer,
         trace::TraceLayer,
     },
     salesforce::{cache::SessionCache, token::TokenClient},
@@ -32,6 +32,11 @@ pub fn build(
         .layer(TraceLayer)
         // Every error raised below becomes a Salesforce-shaped answer here, and only here.
         .layer(RescueLayer)
+        // Sizes first: nothing is done for a request that is too large to serve.
+        .layer(LimitsLayer::new(
+            config.proxy.max_header_bytes,
+            config.proxy.max_body,
+        ))
         // Who before where: an unknown caller learns nothing about the routes.
         .layer(IdentifyLayer::new(config.clients.clone()))
         // Picks org and user; needs the caller, since routes may be limited to some clients.

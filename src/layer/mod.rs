@@ -3,6 +3,7 @@
 
 pub mod identify;
 pub mod rescue;
+pub mod limits;
 pub mod route;
 pub mod session;
 pub mod trace;

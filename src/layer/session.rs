@@ -28,7 +28,7 @@ use crate::{
     error::ProxyError,
     layer::{route::RouteMatch, trace::Notes},
     salesforce::{
-        cache::SessionCache,
+        cache::{LoginError, SessionCache},
         token::{Session, TokenClient, TokenError},
     },
     upstream::{Instance, error_chain},
@@ -259,17 +259,31 @@ fn says_session_expired(headers: &HeaderMap, bytes: &Bytes) -> bool {
         && !text.contains("not valid for use with the REST API")
 }
 
-fn login_error(org: &Org, user: &str, error: &Arc<TokenError>) -> ProxyError {
+fn login_error(org: &Org, user: &str, error: &Arc<LoginError>) -> ProxyError {
     match &**error {
-        TokenError::Rejected { error, description } => ProxyError::LoginRejected {
+        LoginError::Failed {
+            error: TokenError::Rejected { error, description },
+            retry_after,
+        } => ProxyError::LoginRejected {
             org: org.name.clone(),
             user: user.to_owned(),
             error: error.clone(),
             description: description.clone(),
+            retry_after: Some(*retry_after),
         },
-        TokenError::Unavailable(reason) => ProxyError::LoginUnavailable {
+        LoginError::Failed {
+            error: TokenError::Unavailable(reason) | TokenError::Transient(reason),
+            retry_after,
+        } => ProxyError::LoginUnavailable {
             org: org.name.clone(),
             reason: reason.clone(),
+            retry_after: Some(*retry_after),
+        },
+        LoginError::BudgetExceeded { limit, retry_after } => ProxyError::LoginBudgetExceeded {
+            org: org.name.clone(),
+            user: user.to_owned(),
+            limit: *limit,
+            retry_after: *retry_after,
         },
     }
 }

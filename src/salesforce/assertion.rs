@@ -79,6 +79,10 @@ mod tests {
             instance_url: None,
             warm: false,
             key_file: None,
+            login_timeout: Duration::from_secs(5),
+            unavailable_backoff: Duration::from_secs(5),
+            rejected_backoff: Duration::from_secs(30),
+            max_logins_per_hour: 600,
             settings_id: [0; 32],
         };
         let jwt = sign(&org, "u@acme.com").unwrap();

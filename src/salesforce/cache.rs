@@ -5,7 +5,8 @@
 //! expired. Misses go through moka's entry API: however many callers miss at once, one token
 //! request runs and they all get its result (never read-then-insert, which races). Invalidation
 //! removes only the session that failed, so a caller holding an old token cannot evict the fresh
-//! one a concurrent replay already minted.
+//! one a concurrent replay already minted. Every login passes the [`LoginGuard`]: remembered
+//! failures, the hourly budget, and bounded retries of transient failures.
 
 use std::{
     sync::Arc,
@@ -16,7 +17,10 @@ use moka::{Expiry, future::Cache, ops::compute::Op};
 
 use crate::{
     config::Org,
-    salesforce::token::{Session, TokenClient, TokenError},
+    salesforce::{
+        guard::LoginGuard,
+        token::{Session, TokenClient, TokenError},
+    },
 };
 
 /// Distinct (org, user) pairs are few; this only bounds a misconfiguration.
@@ -71,10 +75,11 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
     }
 }
 
-/// The sessions of every (org, user); it outlives config reloads.
+/// The sessions of every (org, user), and the guard of their logins; both outlive reloads.
 #[derive(Clone)]
 pub struct SessionCache {
     sessions: Cache<Key, Arc<Session>>,
+    guard: Arc<LoginGuard>,
 }
 
 impl Default for SessionCache {
@@ -84,22 +89,51 @@ impl Default for SessionCache {
                 .max_capacity(MAX_SESSIONS)
                 .expire_after(SessionTtl)
                 .build(),
+            guard: Arc::default(),
         }
     }
 }
 
+/// Why no session could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoginError {
+    /// The login failed, now or within its remembered backoff; ask again after `retry_after`.
+    #[error("{error}")]
+    Failed {
+        error: TokenError,
+        retry_after: Duration,
+    },
+    /// The (org, user) spent its hourly budget of token requests.
+    #[error("{limit} token requests in the last hour: the login budget is spent")]
+    BudgetExceeded { limit: u32, retry_after: Duration },
+}
+
+/// Transient failures get this many more tries, within the org's `login_timeout`.
+const MAX_RETRIES: u32 = 2;
+const RETRY_BASE: Duration = Duration::from_millis(200);
+
+/// `RETRY_BASE * 2^attempt`, jittered to 50–150 % so callers of many proxies do not retry in step.
+fn retry_pause(attempt: u32) -> Duration {
+    let mut noise = [0u8; 2];
+    let jitter = match aws_lc_rs::rand::fill(&mut noise) {
+        Ok(()) => 0.5 + f64::from(u16::from_le_bytes(noise)) / f64::from(u16::MAX),
+        Err(_) => 1.0,
+    };
+    RETRY_BASE.mul_f64(f64::from(1u32 << attempt.min(8)) * jitter)
+}
+
 impl SessionCache {
-    /// The live session for (org, user), minting one with `tokens` if there is none.
+    /// The live session for (org, user), logging in with `tokens` if there is none.
     pub async fn get(
         &self,
         org: &Org,
         user: &str,
         tokens: &TokenClient,
-    ) -> Result<(Arc<Session>, Source), Arc<TokenError>> {
+    ) -> Result<(Arc<Session>, Source), Arc<LoginError>> {
         let entry = self
             .sessions
             .entry(Key::new(org, user))
-            .or_try_insert_with(async { tokens.mint(org, user).await.map(Arc::new) })
+            .or_try_insert_with(async { self.login(org, user, tokens).await.map(Arc::new) })
             .await?;
         let source = if entry.is_fresh() {
             Source::Minted
@@ -116,23 +150,61 @@ impl SessionCache {
         Ok((entry.into_value(), source))
     }
 
-    /// The cached session of (org, user), without minting.
+    /// The cached session of (org, user), without logging in.
     pub async fn peek(&self, org: &Org, user: &str) -> Option<Arc<Session>> {
         self.sessions.get(&Key::new(org, user)).await
     }
 
-    /// Mints a session and puts it in place of the cached one (keeping a session warm).
+    /// Logs in and puts the new session in place of the cached one (keeping a session warm).
     pub async fn refresh(
         &self,
         org: &Org,
         user: &str,
         tokens: &TokenClient,
-    ) -> Result<Arc<Session>, TokenError> {
-        let session = Arc::new(tokens.mint(org, user).await?);
+    ) -> Result<Arc<Session>, LoginError> {
+        let session = Arc::new(self.login(org, user, tokens).await?);
         self.sessions
             .insert(Key::new(org, user), session.clone())
             .await;
         Ok(session)
+    }
+
+    /// One login: the remembered failure if there is one, else token requests within the budget,
+    /// transient failures retried with backoff inside `login_timeout`.
+    async fn login(&self, org: &Org, user: &str, tokens: &TokenClient) -> Result<Session, LoginError> {
+        if let Some((error, retry_after)) = self.guard.remembered(org, user) {
+            return Err(LoginError::Failed { error, retry_after });
+        }
+        let deadline = Instant::now() + org.login_timeout;
+        let mut attempt = 0;
+        loop {
+            if let Err(retry_after) = self.guard.admit(org, user) {
+                tracing::warn!(
+                    org = %org.name, user, limit = org.max_logins_per_hour, ?retry_after,
+                    "login budget spent: no token request"
+                );
+                return Err(LoginError::BudgetExceeded {
+                    limit: org.max_logins_per_hour,
+                    retry_after,
+                });
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let error = match tokens.mint(org, user, remaining).await {
+                Ok(session) => {
+                    self.guard.clear(org, user);
+                    return Ok(session);
+                }
+                Err(error) => error,
+            };
+            let pause = retry_pause(attempt);
+            if error.is_transient() && attempt < MAX_RETRIES && Instant::now() + pause < deadline {
+                attempt += 1;
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let retry_after = self.guard.remember(org, user, &error);
+            return Err(LoginError::Failed { error, retry_after });
+        }
     }
 
     /// Drops `expired` if it is still the cached session for (org, user).
@@ -192,6 +264,10 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             admin_listen: None,
             shutdown_grace: Duration::from_secs(1),
+            max_header_bytes: 65536,
+            header_timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+            max_connections: 100,
         };
         let client = crate::upstream::build_client(&settings).unwrap();
         let tokens = TokenClient::new(client);
@@ -211,6 +287,10 @@ mod tests {
             instance_url: None,
             warm: false,
             key_file: None,
+            login_timeout: Duration::from_secs(5),
+            unavailable_backoff: Duration::from_secs(5),
+            rejected_backoff: Duration::from_secs(30),
+            max_logins_per_hour: 600,
             settings_id: [0; 32],
         });
         (mock, SessionCache::default(), tokens, org, dir)
@@ -245,7 +325,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_not_cached() {
+    async fn failures_are_remembered_not_retried() {
         let (mock, cache, tokens, org, _dir) = setup().await;
         mock.fail_next_token_requests(
             1,

@@ -3,4 +3,5 @@
 
 pub mod assertion;
 pub mod cache;
+pub mod guard;
 pub mod token;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::{
     body,
-    config::{InstanceUrl, LOGIN_TIMEOUT, Org},
+    config::{InstanceUrl, Org},
     salesforce::assertion,
     upstream::HttpClient,
 };
@@ -74,9 +74,18 @@ pub enum TokenError {
     /// Salesforce read the assertion and said no.
     #[error("{error}: {description}")]
     Rejected { error: String, description: String },
-    /// No usable answer from the token endpoint.
+    /// The token endpoint answered, but not with anything usable: asking again will not help.
     #[error("{0}")]
     Unavailable(String),
+    /// No answer: unreachable, timed out, 5xx, or cut off. Worth one more try.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl TokenError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
 }
 
 #[derive(Deserialize)]
@@ -102,20 +111,26 @@ impl TokenClient {
         Self { http }
     }
 
-    /// Signs an assertion for `user` and exchanges it for a session.
-    pub async fn mint(&self, org: &Org, user: &str) -> Result<Session, TokenError> {
-        let outcome = tokio::time::timeout(LOGIN_TIMEOUT, self.exchange(org, user))
+    /// Signs an assertion for `user` and exchanges it for a session: one token request, which
+    /// gives up after `timeout`. Retries and their budget are the cache's business.
+    pub async fn mint(
+        &self,
+        org: &Org,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<Session, TokenError> {
+        let outcome = tokio::time::timeout(timeout, self.exchange(org, user))
             .await
             .unwrap_or_else(|_| {
-                Err(TokenError::Unavailable(format!(
-                    "{} did not answer within {LOGIN_TIMEOUT:?}",
+                Err(TokenError::Transient(format!(
+                    "{} did not answer within {timeout:?}",
                     org.token_url
                 )))
             });
         let label = match &outcome {
             Ok(_) => "ok",
             Err(TokenError::Rejected { .. }) => "rejected",
-            Err(TokenError::Unavailable(_)) => "unavailable",
+            Err(TokenError::Unavailable(_) | TokenError::Transient(_)) => "unavailable",
         };
         metrics::counter!(
             crate::metrics::TOKEN_REQUESTS,
@@ -132,7 +147,7 @@ impl TokenClient {
                 org = %org.name, user, outcome = "rejected", sf_error = %error,
                 sf_error_description = %description, "token request"
             ),
-            Err(TokenError::Unavailable(reason)) => tracing::warn!(
+            Err(TokenError::Unavailable(reason) | TokenError::Transient(reason)) => tracing::warn!(
                 org = %org.name, user, outcome = "unavailable", reason = %reason, "token request"
             ),
         }
@@ -159,7 +174,7 @@ impl TokenClient {
             } else {
                 "no answer from"
             };
-            TokenError::Unavailable(format!(
+            TokenError::Transient(format!(
                 "{what} {}: {}",
                 org.token_url,
                 crate::upstream::error_chain(&e)
@@ -170,7 +185,7 @@ impl TokenClient {
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|e| TokenError::Unavailable(format!("cannot read the token response: {e}")))?;
+            .map_err(|e| TokenError::Transient(format!("cannot read the token response: {e}")))?;
         parse(org, status, &bytes)
     }
 }
@@ -218,10 +233,12 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
             });
         }
     }
-    Err(TokenError::Unavailable(format!(
-        "the token endpoint {} answered HTTP {status}",
-        org.token_url
-    )))
+    let failure = format!("the token endpoint {} answered HTTP {status}", org.token_url);
+    if status.is_server_error() {
+        Err(TokenError::Transient(failure))
+    } else {
+        Err(TokenError::Unavailable(failure))
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +264,10 @@ mod tests {
             instance_url: pinned.map(|u| InstanceUrl::parse(u).unwrap()),
             warm: false,
             key_file: None,
+            login_timeout: Duration::from_secs(5),
+            unavailable_backoff: Duration::from_secs(5),
+            rejected_backoff: Duration::from_secs(30),
+            max_logins_per_hour: 600,
             settings_id: [0; 32],
         }
     }
@@ -310,8 +331,16 @@ mod tests {
         ] {
             let result = parse_str(&org, status, body);
             assert!(
-                matches!(result, Err(TokenError::Unavailable(_))),
+                matches!(
+                    result,
+                    Err(TokenError::Unavailable(_) | TokenError::Transient(_))
+                ),
                 "{status} {body}"
+            );
+            assert_eq!(
+                result.unwrap_err().is_transient(),
+                status >= 500,
+                "only 5xx is worth a retry: {status} {body}"
             );
         }
     }

@@ -1,0 +1,195 @@
+//! Size limits, checked before anything else is done for the request.
+//!
+//! The header section must fit `max_header_bytes` (431), and the body `max_body` (413): a
+//! declared `Content-Length` over the limit is refused at once; a body that streams past it
+//! (chunked) is cut where it crosses the limit, and the request fails with the same 413 instead
+//! of an upstream error. Slow and oversized header sections hyper itself refuses earlier, in
+//! `server.rs`.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower::{Layer, Service};
+
+use crate::{
+    body::{BodyError, ProxyBody},
+    error::ProxyError,
+};
+
+#[derive(Clone)]
+pub struct LimitsLayer {
+    max_header_bytes: usize,
+    max_body: u64,
+}
+
+impl LimitsLayer {
+    pub fn new(max_header_bytes: usize, max_body: u64) -> Self {
+        Self {
+            max_header_bytes,
+            max_body,
+        }
+    }
+}
+
+impl<S> Layer<S> for LimitsLayer {
+    type Service = Limits<S>;
+    fn layer(&self, inner: S) -> Limits<S> {
+        Limits {
+            inner,
+            max_header_bytes: self.max_header_bytes,
+            max_body: self.max_body,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Limits<S> {
+    inner: S,
+    max_header_bytes: usize,
+    max_body: u64,
+}
+
+/// The header section's size as it travelled: request line, and each `name: value\r\n`.
+fn header_bytes<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+impl<S> Service<Request<ProxyBody>> for Limits<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+        let (max_header_bytes, max_body) = (self.max_header_bytes, self.max_body);
+        if header_bytes(&request) > max_header_bytes {
+            return Box::pin(std::future::ready(Err(ProxyError::HeadersTooLarge {
+                limit: max_header_bytes,
+            })));
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Box::pin(std::future::ready(Err(ProxyError::BodyTooLarge {
+                limit: max_body,
+            })));
+        }
+        let tripped = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| {
+            Capped {
+                inner: body,
+                seen: 0,
+                limit: max_body,
+                tripped: tripped.clone(),
+            }
+            .boxed_unsync()
+        });
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let outcome = future.await;
+            if tripped.load(Ordering::Acquire) {
+                return Err(ProxyError::BodyTooLarge { limit: max_body });
+            }
+            outcome
+        })
+    }
+}
+
+/// A body that fails once more than `limit` bytes went through, and says so in `tripped`.
+struct Capped {
+    inner: ProxyBody,
+    seen: u64,
+    limit: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+struct TooLarge(u64);
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            self.seen += data.len() as u64;
+            if self.seen > self.limit {
+                self.tripped.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err(BodyError(Box::new(TooLarge(self.limit))))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body;
+
+    #[tokio::test]
+    async fn capped_body_fails_past_the_limit_and_trips() {
+        let tripped = Arc::new(AtomicBool::new(false));
+        let capped = Capped {
+            inner: body::full("0123456789"),
+            seen: 0,
+            limit: 4,
+            tripped: tripped.clone(),
+        };
+        assert!(capped.collect().await.is_err());
+        assert!(tripped.load(Ordering::Acquire));
+
+        let tripped = Arc::new(AtomicBool::new(false));
+        let capped = Capped {
+            inner: body::full("0123"),
+            seen: 0,
+            limit: 4,
+            tripped: tripped.clone(),
+        };
+        assert_eq!(capped.collect().await.unwrap().to_bytes(), "0123");
+        assert!(!tripped.load(Ordering::Acquire));
+    }
+}
