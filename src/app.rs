@@ -74,6 +74,21 @@ impl App {
     pub fn reload(&self) -> Result<(), String> {
         let outcome = build(&self.path, &self.sessions).map(|next| {
             let previous = self.active.load();
+            let (old, new) = (&previous.config.proxy, &next.config.proxy);
+            for (key, changed) in [
+                (
+                    "proxy.max_connections",
+                    old.max_connections != new.max_connections,
+                ),
+                (
+                    "proxy.header_timeout",
+                    old.header_timeout != new.header_timeout,
+                ),
+            ] {
+                if changed {
+                    tracing::warn!(key, "changed in the config file; takes effect on restart");
+                }
+            }
             for (key, old, new) in [
                 (
                     "proxy.listen",
@@ -228,7 +243,14 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
         let app = app.clone();
         move || app.active().config.proxy.shutdown_grace
     };
-    server::serve(listener, current, server::stop_signal(), grace).await;
+    server::serve(
+        listener,
+        &config.proxy,
+        current,
+        server::stop_signal(),
+        grace,
+    )
+    .await;
     app.serving.store(false, Ordering::Release);
     tracing::info!("sfproxy stopped");
     Ok(())

@@ -52,9 +52,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const CONFIG_ENV: &str = "SFPROXY_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "sfproxy.toml";
 
-/// A config problem, naming the key at fault (`orgs.acme.login_url: ...`).
+/// A config problem, naming the key at fault (`orgs.acme.login_url: ...`); an empty key is a
+/// problem with the file as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
+#[error("{}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
@@ -248,16 +249,23 @@ impl HostPattern {
             Some(rest) => (Self::Subdomains(format!(".{rest}")), rest.to_owned()),
             None => (Self::Exact(host.clone()), host.clone()),
         };
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
-            && !name.contains("..");
+        let ipv6 = name.starts_with('[')
+            && name.ends_with(']')
+            && name[1..name.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok();
+        let valid = ipv6
+            || (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+                && !name.contains(".."));
         if valid {
             Ok(pattern)
         } else {
             Err(format!(
-                "{raw:?} is not a host name (use \"name\", \"*.domain\" or \"*\", without a port)"
+                "{raw:?} is not a host name (use \"name\", \"*.domain\", \"[ipv6]\" or \"*\", \
+                 without a port: the port is ignored when matching)"
             ))
         }
     }
@@ -479,11 +487,43 @@ fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
     }
 }
 
+/// `login_url`: https, a host, and optionally a path (Experience Cloud logins live under
+/// `https://<site>.force.com/<prefix>`).
+fn parse_login_url(raw: &str) -> Result<Uri, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "{raw:?} is not https: sfproxy sends assertions over TLS only"
+        ));
+    }
+    match uri.authority() {
+        None => Err(format!("{raw:?} has no host")),
+        Some(a) if a.as_str().contains('@') => {
+            Err(format!("{raw:?} must not carry user information"))
+        }
+        Some(_) if uri.query().is_some() => Err(format!("{raw:?} must not have a query")),
+        Some(_) => Ok(uri),
+    }
+}
+
 /// The JWT `aud` when not configured: login/test for Salesforce hosts, the login URL itself for a
 /// stand-in (`../shared/salesforce.md`: the audience is the login host, never the My Domain).
 pub fn infer_audience(login_url: &str, host: &str) -> String {
     let host = host.to_ascii_lowercase();
-    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+    let first_label = host.split('.').next().unwrap_or("");
+    // Sandboxes: test.salesforce.com, enhanced `*.sandbox.my.salesforce.com`, legacy
+    // `mydomain--sandbox.my.salesforce.com` and `csNN.salesforce.com` instances.
+    let legacy_sandbox = (host.ends_with(".my.salesforce.com") && first_label.contains("--"))
+        || (first_label.len() > 2
+            && first_label.starts_with("cs")
+            && first_label[2..].chars().all(|c| c.is_ascii_digit())
+            && host.ends_with(".salesforce.com"));
+    if host == "test.salesforce.com"
+        || host.ends_with(".sandbox.my.salesforce.com")
+        || legacy_sandbox
+    {
         "https://test.salesforce.com".to_owned()
     } else if host == "salesforce.com" || host.ends_with(".salesforce.com") {
         "https://login.salesforce.com".to_owned()
@@ -495,9 +535,8 @@ pub fn infer_audience(login_url: &str, host: &str) -> String {
 fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError> {
     let key = |field: &str| format!("orgs.{name}.{field}");
     let login_url = raw.login_url.trim().trim_end_matches('/').to_owned();
-    let login =
-        InstanceUrl::parse(&login_url).map_err(|m| ConfigError::new(key("login_url"), m))?;
-    let token_url: Uri = format!("{login}/services/oauth2/token")
+    let login = parse_login_url(&login_url).map_err(|m| ConfigError::new(key("login_url"), m))?;
+    let token_url: Uri = format!("{login_url}/services/oauth2/token")
         .parse()
         .map_err(|e| ConfigError::new(key("login_url"), format!("{e}")))?;
     let audience = match raw.audience {
@@ -505,7 +544,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
             return Err(ConfigError::new(key("audience"), "must not be empty"));
         }
         Some(a) => a.trim().to_owned(),
-        None => infer_audience(&login_url, login.0.host()),
+        None => infer_audience(&login_url, login.host().unwrap_or_default()),
     };
     if raw.client_id.trim().is_empty() {
         return Err(ConfigError::new(key("client_id"), "must not be empty"));
@@ -595,9 +634,14 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
             &key("login_timeout"),
             raw.login_timeout.unwrap_or(DEFAULT_LOGIN_TIMEOUT),
         )?,
-        unavailable_backoff: raw.unavailable_backoff.unwrap_or(DEFAULT_UNAVAILABLE_BACKOFF),
+        unavailable_backoff: raw
+            .unavailable_backoff
+            .unwrap_or(DEFAULT_UNAVAILABLE_BACKOFF),
         rejected_backoff: raw.rejected_backoff.unwrap_or(DEFAULT_REJECTED_BACKOFF),
-        max_logins_per_hour: match raw.max_logins_per_hour.unwrap_or(DEFAULT_MAX_LOGINS_PER_HOUR) {
+        max_logins_per_hour: match raw
+            .max_logins_per_hour
+            .unwrap_or(DEFAULT_MAX_LOGINS_PER_HOUR)
+        {
             0 => {
                 return Err(ConfigError::new(
                     key("max_logins_per_hour"),
@@ -829,8 +873,8 @@ user = "u@acme.com"
             ("https://localhost:8443", "https://localhost:8443"),
         ];
         for (login, want) in cases {
-            let url = InstanceUrl::parse(login).unwrap();
-            assert_eq!(infer_audience(login, url.0.host()), want, "{login}");
+            let url = parse_login_url(login).unwrap();
+            assert_eq!(infer_audience(login, url.host().unwrap()), want, "{login}");
         }
     }
 
@@ -915,6 +959,8 @@ user = "u@acme.com"
         assert!(!sub.matches("evilexample.com"));
         assert!(HostPattern::parse("*").unwrap().matches("anything"));
         assert!(HostPattern::parse("a b").is_err());
+        assert!(HostPattern::parse("acme.my.salesforce.com:443").is_err());
+        assert!(HostPattern::parse("[::1]").unwrap().matches("[::1]"));
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
              Config, key and certificates: {dir}\n\n\
              Try, in another terminal:\n\n  \
              curl -x http://{listen} http://demo.my.salesforce.com/services/data/v61.0/limits\n  \
-             HTTP_PROXY=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
+             http_proxy=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
              curl http://{listen}/demo/services/data/v61.0/limits          # gateway form\n  \
              curl -x http://{listen} http://evil.example/                   # refused: no route\n  \
              curl {admin}/metrics                                          # Prometheus metrics\n\n\

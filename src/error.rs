@@ -63,6 +63,9 @@ pub enum ProxyError {
     /// The request body is larger than `proxy.max_body`.
     #[error("the request body is larger than the proxy's limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    /// More connections are open than `proxy.max_connections`.
+    #[error("the proxy has {limit} connections open, its limit; try again shortly")]
+    TooManyConnections { limit: usize },
     /// The request line and headers are larger than `proxy.max_header_bytes`.
     #[error("the request headers are larger than the proxy's limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
@@ -92,9 +95,9 @@ impl ProxyError {
             Self::LoginRejected { .. } | Self::UpstreamUnreachable { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::LoginUnavailable { .. } | Self::LoginBudgetExceeded { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::LoginUnavailable { .. }
+            | Self::LoginBudgetExceeded { .. }
+            | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -115,6 +118,7 @@ impl ProxyError {
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
             Self::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             Self::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
+            Self::TooManyConnections { .. } => "PROXY_TOO_MANY_CONNECTIONS",
             Self::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             Self::Internal(_) => "PROXY_INTERNAL",
@@ -139,21 +143,22 @@ impl ProxyError {
     /// When the caller may usefully try again, for `Retry-After`.
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::LoginRejected { retry_after, .. } | Self::LoginUnavailable { retry_after, .. } => {
-                *retry_after
-            }
+            Self::LoginRejected { retry_after, .. }
+            | Self::LoginUnavailable { retry_after, .. } => *retry_after,
             Self::LoginBudgetExceeded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The body of the answer: `[{"errorCode":..,"message":..}]`, plus Salesforce's error and a
+    /// hint for refused logins.
+    pub fn to_json(&self) -> String {
         let mut entry = Map::new();
         entry.insert("errorCode".into(), json!(self.code()));
         entry.insert("message".into(), json!(self.message()));
         if let Self::LoginRejected {
             error, description, ..
-        } = &self
+        } = self
         {
             entry.insert("salesforceError".into(), json!(error));
             entry.insert("salesforceErrorDescription".into(), json!(description));
@@ -161,7 +166,11 @@ impl ProxyError {
                 entry.insert("hint".into(), json!(hint));
             }
         }
-        let body = Value::Array(vec![Value::Object(entry)]).to_string();
+        Value::Array(vec![Value::Object(entry)]).to_string()
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = self.to_json();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
@@ -217,6 +226,10 @@ pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
             "check the org's client_id (the connected app's consumer key) and its login_url"
         }
         "invalid_app_access" => "assign the connected app to the user's profile or permission set",
+        "invalid_request" if d.contains("preauthorized") || d.contains("refresh_token scope") => {
+            "pre-authorize the user: Permitted Users = \"Admin approved users are pre-authorized\" \
+             and add the user's profile or permission set to the app"
+        }
         _ => return None,
     };
     Some(hint)

@@ -18,6 +18,8 @@ pub const API_USAGE: &str = "sfproxy_salesforce_api_usage";
 pub const API_LIMIT: &str = "sfproxy_salesforce_api_limit";
 pub const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
 pub const REFUSALS: &str = "sfproxy_refusals_total";
+pub const CONNECTIONS_OPEN: &str = "sfproxy_connections_open";
+pub const REQUESTS_IN_FLIGHT: &str = "sfproxy_requests_in_flight";
 
 /// The `route` label of requests refused before a route was chosen.
 pub const NO_ROUTE: &str = "none";

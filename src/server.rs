@@ -1,7 +1,12 @@
 //! Listening and serving: the accept loop, HTTP/1.1 and HTTP/2 (h2c) on the proxy port, and a
 //! graceful stop that lets requests in flight finish.
+//!
+//! What HTTP parsing itself must refuse is refused here, by hyper: header sections that arrive
+//! too slowly (slowloris) or grow far too large, and malformed or ambiguous framing (conflicting
+//! `Content-Length`/`Transfer-Encoding`). Connections beyond `max_connections` get a 503 and are
+//! closed before any request is read.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -9,12 +14,17 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::net::TcpListener;
+use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
 use tower::ServiceExt;
 
-use crate::{body, layer::identify::ClientAddr, stack::ProxyService};
-/// Slowloris guard: the whole header section must arrive within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{
+    body, config::ProxySettings, error::ProxyError, layer::identify::ClientAddr, metrics,
+    stack::ProxyService,
+};
+
+/// hyper's own limit on the header section is this many times `max_header_bytes`: up to the
+/// configured size the limits layer answers with a precise 431, beyond it hyper cuts in.
+const HYPER_HEADER_SLACK: usize = 2;
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -27,15 +37,23 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// reload takes effect for new requests while requests in flight finish on the old stack.
 pub async fn serve(
     listener: TcpListener,
+    settings: &ProxySettings,
     current: impl Fn() -> ProxyService + Clone + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
     grace: impl FnOnce() -> Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_limit = settings.max_header_bytes * HYPER_HEADER_SLACK;
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(header_limit.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -52,6 +70,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream, settings.max_connections));
+            continue;
+        };
         let current = current.clone();
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
@@ -62,9 +84,13 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN);
+            open.increment(1.0);
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
+            open.decrement(1.0);
+            drop(permit);
         });
     }
     drop(listener);
@@ -76,6 +102,25 @@ pub async fn serve(
     {
         tracing::warn!("requests still in flight after {grace:?}; closing them");
     }
+}
+
+/// Answers a connection over `max_connections` with a 503 and closes it: a precise refusal,
+/// without reading (or waiting for) the request.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, limit: usize) {
+    let error = ProxyError::TooManyConnections { limit };
+    tracing::warn!(code = error.code(), limit, "connection refused");
+    ::metrics::counter!(metrics::REFUSALS, "code" => error.code()).increment(1);
+    let body = error.to_json();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\n\r\n",
+        error.status().as_u16(),
+        error.status().canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -9,8 +9,8 @@ use crate::{
     body::ProxyBody,
     config::Config,
     layer::{
-        identify::IdentifyLayer, limits::LimitsLayer, rescue::RescueLayer, route::RouteLayer, session::SessionLayer,
-        trace::TraceLayer,
+        identify::IdentifyLayer, limits::LimitsLayer, rescue::RescueLayer, route::RouteLayer,
+        session::SessionLayer, trace::TraceLayer,
     },
     salesforce::{cache::SessionCache, token::TokenClient},
     upstream::{self, Upstream},

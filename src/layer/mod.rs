@@ -2,8 +2,8 @@
 //! (`stack.rs` assembles them).
 
 pub mod identify;
-pub mod rescue;
 pub mod limits;
+pub mod rescue;
 pub mod route;
 pub mod session;
 pub mod trace;

@@ -2,7 +2,8 @@
 //! and renewed once when Salesforce says it expired.
 //!
 //! Salesforce never says how long a session lives; it answers 401 `INVALID_SESSION_ID` (Bulk API
-//! 1.0: 400 `InvalidSessionId`; SOAP: 500 `sf:INVALID_SESSION_ID`) when it is gone. Then this
+//! 1.0: 400 `InvalidSessionId`) when it is gone. (The SOAP API reads the session from the
+//! envelope, which the proxy does not touch: SOAP calls are not served with the proxy's session.) Then this
 //! layer drops *that* session, mints a new one and sends the request again, once; the second answer
 //! goes to the caller whatever it is. To send a body twice it must be kept: bodies up to
 //! `replay_limit` are, larger ones stream through and are not replayed (their session is still
@@ -36,7 +37,6 @@ use crate::{
 
 /// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.
 const BULK_V1_PREFIX: &str = "/services/async/";
-const SOAP_PREFIX: &str = "/services/Soap/";
 static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 /// Salesforce's expiry answers are tiny; a larger body is something else and streams on.
 const MAX_EXPIRY_BODY: usize = 64 * 1024;
@@ -216,8 +216,7 @@ async fn inspect(
 ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
     let status = response.status();
     let may_be_expiry = status == StatusCode::UNAUTHORIZED
-        || (status == StatusCode::BAD_REQUEST && path.starts_with(BULK_V1_PREFIX))
-        || (status == StatusCode::INTERNAL_SERVER_ERROR && path.starts_with(SOAP_PREFIX));
+        || (status == StatusCode::BAD_REQUEST && path.starts_with(BULK_V1_PREFIX));
     if !may_be_expiry {
         return Ok((response, false));
     }

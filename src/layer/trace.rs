@@ -14,11 +14,17 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::{body::ProxyBody, metrics};
+use crate::{
+    body::{BodyError, ProxyBody},
+    metrics,
+};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Callers' ids longer than this are replaced, not echoed.
@@ -44,6 +50,48 @@ impl Notes {
     /// `cache`, `minted` or `replayed`; the last word wins.
     pub fn set_session(&self, source: &'static str) {
         *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+}
+
+/// Counts a request in `sfproxy_requests_in_flight` for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        ::metrics::gauge!(metrics::REQUESTS_IN_FLIGHT).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::REQUESTS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is done or dropped.
+struct Guarded {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -99,6 +147,7 @@ where
         let notes = Arc::new(Notes::default());
         request.extensions_mut().insert(notes.clone());
         let start = Instant::now();
+        let in_flight = InFlight::new();
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
@@ -137,7 +186,14 @@ where
                 ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_owned())
                     .record(elapsed.as_secs_f64());
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-                Ok(response)
+                // The request stays in flight until its answer is sent or the caller goes away.
+                Ok(response.map(|body| {
+                    Guarded {
+                        inner: body,
+                        _in_flight: in_flight,
+                    }
+                    .boxed_unsync()
+                }))
             }
             .instrument(span),
         )

@@ -171,7 +171,12 @@ impl SessionCache {
 
     /// One login: the remembered failure if there is one, else token requests within the budget,
     /// transient failures retried with backoff inside `login_timeout`.
-    async fn login(&self, org: &Org, user: &str, tokens: &TokenClient) -> Result<Session, LoginError> {
+    async fn login(
+        &self,
+        org: &Org,
+        user: &str,
+        tokens: &TokenClient,
+    ) -> Result<Session, LoginError> {
         if let Some((error, retry_after)) = self.guard.remembered(org, user) {
             return Err(LoginError::Failed { error, retry_after });
         }
@@ -336,10 +341,69 @@ mod tests {
             },
         );
         let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        assert!(matches!(
+            &*error,
+            LoginError::Failed { error: TokenError::Rejected { description, .. }, retry_after }
+                if description == "ip restricted" && *retry_after == org.rejected_backoff
+        ));
+        // Remembered: callers get the refusal, and no token request is made, until it ends.
+        let again = cache.get(&org, "u", &tokens).await.unwrap_err();
         assert!(
-            matches!(&*error, TokenError::Rejected { description, .. } if description == "ip restricted")
+            matches!(&*again, LoginError::Failed { retry_after, .. } if *retry_after <= org.rejected_backoff)
         );
-        assert!(cache.get(&org, "u", &tokens).await.is_ok());
+        assert_eq!(mock.token_requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_twice_within_the_timeout() {
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        let unavailable = crate::mock_org::TokenFailure::Raw {
+            status: 503,
+            content_type: "text/html".into(),
+            body: "<html>down</html>".into(),
+        };
+        mock.fail_next_token_requests(2, unavailable.clone());
+        let (_, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        assert_eq!(source, Source::Minted, "the third attempt succeeded");
+        assert_eq!(mock.token_requests(), 3);
+
+        // Three failures: the login fails, and its failure is remembered.
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        mock.fail_next_token_requests(5, unavailable);
+        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        assert!(matches!(&*error, LoginError::Failed { error, .. } if error.is_transient()));
+        assert_eq!(mock.token_requests(), 3, "one try and two retries");
+        assert!(cache.get(&org, "u", &tokens).await.is_err());
+        assert_eq!(
+            mock.token_requests(),
+            3,
+            "remembered for unavailable_backoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_hourly_budget_is_never_exceeded() {
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        let mut org = Arc::try_unwrap(org).unwrap();
+        org.max_logins_per_hour = 2;
+        org.rejected_backoff = Duration::ZERO;
+        let org = Arc::new(org);
+        mock.fail_next_token_requests(
+            2,
+            crate::mock_org::TokenFailure::OAuth {
+                status: 400,
+                error: "invalid_grant".into(),
+                description: "ip restricted".into(),
+            },
+        );
+        for _ in 0..2 {
+            assert!(cache.get(&org, "u", &tokens).await.is_err());
+        }
+        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        assert!(matches!(
+            &*error,
+            LoginError::BudgetExceeded { limit: 2, retry_after } if *retry_after > Duration::from_secs(3500)
+        ));
         assert_eq!(mock.token_requests(), 2);
     }
 }

@@ -233,7 +233,10 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
             });
         }
     }
-    let failure = format!("the token endpoint {} answered HTTP {status}", org.token_url);
+    let failure = format!(
+        "the token endpoint {} answered HTTP {status}",
+        org.token_url
+    );
     if status.is_server_error() {
         Err(TokenError::Transient(failure))
     } else {
