@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -136,6 +136,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The URI sent to Salesforce: always the instance's origin; only path and query come from the
+/// caller.
+pub fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme("https")
+        .authority(instance.0.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ProxyError::Internal(format!("upstream URI: {e}")))
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: HttpClient,
@@ -172,12 +183,7 @@ impl Service<Request<ProxyBody>> for Upstream {
                 ));
             };
             let org = target.route.org.name.clone();
-            *request.uri_mut() = Uri::builder()
-                .scheme("https")
-                .authority(instance.0.clone())
-                .path_and_query(target.path)
-                .build()
-                .map_err(|e| ProxyError::Internal(format!("upstream URI: {e}")))?;
+            *request.uri_mut() = upstream_uri(&instance, target.path)?;
             *request.version_mut() = Version::HTTP_11;
             let headers = request.headers_mut();
             strip_hop_by_hop(headers);
@@ -229,6 +235,61 @@ impl Service<Request<ProxyBody>> for Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    ];
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(HOP_BY_HOP).prop_map(str::to_owned),
+            proptest::sample::select(&["authorization", "accept", "content-type", "x-custom"][..])
+                .prop_map(str::to_owned),
+            "[a-z][a-z0-9-]{0,12}",
+        ]
+    }
+
+    proptest! {
+        /// Whatever the caller sends, no hop-by-hop header and nothing `Connection` names
+        /// survives, and every other header is kept as it was.
+        #[test]
+        fn rewriting_headers_strips_exactly_the_hop_by_hop_ones(
+            headers in proptest::collection::vec((header_name(), "[ -~]{0,20}"), 0..12),
+            named in proptest::collection::vec(header_name(), 0..4),
+        ) {
+            let mut map = HeaderMap::new();
+            for (name, value) in &headers {
+                if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+                    map.append(n, v);
+                }
+            }
+            if !named.is_empty() {
+                map.append(header::CONNECTION, HeaderValue::from_str(&named.join(", ")).unwrap());
+            }
+            let before = map.clone();
+            strip_hop_by_hop(&mut map);
+            for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+                prop_assert!(!map.contains_key(name), "{name} survived");
+            }
+            for (name, value) in &before {
+                let dropped = HOP_BY_HOP.contains(&name.as_str())
+                    || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()));
+                if !dropped {
+                    prop_assert!(map.get_all(name).iter().any(|v| v == value), "{name} lost");
+                }
+            }
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {

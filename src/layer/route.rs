@@ -217,6 +217,7 @@ fn forward_path<B>(route: &Route, request: &Request<B>) -> Result<PathAndQuery, 
 mod tests {
     use super::*;
     use crate::{body, config::Config};
+    use proptest::prelude::*;
 
     fn config() -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().unwrap();
@@ -326,5 +327,77 @@ clients = ["erp"]
             code("erp", "ftp://acme.my.salesforce.com/x", None),
             "PROXY_BAD_REQUEST"
         );
+    }
+
+    fn target() -> impl Strategy<Value = (String, Option<String>)> {
+        let scheme =
+            proptest::sample::select(&["http://", "https://", "", "HTTP://", "ftp://"][..]);
+        let userinfo = proptest::sample::select(&["", "u:p@", "@", "user@"][..]);
+        let host = prop_oneof![
+            proptest::sample::select(
+                &[
+                    "acme.my.salesforce.com",
+                    "gw.local",
+                    "evil.example",
+                    "[::1]",
+                    "127.0.0.1"
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            "[a-z0-9.-]{1,20}",
+        ];
+        let port = proptest::sample::select(&["", ":80", ":8080", ":"][..]);
+        let path = "(/([a-zA-Z0-9._~-]|%2[eEfF]|%5[cC]|\\.\\.|\\.){0,8}){0,5}";
+        let query = proptest::option::of("[a-zA-Z0-9=&%+._-]{0,20}");
+        let host_header = proptest::option::of("[a-zA-Z0-9.:@\\[\\]-]{0,25}");
+        (scheme, userinfo, host, port, path, query, host_header).prop_map(
+            |(scheme, userinfo, host, port, path, query, host_header)| {
+                let path = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                let target = if scheme.is_empty() {
+                    format!("{path}{query}")
+                } else {
+                    format!("{scheme}{userinfo}{host}{port}{path}{query}")
+                };
+                (target, host_header)
+            },
+        )
+    }
+
+    proptest! {
+        /// No target makes the proxy panic, and whatever route it picks, the request can only
+        /// go to the session's instance: the caller supplies the path and query, nothing else.
+        #[test]
+        fn any_target_is_refused_or_bound_to_the_instance((target, host) in target()) {
+            // One config for every case: making its RSA key is the slow part.
+            static CONFIG: std::sync::LazyLock<(tempfile::TempDir, Config)> =
+                std::sync::LazyLock::new(config);
+            let config = &CONFIG.1;
+            let instance = crate::config::InstanceUrl::parse("https://acme.my.salesforce.com").unwrap();
+            let Ok(uri) = target.parse::<http::Uri>() else { return Ok(()); };
+            let mut builder = Request::builder().uri(uri);
+            if let Some(host) = &host {
+                if let Ok(value) = http::HeaderValue::from_str(host) {
+                    builder = builder.header("host", value);
+                }
+            }
+            let Ok(mut request) = builder.body(body::empty()) else { return Ok(()); };
+            request.extensions_mut().insert(Caller { name: "erp".into() });
+            match choose(&config.routes, &request) {
+                Ok(matched) => {
+                    prop_assert!(matched.path.path().starts_with('/'));
+                    let upstream = crate::upstream::upstream_uri(&instance, matched.path.clone()).unwrap();
+                    prop_assert_eq!(upstream.authority(), Some(&instance.0));
+                    let reparsed: http::Uri = upstream.to_string().parse().unwrap();
+                    prop_assert_eq!(reparsed.authority(), Some(&instance.0));
+                    prop_assert!(!matched.path.path().split('/').any(|s| s == ".." || s == "."));
+                }
+                Err(error) => prop_assert!(error.status().is_client_error()),
+            }
+        }
     }
 }

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::convert::Infallible;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -164,6 +165,26 @@ impl MockOrg {
         self.state.inner().sessions.len()
     }
 
+    /// Forgets failures queued by `fail_next_token_requests` (ends a simulated outage).
+    pub fn clear_token_failures(&self) {
+        self.state.inner().failures.clear();
+    }
+
+    /// Connections open to the stand-in right now.
+    pub fn open_connections(&self) -> usize {
+        self.state.inner().open_connections
+    }
+
+    /// Request bodies cut off by their sender (a proxy that cancelled an upload).
+    pub fn aborted_bodies(&self) -> usize {
+        self.state.inner().aborted_bodies
+    }
+
+    /// `/download` answers still streaming (a proxy that cancelled a download closes them).
+    pub fn open_downloads(&self) -> usize {
+        self.state.inner().open_downloads
+    }
+
     /// The daily API usage counter reported in `Sforce-Limit-Info`.
     pub fn api_usage(&self) -> u64 {
         self.state.inner().api_usage
@@ -201,6 +222,12 @@ struct State {
 
 #[derive(Default)]
 struct Inner {
+    /// Caller connections open now (TCP accepted, not yet closed).
+    open_connections: usize,
+    /// Request bodies whose sender went away before the end.
+    aborted_bodies: usize,
+    /// `/download` answers still being streamed.
+    open_downloads: usize,
     /// Live sessions: access token → index into `State::users`.
     sessions: HashMap<String, usize>,
     token_requests: usize,
@@ -217,7 +244,7 @@ impl State {
     }
 }
 
-type MockResponse = Response<Full<Bytes>>;
+type MockResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 /// Why a handler gives up on a request; hyper then drops the connection (or resets the stream).
 /// A concrete type rather than a boxed error keeps the service future provably `'static`.
@@ -278,6 +305,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let state = Arc::clone(&state);
         connections.spawn(async move {
+            let _open = Counted::new(&state, |inner| &mut inner.open_connections);
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
                 Err(e) => {
@@ -285,8 +313,9 @@ async fn accept_loop(
                     return;
                 }
             };
+            let state_for_requests = Arc::clone(&state);
             let service = hyper::service::service_fn(move |req| {
-                let state = Arc::clone(&state);
+                let state = Arc::clone(&state_for_requests);
                 async move { dispatch(&state, req).await }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -297,7 +326,34 @@ async fn accept_loop(
     }
 }
 
-async fn dispatch(state: &State, req: Request<Incoming>) -> Result<MockResponse, HandlerError> {
+/// Counts something in `Inner` for as long as it lives (a connection, a streaming answer).
+struct Counted {
+    state: Arc<State>,
+    field: fn(&mut Inner) -> &mut usize,
+}
+
+impl Counted {
+    fn new(state: &Arc<State>, field: fn(&mut Inner) -> &mut usize) -> Self {
+        *field(&mut state.inner()) += 1;
+        Self {
+            state: Arc::clone(state),
+            field,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut inner = self.state.inner();
+        let count = (self.field)(&mut inner);
+        *count = count.saturating_sub(1);
+    }
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<MockResponse, HandlerError> {
     tracing::debug!(method = %req.method(), path = req.uri().path(), "mock org request");
     if req.uri().path() == "/services/oauth2/token" {
         token::handle(state, req).await
@@ -344,7 +400,7 @@ async fn read_body(mut body: Incoming, keep: usize) -> Result<BodySummary, hyper
 }
 
 fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> MockResponse {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let content_type = HeaderValue::from_str(content_type)

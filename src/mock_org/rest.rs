@@ -4,20 +4,29 @@
 //! live token (in `Authorization`, or `X-SFDC-Session` for Bulk 1.0), and a dead one is answered
 //! exactly as Salesforce does (401 JSON array or XML for REST, 400 XML for Bulk 1.0) so the
 //! proxy's detection and retry can be tested. The echo endpoint reports what arrived, hashing
-//! bodies as they stream so uploads of 100+ MB cost no memory.
+//! bodies as they stream so uploads of 100+ MB cost no memory; `/download` streams a slow answer
+//! so a proxy's handling of callers that leave mid-download can be seen.
 
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::token::{ORG_ID, user_id};
 use super::{
-    BodySummary, HandlerError, MockResponse, SeenRequest, State, read_body, respond, respond_json,
+    BodySummary, Counted, HandlerError, MockResponse, SeenRequest, State, read_body, respond,
+    respond_json,
 };
 
 /// Echo bodies up to this size are returned verbatim; bigger ones only as length and hash.
 const ECHO_KEEP: usize = 64 * 1024;
+const DOWNLOAD_CHUNK: u64 = 16 * 1024;
 const DAILY_API_MAX: u64 = 15_000;
 const SESSION_EXPIRED: &str = "Session expired or invalid";
 const NOT_FOR_REST: &str = "This session is not valid for use with the REST API";
@@ -25,7 +34,7 @@ const BULK_NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";
 const XML_DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
 pub(super) async fn handle(
-    state: &State,
+    state: &Arc<State>,
     req: Request<Incoming>,
 ) -> Result<MockResponse, HandlerError> {
     let (parts, body) = req.into_parts();
@@ -38,7 +47,13 @@ pub(super) async fn handle(
         bearer(&parts.headers)
     };
     // Every body is read to the end so HTTP/1.1 connections survive early answers such as 401.
-    let body = read_body(body, ECHO_KEEP).await?;
+    let body = match read_body(body, ECHO_KEEP).await {
+        Ok(body) => body,
+        Err(error) => {
+            state.inner().aborted_bodies += 1;
+            return Err(error.into());
+        }
+    };
 
     let (user, usage) = {
         let mut inner = state.inner();
@@ -83,7 +98,11 @@ pub(super) async fn handle(
         return Ok(invalid_session(&parts.headers, NOT_FOR_REST));
     } else {
         let username = state.users.get(user).map_or("", |u| u.username.as_str());
-        route(&parts, &body, usage, user, username)
+        if parts.uri.path() == "/download" {
+            download(state, &parts)
+        } else {
+            route(&parts, &body, usage, user, username)
+        }
     };
     Ok(with_limit_info(response, usage))
 }
@@ -246,6 +265,47 @@ fn echo(parts: &Parts, body: &BodySummary, username: &str) -> MockResponse {
             "body": text,
         }),
     )
+}
+
+/// `GET /download?bytes=N&chunk_ms=M`: N bytes (default 1 MiB) in 16 KiB chunks, one every M
+/// ms (default 10): a slow answer whose abandonment the stand-in can see (`open_downloads`).
+fn download(state: &Arc<State>, parts: &Parts) -> MockResponse {
+    let param = |name: &str, default: u64| {
+        parts
+            .uri
+            .query()
+            .and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == name)
+                    .and_then(|(_, v)| v.parse().ok())
+            })
+            .unwrap_or(default)
+    };
+    let total = param("bytes", 1 << 20);
+    let pause = Duration::from_millis(param("chunk_ms", 10));
+    let open = Counted::new(state, |inner| &mut inner.open_downloads);
+    let chunks = total.div_ceil(DOWNLOAD_CHUNK);
+    let stream = futures_util::stream::iter(0..chunks).then(move |i| {
+        // The stream owns the count: dropping the answer early closes the download.
+        let _open = &open;
+        async move {
+            tokio::time::sleep(pause).await;
+            let size = DOWNLOAD_CHUNK.min(total - i * DOWNLOAD_CHUNK);
+            let size = usize::try_from(size).unwrap_or(0);
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; size])))
+        }
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed_unsync());
+    if let Ok(length) = HeaderValue::from_str(&total.to_string()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length);
+    }
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 fn bulk_ok(parts: &Parts) -> MockResponse {
