@@ -1,0 +1,473 @@
+//! The fault suite: sfproxy's neighbours misbehave — the token host goes down, sessions expire
+//! under load, instances stall or cut connections, callers leave halfway, clients send garbage —
+//! and the proxy must lose nothing, refuse precisely, and never cost Salesforce more logins than
+//! it must. Each test records its figures (requests sent, answered, lost; token requests made)
+//! in `fault-figures.txt` under cargo's test temp dir, which `.ci/run` prints.
+
+mod support;
+
+use std::{
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use sfproxy::mock_org::TokenFailure;
+use support::{
+    Org, Proxy, USER, assert_refusal, curl, faulty::Fault, faulty::Faulty, metrics, org_block,
+    route,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HOST: &str = "acme.my.salesforce.com";
+const LIMITS: &str = "http://acme.my.salesforce.com/services/data/v61.0/limits";
+
+/// Appends one line of figures to the suite's summary, and shows it in the test's output.
+fn figures(line: &str) {
+    eprintln!("FIGURES {line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-figures.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<bytes::Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// One request in gateway form (Host header), returning its status, or `None` if lost.
+async fn get(client: &HttpClient, proxy: &Proxy, path: &str) -> Option<u16> {
+    let request = http::Request::get(format!("http://{}{path}", proxy.addr))
+        .header("host", HOST)
+        .body(Empty::new())
+        .ok()?;
+    let response = client.request(request).await.ok()?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_host_outage_costs_one_login_per_backoff_window() {
+    let org = Org::start().await;
+    let proxy = Proxy::start(&(org.config("", "") + &route("erp", &[HOST], USER, "")));
+    org.mock.fail_next_token_requests(
+        100_000,
+        TokenFailure::Raw {
+            status: 503,
+            content_type: "text/html".into(),
+            body: "<html>Service Unavailable</html>".into(),
+        },
+    );
+
+    // 200 requests per second for 10 seconds, each answered or counted lost.
+    let client = client();
+    let (outage, rate) = (Duration::from_secs(10), 200u32);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let unavailable = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    while start.elapsed() < outage {
+        tick.tick().await;
+        let (client, sent, unavailable) = (client.clone(), sent.clone(), unavailable.clone());
+        let url = format!("http://{}/services/data/v61.0/limits", proxy.addr);
+        sent.fetch_add(1, Ordering::SeqCst);
+        tasks.push(tokio::spawn(async move {
+            let request = http::Request::get(url)
+                .header("host", HOST)
+                .body(Empty::new())
+                .unwrap();
+            let response = client.request(request).await.ok()?;
+            if response.status() == 503 && response.headers().contains_key("retry-after") {
+                unavailable.fetch_add(1, Ordering::SeqCst);
+            }
+            response.into_body().collect().await.ok().map(|_| ())
+        }));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        if task.await.unwrap().is_some() {
+            answered += 1;
+        }
+    }
+    let sent = sent.load(Ordering::SeqCst);
+    let token_requests = org.mock.token_requests();
+    // Each login is one try and at most two retries; a failed login is remembered for
+    // unavailable_backoff (5 s), so 10 s of outage holds at most 3 logins.
+    let windows = outage.as_secs() / 5 + 1;
+    figures(&format!(
+        "token host outage {}s at {rate} req/s: sent {sent}, answered {answered}, lost {}, \
+         503 with Retry-After {}, token requests {token_requests} (limit {})",
+        outage.as_secs(),
+        sent - answered,
+        unavailable.load(Ordering::SeqCst),
+        windows * 3
+    ));
+    assert_eq!(answered, sent, "every request was answered");
+    assert_eq!(unavailable.load(Ordering::SeqCst), sent);
+    assert!(
+        token_requests as u64 <= windows * 3,
+        "{token_requests} token requests in a {outage:?} outage"
+    );
+
+    // The outage ends: once the remembered failure runs out, the next caller gets through.
+    org.mock.clear_token_failures();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(get(&client, &proxy, "/services/data/v61.0/limits").await, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_expired_callers_share_one_new_session() {
+    let org = Org::start().await;
+    let config = org.config("admin_listen = \"127.0.0.1:0\"", "") + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&config);
+    let client = client();
+    assert_eq!(get(&client, &proxy, "/services/data/v61.0/limits").await, Some(200));
+
+    // Every caller holds the now-dead session; the new login is slow, so all of them see 401.
+    org.mock.expire_sessions();
+    org.mock
+        .fail_next_token_requests(1, TokenFailure::Delay(Duration::from_secs(1)));
+    let before = org.mock.token_requests();
+    let callers = 500;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("http://{}/services/data/v61.0/limits", proxy.addr);
+            tokio::spawn(async move {
+                let request = http::Request::get(url)
+                    .header("host", HOST)
+                    .body(Empty::new())
+                    .unwrap();
+                let response = client.request(request).await.ok()?;
+                let status = response.status().as_u16();
+                response.into_body().collect().await.ok()?;
+                Some(status)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut answered = 0;
+    for task in tasks {
+        if let Some(status) = task.await.unwrap() {
+            answered += 1;
+            ok += usize::from(status == 200);
+        }
+    }
+    let new_tokens = org.mock.token_requests() - before;
+    let replays = metrics(proxy.admin().await)
+        .await
+        .value("sfproxy_session_replays_total", &[("route", "erp")]);
+    figures(&format!(
+        "{callers} callers on an expired session: answered {answered}, 200 {ok}, lost {}, \
+         new token requests {new_tokens}, replays {replays}",
+        callers - answered
+    ));
+    assert_eq!(ok, callers);
+    assert_eq!(new_tokens, 1, "exactly one new token request");
+    assert_eq!(replays, callers as f64, "every caller was replayed once");
+    assert_eq!(org.mock.requests().len(), 1 + 2 * callers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
+    let org = Org::start().await;
+    let stall = Faulty::start(Fault::Stall).await;
+    let close_before = Faulty::start(Fault::CloseBeforeAnswer).await;
+    let close_mid = Faulty::start(Fault::CloseMidAnswer).await;
+    let untrusted = Faulty::start(Fault::Stall).await;
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    // Trust the stand-in and the faulty instances, except the one whose TLS must fail.
+    let ca_file = org.dir.path().join("all-cas.crt");
+    let mut cas = std::fs::read_to_string(&org.ca_file).unwrap();
+    for faulty in [&stall, &close_before, &close_mid] {
+        cas.push_str(&faulty.ca_pem);
+    }
+    std::fs::write(&ca_file, cas).unwrap();
+
+    let pinned = |name: &str, url: &str| {
+        org_block(&org, name, &format!("instance_url = \"{url}\""))
+            + &route(name, &[&format!("{name}.my.salesforce.com")], USER, &format!("org = \"{name}\""))
+    };
+    let config = org
+        .config("request_timeout = \"1s\"", "")
+        .replace(&org.ca_file.display().to_string(), &ca_file.display().to_string())
+        + &route("erp", &[HOST], USER, "")
+        + &pinned("stall", &stall.url())
+        + &pinned("closebefore", &close_before.url())
+        + &pinned("closemid", &close_mid.url())
+        + &pinned("untrusted", &untrusted.url())
+        + &pinned("refused", &format!("https://localhost:{refused}"));
+    let proxy = Proxy::start(&config);
+    let fault = |name: &str| format!("http://{name}.my.salesforce.com/services/data/v61.0/limits");
+    let good = async || {
+        let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+        assert_eq!(reply.status, 200, "the proxy keeps serving: {}", reply.body);
+    };
+    good().await;
+
+    let started = Instant::now();
+    let reply = curl(&["-x", &proxy.url(), &fault("stall")]).await;
+    assert_refusal(&reply, 504, "PROXY_UPSTREAM_TIMEOUT");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    good().await;
+
+    for (name, says) in [
+        ("closebefore", "no answer"),
+        ("untrusted", "certificate"),
+        ("refused", "cannot connect"),
+    ] {
+        let reply = curl(&["-x", &proxy.url(), &fault(name)]).await;
+        let entry = assert_refusal(&reply, 502, "PROXY_UPSTREAM_UNREACHABLE");
+        let message = entry["message"].as_str().unwrap();
+        assert!(message.contains(says), "{name}: {message}");
+        good().await;
+    }
+    assert_eq!(close_before.requests.load(Ordering::SeqCst), 1, "no blind retry of a request");
+    assert_eq!(untrusted.requests.load(Ordering::SeqCst), 0, "nothing sent over untrusted TLS");
+
+    // Cut mid-answer: the head is already with the caller, so the caller's transfer is cut too
+    // (curl: "transfer closed with bytes remaining"), never completed with a truncated body.
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-x", &proxy.url(), &fault("closemid")])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "a cut answer must not look complete");
+    good().await;
+    figures(&format!(
+        "instance faults: stall -> 504 in {:?}, close before answer / untrusted TLS / refused -> 502, \
+         cut mid-answer -> caller's transfer cut; proxy kept serving after each",
+        Duration::from_secs(1)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_that_leave_cancel_their_upstream_request() {
+    let org = Org::start().await;
+    let config = org.config("admin_listen = \"127.0.0.1:0\"\nreplay_limit = \"64KiB\"", "")
+        + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&config);
+    let admin = proxy.admin().await;
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(reply.status, 200);
+    let baseline_upstream = org.mock.open_connections();
+
+    // Mid-download: a 20 MB answer at ~1.6 MB/s, abandoned after half a second.
+    let download = format!("http://{HOST}/download?bytes=20000000&chunk_ms=10");
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "0.5", "-x", &proxy.url(), &download])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "curl gave up");
+
+    // Mid-upload: 8 MB sent at 200 KB/s (so it streams: over replay_limit), abandoned.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![b'u'; 8_000_000]).unwrap();
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "1", "--limit-rate", "200K"])
+        .args(["-x", &proxy.url(), "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{HOST}/services/apexrest/echo"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "curl gave up");
+
+    // Everything the two left behind is released: upstream streams, requests, connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let scrape = metrics(admin).await;
+        let in_flight = scrape.value("sfproxy_requests_in_flight", &[]);
+        let connections = scrape.value("sfproxy_connections_open", &[]);
+        let settled = org.mock.open_downloads() == 0
+            && org.mock.aborted_bodies() == 1
+            && in_flight == 0.0
+            && connections == 0.0
+            && org.mock.open_connections() <= baseline_upstream;
+        if settled {
+            figures(&format!(
+                "callers leaving mid-download and mid-upload: upstream download closed, upload \
+                 cancelled ({} aborted body), requests in flight {in_flight}, caller connections \
+                 {connections}, upstream connections {} (baseline {baseline_upstream})",
+                org.mock.aborted_bodies(),
+                org.mock.open_connections()
+            ));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not released: downloads {}, aborted bodies {}, in flight {in_flight}, connections \
+             {connections}, upstream connections {} (baseline {baseline_upstream})",
+            org.mock.open_downloads(),
+            org.mock.aborted_bodies(),
+            org.mock.open_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(reply.status, 200, "and the next caller is served");
+}
+
+/// Sends raw bytes on a new connection; returns what came back before the connection closed or
+/// went quiet for `quiet`.
+async fn exchange(proxy: &Proxy, bytes: &[u8], quiet: Duration) -> String {
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_precisely_and_the_next_request_is_served() {
+    let org = Org::start().await;
+    let config = org.config(
+        "max_header_bytes = \"16KiB\"\nheader_timeout = \"1s\"\nmax_body = \"1MiB\"\nreplay_limit = \"64KiB\"",
+        "",
+    ) + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&config);
+    let quiet = Duration::from_millis(700);
+    let good = async || {
+        let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+        assert_eq!(reply.status, 200, "the next good request is served: {}", reply.body);
+    };
+    let mut refused = 0;
+
+    // What HTTP parsing refuses: a broken request line, ambiguous framing (smuggling).
+    for (what, request) in [
+        ("malformed request line", "GET\r\n\r\n".to_owned()),
+        ("garbage target", "GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n".to_owned()),
+        (
+            "Content-Length with Transfer-Encoding",
+            format!(
+                "POST {LIMITS} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "two different Content-Lengths",
+            format!(
+                "POST {LIMITS} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\n\
+                 Content-Length: 5\r\n\r\nabcde"
+            ),
+        ),
+    ] {
+        let answer = exchange(&proxy, request.as_bytes(), quiet).await;
+        assert!(
+            status_line(&answer).starts_with("HTTP/1.1 400"),
+            "{what}: {answer:?}"
+        );
+        refused += 1;
+        good().await;
+    }
+
+    // Headers over max_header_bytes: the proxy's own 431, Salesforce-shaped.
+    let big = "x".repeat(20 * 1024);
+    let reply = curl(&["-x", &proxy.url(), "-H", &format!("X-Big: {big}"), LIMITS]).await;
+    assert_refusal(&reply, 431, "PROXY_HEADERS_TOO_LARGE");
+    refused += 1;
+    good().await;
+
+    // Slowloris: a header section still unfinished after header_timeout is dropped.
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a slow header section is cut off");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    refused += 1;
+    good().await;
+
+    // Bodies over max_body: declared, and chunked (cut where it crosses the limit).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    std::fs::write(&file, vec![b'b'; 2 * 1024 * 1024]).unwrap();
+    let data = format!("@{}", file.display());
+    let echo = format!("http://{HOST}/services/apexrest/echo");
+    for extra in [None, Some("Transfer-Encoding: chunked")] {
+        let mut args = vec!["-x".to_owned(), proxy.url(), "--data-binary".into(), data.clone()];
+        if let Some(header) = extra {
+            args.extend(["-H".to_owned(), header.to_owned()]);
+        }
+        args.push(echo.clone());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = curl(&argv).await;
+        assert_refusal(&reply, 413, "PROXY_BODY_TOO_LARGE");
+        refused += 1;
+        good().await;
+    }
+    let echoed_in_full = org
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.body_len >= 1024 * 1024)
+        .count();
+    assert_eq!(echoed_in_full, 0, "no oversized body reached Salesforce whole");
+    figures(&format!(
+        "bad input: {refused} malformed, ambiguous, oversized or slow requests refused \
+         (400/431/413/closed), the next good request served after each"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_max_connections_are_refused_with_503() {
+    let org = Org::start().await;
+    let config = org.config("max_connections = 4", "") + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&config);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    // Give the accept loop a moment to take the four.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = exchange(
+        &proxy,
+        format!("GET {LIMITS} HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("PROXY_TOO_MANY_CONNECTIONS"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(reply.status, 200, "served again once connections close");
+    figures("max_connections 4: the 5th connection got 503 PROXY_TOO_MANY_CONNECTIONS; served again after");
+}

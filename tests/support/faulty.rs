@@ -1,0 +1,116 @@
+//! Upstreams that misbehave on purpose, for the fault suite: an instance that accepts TLS and
+//! then stalls, closes before answering, closes mid-answer, or presents a certificate nobody
+//! trusts. Each has its own throwaway CA (add `ca_pem` to the proxy's `ca_file` to trust it).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use sfproxy::pki;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    task::JoinHandle,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Reads the request, never answers.
+    Stall,
+    /// Reads the request, closes without a byte.
+    CloseBeforeAnswer,
+    /// Sends the head and part of the body, then closes.
+    CloseMidAnswer,
+}
+
+pub struct Faulty {
+    pub addr: SocketAddr,
+    /// The CA of its certificate.
+    pub ca_pem: String,
+    /// Requests it has read.
+    pub requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Faulty {
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub async fn start(fault: Fault) -> Faulty {
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
+        let certs = vec![CertificateDer::from_pem_slice(tls.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    match fault {
+                        Fault::Stall => {
+                            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        }
+                        Fault::CloseBeforeAnswer => {}
+                        Fault::CloseMidAnswer => {
+                            let _ = tls
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                      content-length: 100000\r\n\r\n{\"records\":[",
+                                )
+                                .await;
+                            let _ = tls.write_all(&[b' '; 20_000]).await;
+                            let _ = tls.flush().await;
+                        }
+                    }
+                    // Dropped without close_notify: the peer sees the connection cut.
+                });
+            }
+        });
+        Faulty {
+            addr,
+            ca_pem: ca.cert_pem,
+            requests,
+            task,
+        }
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
