@@ -990,8 +990,6 @@ async fn a_request_stuck_past_shutdown_grace_does_not_hold_the_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: /readyz stays 200 after SIGTERM while the proxy port no longer accepts \
-            (App::serving is cleared only after the drain ends)"]
 async fn readyz_is_503_while_draining() {
     let org = Org::start().await;
     let mut proxy = Proxy::start(
@@ -1034,10 +1032,6 @@ async fn readyz_is_503_while_draining() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: the SIGTERM handler is installed on the first poll of server::stop_signal and the \
-            SIGHUP one in a spawned task, both after `sfproxy ready` may be logged; a signal in \
-            that window kills the process by the default action (seen under CPU load: exit by \
-            signal 15 or 1 instead of 0; intermittent, rare on an idle machine)"]
 async fn signals_right_after_ready_are_handled() {
     let org = Org::start().await;
     let config = org.config("", "") + &route("erp", &[HOST], USER, "");
