@@ -6,11 +6,11 @@
 //! org's settings, so orgs whose login settings did not change keep their sessions.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -46,7 +46,11 @@ pub struct App {
     path: PathBuf,
     sessions: SessionCache,
     active: ArcSwap<Active>,
+    /// Bound and not draining: what a load balancer must know.
     serving: AtomicBool,
+    /// Warm (org, user) pairs that have had a session since start. Readiness needs each once;
+    /// a later expiry and renewal does not make the proxy unready.
+    warmed: Mutex<HashSet<(String, String)>>,
 }
 
 impl App {
@@ -59,6 +63,7 @@ impl App {
             sessions,
             active: ArcSwap::from_pointee(active),
             serving: AtomicBool::new(false),
+            warmed: Mutex::default(),
         }))
     }
 
@@ -126,14 +131,16 @@ impl App {
         outcome
     }
 
-    /// Ready once the proxy port is bound and every warm (org, user) has a session.
+    /// Ready while the proxy port is bound and not draining, once every warm (org, user) has
+    /// had a session.
     pub async fn readiness(&self) -> Result<(), String> {
         if !self.serving.load(Ordering::Acquire) {
-            return Err("the proxy port is not bound yet".into());
+            return Err("the proxy port is not bound, or the proxy is stopping".into());
         }
         let active = self.active();
+        let warmed = self.warmed.lock().unwrap_or_else(PoisonError::into_inner);
         for (org, user) in warm_pairs(&active.config) {
-            if self.sessions.peek(&org, &user).await.is_none() {
+            if !warmed.contains(&(org.name.clone(), user.clone())) {
                 return Err(format!(
                     "warming: no session yet for org {} user {user}",
                     org.name
@@ -153,15 +160,36 @@ impl App {
                 if retry_after.get(&key).is_some_and(|at| Instant::now() < *at) {
                     continue;
                 }
-                let fresh = self.sessions.peek(&org, &user).await.is_some_and(|s| {
-                    s.minted_at.elapsed().as_secs_f64() < s.ttl.as_secs_f64() * WARM_RENEW_AT
-                });
-                if fresh {
-                    continue;
-                }
-                match self.sessions.refresh(&org, &user, &active.tokens).await {
-                    Ok(_) => {
+                // No session: the shared single-flight path, so a caller arriving meanwhile
+                // waits for this login instead of starting its own. An ageing one: replaced
+                // while callers keep using it.
+                let outcome = match self.sessions.peek(&org, &user).await {
+                    None => self
+                        .sessions
+                        .get(&org, &user, &active.tokens)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Some(s)
+                        if s.minted_at.elapsed().as_secs_f64()
+                            < s.ttl.as_secs_f64() * WARM_RENEW_AT =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => self
+                        .sessions
+                        .refresh(&org, &user, &active.tokens)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => {
                         retry_after.remove(&key);
+                        self.warmed
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(key);
                     }
                     Err(error) => {
                         tracing::warn!(org = %org.name, user, %error, retry_in = ?WARM_RETRY, "warm-up login failed");
@@ -224,8 +252,11 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
     if let Some(listener) = admin {
         tokio::spawn(admin::serve(listener, app.clone(), prometheus));
     }
+    // Signal handlers before "ready": a signal right after start must not kill the process.
+    let stop = server::stop_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+    let hangups = hangup_signals()?;
     tokio::spawn(app.clone().keep_warm());
-    tokio::spawn(reload_on_hangup(app.clone()));
+    tokio::spawn(reload_on(hangups, app.clone()));
     app.serving.store(true, Ordering::Release);
     tracing::info!(
         listen = %bound.proxy,
@@ -243,26 +274,37 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
         let app = app.clone();
         move || app.active().config.proxy.shutdown_grace
     };
-    server::serve(
-        listener,
-        &config.proxy,
-        current,
-        server::stop_signal(),
-        grace,
-    )
-    .await;
-    app.serving.store(false, Ordering::Release);
+    let draining = {
+        let app = app.clone();
+        async move {
+            stop.await;
+            // Unready from the first moment of the drain, so load balancers stop sending.
+            app.serving.store(false, Ordering::Release);
+        }
+    };
+    server::serve(listener, &config.proxy, current, draining, grace).await;
     tracing::info!("sfproxy stopped");
     Ok(())
 }
 
 #[cfg(unix)]
-async fn reload_on_hangup(app: Arc<App>) {
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangup_signals() -> Result<Hangups, String> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
-        return;
-    };
+    signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Result<Hangups, String> {
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn reload_on(mut hangups: Hangups, app: Arc<App>) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         let _ = app.reload();
@@ -270,4 +312,4 @@ async fn reload_on_hangup(app: Arc<App>) {
 }
 
 #[cfg(not(unix))]
-async fn reload_on_hangup(_app: Arc<App>) {}
+async fn reload_on(_hangups: Hangups, _app: Arc<App>) {}

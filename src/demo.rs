@@ -150,7 +150,9 @@ pub async fn stand_in(
         dir = dir.display(),
     );
     tracing::info!(listen = %org.addr(), public_url, "sfproxy stand-in ready");
-    server::stop_signal().await;
+    server::stop_signal()
+        .map_err(|e| format!("cannot handle signals: {e}"))?
+        .await;
     org.shutdown().await;
     Ok(())
 }

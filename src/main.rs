@@ -87,13 +87,14 @@ enum Command {
     },
 }
 
-/// `RUST_LOG` wins; otherwise `default` (the one-shot commands print their own report and log
-/// only problems).
+/// `RUST_LOG` wins; otherwise `default` (the one-shot commands print their own report, so they
+/// log only errors).
 fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -108,7 +109,7 @@ fn init_logs(format: LogFormat, default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen { .. });
-    init_logs(cli.log_format, if quiet { "warn" } else { "info" });
+    init_logs(cli.log_format, if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -345,3 +345,118 @@ pub async fn curl_with_env(args: &[&str], env: &[(&str, &str)]) -> Reply {
         body,
     }
 }
+
+// ---- Operations: admin port, signals, config rewrites, and a stand-in for a given certificate.
+
+impl Proxy {
+    /// The process id of the running `sfproxy`, e.g. for `kill -HUP`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The config file the proxy was started on (it re-reads it on SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("sfproxy.toml")
+    }
+
+    /// Replaces the config file in one step (write aside, then rename), as an editor or a
+    /// deployment tool would; the proxy sees it on the next SIGHUP.
+    pub fn rewrite_config(&self, config: &str) {
+        let aside = self._dir.path().join("sfproxy.toml.new");
+        std::fs::write(&aside, config).expect("write config");
+        std::fs::rename(&aside, self.config_path()).expect("replace config");
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, `INT`) with `kill(1)`.
+    pub async fn signal(&self, name: &str) {
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("kill is installed");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// The admin address from the `sfproxy ready` event (its `admin` field).
+    pub async fn admin(&self) -> SocketAddr {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(admin) = self
+                .events("sfproxy ready")
+                .first()
+                .and_then(|e| e["admin"].as_str().map(str::to_owned))
+            {
+                return admin.parse().expect("admin address");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no admin address in the ready event; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log holds at least `count` events with this message; returns them all.
+    pub async fn wait_for_events(&self, message: &str, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.events(message);
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} {message:?} events; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status once the process ends, or `None` if it is still running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Org {
+    /// A stand-in org whose connected app holds `certificate_pem` (e.g. from `sfproxy keygen`);
+    /// `key_file` is the matching private key the proxy config will point at.
+    pub async fn with_app_certificate(
+        certificate_pem: String,
+        key_file: PathBuf,
+        users: Vec<MockUser>,
+    ) -> Org {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).expect("tls");
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, &ca.cert_pem).expect("write ca");
+        let mock = MockOrg::start(MockOrgConfig {
+            consumer_key: CONSUMER_KEY.to_owned(),
+            certificate_pem,
+            users,
+            audience: AUDIENCE.to_owned(),
+            tls,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        })
+        .await
+        .expect("start stand-in org");
+        Org {
+            mock,
+            dir,
+            key_file,
+            ca_file,
+        }
+    }
+}
