@@ -2,9 +2,11 @@
 //! graceful stop that lets requests in flight finish.
 //!
 //! What HTTP parsing itself must refuse is refused here, by hyper: header sections that arrive
-//! too slowly (slowloris) or grow far too large, and malformed or ambiguous framing (conflicting
-//! `Content-Length`/`Transfer-Encoding`). Connections beyond `max_connections` get a 503 and are
-//! closed before any request is read.
+//! too slowly (slowloris) or grow far too large, and malformed framing (two different
+//! `Content-Length`s). A request framed by both `Content-Length` and `Transfer-Encoding` is read
+//! by its chunked framing and its connection closed after the answer (RFC 9112 §6.3), so nothing
+//! can be smuggled behind it. Connections beyond `max_connections` get a 503 and are closed
+//! before any request is read.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -22,13 +22,14 @@
 mod support;
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use sfproxy::mock_org::{MockUser, TokenFailure};
-use support::{AUDIENCE, CONSUMER_KEY, Org, Proxy, Reply, USER, curl, route};
+use support::{
+    Org, Proxy, Reply, USER, assert_refusal, closed_port, curl, org_block, route, route_to,
+};
 use tokio::net::TcpListener;
 
 const LIMITS: &str = "http://acme.my.salesforce.com/services/data/v61.0/limits";
@@ -39,23 +40,7 @@ const TOKEN_PREFIX: &str = "00D000000000001!";
 
 /// A second org on the same stand-in, set up right, with a route of its own.
 fn good_org(org: &Org) -> String {
-    format!(
-        r#"
-[orgs.good]
-login_url = "{url}"
-audience = "{AUDIENCE}"
-client_id = "{CONSUMER_KEY}"
-private_key_file = "{key}"
-
-[[routes]]
-name = "good"
-hosts = ["good.my.salesforce.com"]
-org = "good"
-user = "{USER}"
-"#,
-        url = org.mock.url(),
-        key = org.key_file.display(),
-    )
+    org_block(org, "good", "") + &route_to("good", "good", &["good.my.salesforce.com"], USER, "")
 }
 
 /// `config` with the first `key = ...` line set to `value` (the `[orgs.acme]` one, when the
@@ -76,40 +61,6 @@ fn set(config: &str, key: &str, value: &str) -> String {
         .collect();
     assert!(done, "no {key} in the config");
     lines.join("\n") + "\n"
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Checks a refusal the way a caller's Salesforce error handling reads it, and returns its entry.
-fn check(reply: &Reply, status: u16, code: &str, says: &[&str]) -> Value {
-    assert_eq!(reply.status, status, "{code}: {}", reply.body);
-    assert_eq!(
-        reply.header("content-type").as_deref(),
-        Some("application/json"),
-        "{code}"
-    );
-    let body = reply.json();
-    let entries = body
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {body}"));
-    assert_eq!(entries.len(), 1, "{body}");
-    let entry = entries[0].clone();
-    assert_eq!(entry["errorCode"], code, "{body}");
-    let message = entry["message"].as_str().expect("a message");
-    for fragment in says {
-        assert!(
-            message.contains(fragment),
-            "{code}: the message {message:?} does not say {fragment:?}"
-        );
-    }
-    entry
 }
 
 /// The codes of the `refused` log events, once `n` have been written (the log is read by a
@@ -206,7 +157,7 @@ async fn login_rejected(
 ) {
     let proxy = Proxy::start(config);
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
-    let entry = check(
+    let entry = assert_refusal(
         &reply,
         502,
         "PROXY_LOGIN_REJECTED",
@@ -330,7 +281,7 @@ async fn login_unavailable_when_the_token_host_is_down() {
     let proxy = Proxy::start(&config);
 
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
-    let entry = check(
+    let entry = assert_refusal(
         &reply,
         503,
         "PROXY_LOGIN_UNAVAILABLE",
@@ -406,7 +357,7 @@ async fn login_unavailable_when_the_token_endpoint_answers_nonsense() {
         org.mock.fail_next_token_requests(attempts, failure);
         let url = format!("http://{name}.my.salesforce.com/services/data/v61.0/limits");
         let reply = curl(&["-x", &proxy.url(), &url]).await;
-        check(
+        assert_refusal(
             &reply,
             503,
             "PROXY_LOGIN_UNAVAILABLE",
@@ -448,7 +399,7 @@ async fn login_unavailable_when_the_token_response_names_a_plain_http_instance()
 
     org.mock.set_instance_url(Some(trap_url.clone()));
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
-    check(
+    assert_refusal(
         &reply,
         503,
         "PROXY_LOGIN_UNAVAILABLE",
@@ -485,7 +436,7 @@ async fn instance_that_refuses_connections_is_502() {
     let proxy = Proxy::start(&config);
 
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
-    check(
+    assert_refusal(
         &reply,
         502,
         "PROXY_UPSTREAM_UNREACHABLE",
@@ -499,7 +450,7 @@ async fn instance_that_refuses_connections_is_502() {
 
     // The session stays good: a second try does not log in again.
     let again = curl(&["-x", &proxy.url(), LIMITS]).await;
-    check(&again, 502, "PROXY_UPSTREAM_UNREACHABLE", &[&instance]);
+    assert_refusal(&again, 502, "PROXY_UPSTREAM_UNREACHABLE", &[&instance]);
     assert_eq!(org.mock.token_requests(), 1, "no login per failed request");
     assert_eq!(
         refused_codes(&proxy, 2).await,
@@ -535,7 +486,7 @@ async fn instance_that_never_answers_is_504_after_request_timeout() {
     let started = Instant::now();
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
     let took = started.elapsed();
-    check(
+    assert_refusal(
         &reply,
         504,
         "PROXY_UPSTREAM_TIMEOUT",
@@ -601,7 +552,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
     ];
     for (request, says) in raw_cases {
         let reply = parse_raw(&proxy.raw(request).await);
-        check(&reply, 400, "PROXY_BAD_REQUEST", &[says]);
+        assert_refusal(&reply, 400, "PROXY_BAD_REQUEST", &[says]);
         replies.push(reply);
         still_serves(&proxy, LIMITS, &[]).await;
         good += 1;
@@ -614,7 +565,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
     ] {
         let url = format!("http://acme.my.salesforce.com{path}");
         let reply = curl(&["-x", &proxy.url(), "--path-as-is", &url]).await;
-        check(&reply, 400, "PROXY_BAD_REQUEST", &["dot segments"]);
+        assert_refusal(&reply, 400, "PROXY_BAD_REQUEST", &["dot segments"]);
         replies.push(reply);
     }
     still_serves(&proxy, LIMITS, &[]).await;
@@ -632,7 +583,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
         ),
     ] {
         let reply = curl(&["-x", &proxy.url(), url]).await;
-        check(&reply, 403, "PROXY_NO_ROUTE", &[says, "configured routes"]);
+        assert_refusal(&reply, 403, "PROXY_NO_ROUTE", &[says, "configured routes"]);
         replies.push(reply);
     }
     still_serves(&proxy, LIMITS, &[]).await;
@@ -654,7 +605,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
             )
             .await,
     );
-    check(
+    assert_refusal(
         &reply,
         405,
         "PROXY_CONNECT_UNSUPPORTED",
@@ -734,7 +685,7 @@ async fn unknown_callers_get_407_and_other_clients_403() {
         all.extend(args.iter().copied());
         all.push(LIMITS);
         let reply = curl(&all).await;
-        check(&reply, 407, "PROXY_AUTH_REQUIRED", &[says]);
+        assert_refusal(&reply, 407, "PROXY_AUTH_REQUIRED", &[says]);
         assert_eq!(
             reply.header("proxy-authenticate").as_deref(),
             Some("Basic realm=\"sfproxy\""),
@@ -746,7 +697,7 @@ async fn unknown_callers_get_407_and_other_clients_403() {
 
     // A known client on a route reserved for another.
     let reply = curl(&["-x", &proxy.url(), "--proxy-user", "wms:wms-secret", LIMITS]).await;
-    check(
+    assert_refusal(
         &reply,
         403,
         "PROXY_CLIENT_FORBIDDEN",

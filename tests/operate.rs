@@ -8,13 +8,15 @@
 mod support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use sfproxy::mock_org::{MockUser, TokenFailure};
-use support::{OTHER_USER, Org, Proxy, Reply, USER, curl, route};
+use support::{
+    OTHER_USER, Org, Proxy, Reply, USER, curl, route,
+    scrape::{Scrape, delta, parse_exposition},
+};
 
 const HOST: &str = "acme.my.salesforce.com";
 const WMS_HOST: &str = "wms.my.salesforce.com";
@@ -41,114 +43,6 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
 /// A GET through the proxy.
 async fn via(proxy: &Proxy, target: &str) -> Reply {
     curl(&["-x", &proxy.url(), target]).await
-}
-
-// ---- Prometheus text exposition, parsed rather than substring-matched.
-
-type Labels = BTreeMap<String, String>;
-
-/// One scrape of `/metrics`: (name, labels) → value.
-#[derive(Debug)]
-struct Scrape(HashMap<(String, Labels), f64>);
-
-impl Scrape {
-    async fn take(admin: SocketAddr) -> Scrape {
-        let reply = get(admin, "/metrics").await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        assert!(
-            reply
-                .header("content-type")
-                .is_some_and(|ct| ct.starts_with("text/plain")),
-            "{:?}",
-            reply.headers
-        );
-        Scrape(parse_exposition(&reply.body))
-    }
-
-    /// The sample with exactly these labels; 0 when absent (a counter not yet incremented).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let labels: Labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.0
-            .get(&(name.to_owned(), labels))
-            .copied()
-            .unwrap_or(0.0)
-    }
-
-    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
-        let labels: Labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.0.contains_key(&(name.to_owned(), labels))
-    }
-}
-
-/// How much each sample moved between two scrapes.
-fn delta(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    after.get(name, labels) - before.get(name, labels)
-}
-
-fn parse_exposition(text: &str) -> HashMap<(String, Labels), f64> {
-    let mut samples = HashMap::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name, rest) = match line.find(['{', ' ']) {
-            Some(i) => line.split_at(i),
-            None => panic!("sample without a value: {line:?}"),
-        };
-        let mut labels = Labels::new();
-        let rest = if let Some(inner) = rest.strip_prefix('{') {
-            let mut chars = inner.char_indices().peekable();
-            let end = loop {
-                // label name
-                let mut key = String::new();
-                for (_, c) in chars.by_ref() {
-                    if c == '=' {
-                        break;
-                    }
-                    key.push(c);
-                }
-                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line:?}");
-                let mut value = String::new();
-                while let Some((_, c)) = chars.next() {
-                    match c {
-                        '\\' => match chars.next().map(|(_, c)| c) {
-                            Some('n') => value.push('\n'),
-                            Some(other) => value.push(other),
-                            None => panic!("dangling escape: {line:?}"),
-                        },
-                        '"' => break,
-                        other => value.push(other),
-                    }
-                }
-                labels.insert(key.trim().to_owned(), value);
-                match chars.next() {
-                    Some((_, ',')) if chars.peek().is_some_and(|(_, c)| *c == '}') => {
-                        break chars.next().unwrap().0;
-                    }
-                    Some((_, ',')) => {}
-                    Some((i, '}')) => break i,
-                    other => panic!("unexpected {other:?} in {line:?}"),
-                }
-            };
-            &inner[end + 1..]
-        } else {
-            rest
-        };
-        let value = rest.split_whitespace().next().expect("value");
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            other => other.parse().unwrap_or_else(|e| panic!("{e}: {line:?}")),
-        };
-        samples.insert((name.to_owned(), labels), value);
-    }
-    samples
 }
 
 #[test]
@@ -287,8 +181,11 @@ async fn every_metric_moves_as_it_should() {
         },
     ])
     .await;
-    let config = org.config(ADMIN, "")
-        + &route("erp", &[HOST], USER, "")
+    // No remembered failures here: each failing login below must reach the token endpoint.
+    let config = org.config(
+        ADMIN,
+        "rejected_backoff = \"0s\"\nunavailable_backoff = \"0s\"",
+    ) + &route("erp", &[HOST], USER, "")
         + &route("wms", &[WMS_HOST], OTHER_USER, "")
         + &route("new", &[NEW_HOST], UNAPPROVED, "");
     let proxy = Proxy::start(&config);
@@ -355,9 +252,9 @@ async fn every_metric_moves_as_it_should() {
     );
     let reply = via(&proxy, &limits(WMS_HOST)).await;
     assert_eq!(reply.error_code(), "PROXY_LOGIN_REJECTED", "{}", reply.body);
-    // The login host is down: an injected 503 page.
+    // The login host is down: an injected 503 page, answered to the try and both retries.
     org.mock.fail_next_token_requests(
-        1,
+        3,
         TokenFailure::Raw {
             status: 503,
             content_type: "text/html".into(),
@@ -378,7 +275,7 @@ async fn every_metric_moves_as_it_should() {
     );
     assert_eq!(
         delta(&s2, &s3, TOKENS, &[acme, ("outcome", "unavailable")]),
-        1.0
+        3.0
     );
     assert_eq!(delta(&s2, &s3, TOKENS, &[acme, ("outcome", "ok")]), 0.0);
     assert_eq!(

@@ -165,6 +165,11 @@ impl MockOrg {
         self.state.inner().sessions.len()
     }
 
+    /// Makes every REST answer wait `delay` (None: answer at once).
+    pub fn set_api_delay(&self, delay: Option<Duration>) {
+        self.state.inner().api_delay = delay;
+    }
+
     /// Forgets failures queued by `fail_next_token_requests` (ends a simulated outage).
     pub fn clear_token_failures(&self) {
         self.state.inner().failures.clear();
@@ -228,6 +233,8 @@ struct Inner {
     aborted_bodies: usize,
     /// `/download` answers still being streamed.
     open_downloads: usize,
+    /// Every REST answer waits this long first (many callers in flight at once).
+    api_delay: Option<Duration>,
     /// Live sessions: access token → index into `State::users`.
     sessions: HashMap<String, usize>,
     token_requests: usize,

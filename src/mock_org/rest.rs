@@ -55,6 +55,10 @@ pub(super) async fn handle(
         }
     };
 
+    let delay = state.inner().api_delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let (user, usage) = {
         let mut inner = state.inner();
         let user = token.and_then(|t| inner.sessions.get(t).copied());

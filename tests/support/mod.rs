@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a failed test
 
+pub mod faulty;
+pub mod scrape;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -109,24 +112,92 @@ pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// A route block for `[[routes]]`.
+/// A route block for `[[routes]]` to org `acme`.
 pub fn route(name: &str, hosts: &[&str], user: &str, extra: &str) -> String {
+    route_to("acme", name, hosts, user, extra)
+}
+
+/// A route block for `[[routes]]` to any org.
+pub fn route_to(org: &str, name: &str, hosts: &[&str], user: &str, extra: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
     format!(
-        "\n[[routes]]\nname = \"{name}\"\nhosts = [{}]\norg = \"acme\"\nuser = \"{user}\"\n{extra}\n",
+        "\n[[routes]]\nname = \"{name}\"\nhosts = [{}]\norg = \"{org}\"\nuser = \"{user}\"\n{extra}\n",
         hosts.join(", ")
     )
+}
+
+/// Another `[orgs.NAME]` on the same stand-in (same key and consumer key), plus `extra` lines
+/// (e.g. a pinned `instance_url`).
+pub fn org_block(org: &Org, name: &str, extra: &str) -> String {
+    format!(
+        "\n[orgs.{name}]\nlogin_url = \"{url}\"\naudience = \"{AUDIENCE}\"\n\
+         client_id = \"{CONSUMER_KEY}\"\nprivate_key_file = \"{key}\"\n{extra}\n",
+        url = org.mock.url(),
+        key = org.key_file.display(),
+    )
+}
+
+/// A loopback port nothing listens on.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Checks a refusal the way a caller's Salesforce error handling reads it: status, JSON, one
+/// `[{"errorCode","message"}]` entry whose message says each of `says`. Returns the entry.
+pub fn assert_refusal(reply: &Reply, status: u16, code: &str, says: &[&str]) -> serde_json::Value {
+    assert_eq!(reply.status, status, "{code}: {}", reply.body);
+    assert_eq!(
+        reply.header("content-type").as_deref(),
+        Some("application/json"),
+        "{code}"
+    );
+    let body = reply.json();
+    let entries = body
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {body}"));
+    assert_eq!(entries.len(), 1, "{body}");
+    let entry = entries[0].clone();
+    assert_eq!(entry["errorCode"], code, "{body}");
+    let message = entry["message"].as_str().expect("a message");
+    for fragment in says {
+        assert!(
+            message.contains(fragment),
+            "{code}: the message {message:?} does not say {fragment:?}"
+        );
+    }
+    entry
 }
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_sfproxy")
 }
 
-/// The real `sfproxy run` on a config file, with its log captured.
+/// What must never appear in a log line or an answer: the stand-in's access tokens (its org id
+/// and `!`), JWT assertions (their base64url header), key material, and the proxy secrets the
+/// tests use.
+pub const SECRETS: &[&str] = &[
+    "00D000000000001!",
+    "eyJ0eXAiOiJKV1Qi",
+    "eyJhbGciOi",
+    "PRIVATE KEY",
+    "erp-secret",
+    "wms-secret",
+    "wrong-secret",
+];
+
+/// The real `sfproxy run` on a config file, logging at `trace` (unless `RUST_LOG` says
+/// otherwise) into a captured log that is searched for [`SECRETS`]: a leak fails the test when
+/// the proxy is dropped.
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    leaks: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -142,7 +213,7 @@ impl Proxy {
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", env_or("RUST_LOG", "info"))
+            .env("RUST_LOG", env_or("RUST_LOG", "trace"))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -151,23 +222,36 @@ impl Proxy {
             .expect("spawn sfproxy");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
+        let leaks = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
+        let (sink, leaked) = (log.clone(), leaks.clone());
+        let reader = std::thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "sfproxy ready" {
-                        if let (Some(tx), Some(listen)) =
-                            (ready_tx.take(), event["listen"].as_str())
-                        {
-                            let _ = tx.send(listen.parse::<SocketAddr>().expect("listen"));
-                        }
+                // Every line, down to hyper's and rustls' trace, is searched for secrets.
+                if let Some(secret) = SECRETS.iter().find(|s| line.contains(*s)) {
+                    leaked
+                        .lock()
+                        .unwrap()
+                        .push(format!("{secret:?} in: {line}"));
+                }
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "sfproxy ready" {
+                    if let (Some(tx), Some(listen)) = (ready_tx.take(), event["listen"].as_str()) {
+                        let _ = tx.send(listen.parse::<SocketAddr>().expect("listen"));
                     }
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+                // Tests read the proxy's own events; the dependencies' chatter is not kept.
+                let ours = event["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("sfproxy"));
+                if ours || !matches!(event["level"].as_str(), Some("TRACE" | "DEBUG")) {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
             }
         });
         let addr = match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -184,6 +268,8 @@ impl Proxy {
             child,
             addr,
             log,
+            leaks,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -239,6 +325,17 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let leaks = self.leaks.lock().unwrap();
+        if !std::thread::panicking() {
+            assert!(
+                leaks.is_empty(),
+                "secrets in the proxy's log:\n{}",
+                leaks.join("\n")
+            );
+        }
     }
 }
 
@@ -339,6 +436,12 @@ pub async fn curl_with_env(args: &[&str], env: &[(&str, &str)]) -> Reply {
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let body = std::fs::read_to_string(&body_file).unwrap_or_default();
+    for secret in SECRETS {
+        assert!(
+            !body.contains(secret) && !raw_headers.contains(secret),
+            "{secret:?} in an answer: {raw_headers}{body}"
+        );
+    }
     Reply {
         status,
         headers,
