@@ -4,6 +4,8 @@
 //! it must. Each test records its figures (requests sent, answered, lost; token requests made)
 //! in `fault-figures.txt` under cargo's test temp dir, which `.ci/run` prints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns fail the test
+
 mod support;
 
 use std::{
