@@ -91,7 +91,7 @@ async fn start_stand_in(listen: SocketAddr, dir: &Path, names: &[&str]) -> Resul
 pub async fn run(listen: SocketAddr) -> Result<(), String> {
     let dir = workdir().map_err(|e| format!("cannot create a work directory: {e}"))?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let org = start_stand_in(loopback, &dir, &["localhost", "127.0.0.1"]).await?;
+    let mut org = start_stand_in(loopback, &dir, &["localhost", "127.0.0.1"]).await?;
     let config_path = dir.join("sfproxy.toml");
     std::fs::write(&config_path, config_text(listen, &org.url()))
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -132,7 +132,7 @@ pub async fn stand_in(
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let org = start_stand_in(listen, dir, &names).await?;
+    let mut org = start_stand_in(listen, dir, &names).await?;
     let port = org.addr().port();
     let public_url = public_url.unwrap_or_else(|| {
         format!(

@@ -562,3 +562,34 @@ async fn connections_over_max_connections_are_refused_with_503() {
         "max_connections 4: the 5th connection got 503 PROXY_TOO_MANY_CONNECTIONS; served again after",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pooled_connections_recover_when_the_instance_comes_back() {
+    let mut org = Org::start().await;
+    let proxy = Proxy::start(&(org.config("", "") + &route("erp", &[HOST], USER, "")));
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(reply.status, 200);
+
+    // The instance restarts: the pooled connection is dead and every session forgotten.
+    org.restart().await;
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(
+        reply.status, 200,
+        "a new connection, a new session: {}",
+        reply.body
+    );
+    assert_eq!(
+        org.mock.token_requests(),
+        1,
+        "one login on the restarted org"
+    );
+    assert_eq!(
+        org.mock.requests().len(),
+        2,
+        "the expired attempt and its replay"
+    );
+    figures(
+        "instance restart: the dead pooled connection was replaced and the forgotten session \
+         renewed within the caller's request (1 login, 1 replay)",
+    );
+}

@@ -196,7 +196,7 @@ impl MockOrg {
     }
 
     /// Stops accepting and closes every open connection; returns once the port is released.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
             // A cancelled task reports JoinError::Cancelled, which is the expected outcome.

@@ -40,6 +40,7 @@ pub struct Org {
     pub dir: tempfile::TempDir,
     pub key_file: PathBuf,
     pub ca_file: PathBuf,
+    config: MockOrgConfig,
 }
 
 impl Org {
@@ -50,27 +51,67 @@ impl Org {
     pub async fn with_users(users: Vec<MockUser>) -> Org {
         let dir = tempfile::tempdir().expect("tempdir");
         let app = pki::connected_app_cert("sfproxy test", 1).expect("app cert");
-        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).expect("tls");
         let key_file = dir.path().join("acme.key");
-        let ca_file = dir.path().join("ca.crt");
         std::fs::write(&key_file, &app.key_pem).expect("write key");
+        Org::launch(dir, app.cert_pem, key_file, users).await
+    }
+
+    /// A stand-in org whose connected app holds `certificate_pem` (e.g. from `sfproxy keygen`);
+    /// `key_file` is the matching private key the proxy config will point at.
+    pub async fn with_app_certificate(
+        certificate_pem: String,
+        key_file: PathBuf,
+        users: Vec<MockUser>,
+    ) -> Org {
+        Org::launch(
+            tempfile::tempdir().expect("tempdir"),
+            certificate_pem,
+            key_file,
+            users,
+        )
+        .await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        certificate_pem: String,
+        key_file: PathBuf,
+        users: Vec<MockUser>,
+    ) -> Org {
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).expect("tls");
+        let ca_file = dir.path().join("ca.crt");
         std::fs::write(&ca_file, &ca.cert_pem).expect("write ca");
-        let mock = MockOrg::start(MockOrgConfig {
+        let config = MockOrgConfig {
             consumer_key: CONSUMER_KEY.to_owned(),
-            certificate_pem: app.cert_pem,
+            certificate_pem,
             users,
             audience: AUDIENCE.to_owned(),
             tls,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        })
-        .await
-        .expect("start stand-in org");
+        };
+        let mock = MockOrg::start(config.clone())
+            .await
+            .expect("start stand-in org");
         Org {
             mock,
             dir,
             key_file,
             ca_file,
+            config,
         }
+    }
+
+    /// Stops the stand-in (every connection to it dies) and starts it again on the same port
+    /// with the same certificates; it has forgotten every session.
+    pub async fn restart(&mut self) {
+        let addr = self.mock.addr();
+        self.mock.shutdown().await;
+        self.mock = MockOrg::start(MockOrgConfig {
+            listen: addr,
+            ..self.config.clone()
+        })
+        .await
+        .expect("restart stand-in org on its port");
     }
 
     /// `[proxy]` on 127.0.0.1:0 trusting the stand-in's CA, plus `[orgs.acme]` pointing at it.
@@ -529,37 +570,6 @@ impl Proxy {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Org {
-    /// A stand-in org whose connected app holds `certificate_pem` (e.g. from `sfproxy keygen`);
-    /// `key_file` is the matching private key the proxy config will point at.
-    pub async fn with_app_certificate(
-        certificate_pem: String,
-        key_file: PathBuf,
-        users: Vec<MockUser>,
-    ) -> Org {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).expect("tls");
-        let ca_file = dir.path().join("ca.crt");
-        std::fs::write(&ca_file, &ca.cert_pem).expect("write ca");
-        let mock = MockOrg::start(MockOrgConfig {
-            consumer_key: CONSUMER_KEY.to_owned(),
-            certificate_pem,
-            users,
-            audience: AUDIENCE.to_owned(),
-            tls,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        })
-        .await
-        .expect("start stand-in org");
-        Org {
-            mock,
-            dir,
-            key_file,
-            ca_file,
         }
     }
 }

@@ -179,7 +179,7 @@ async fn echo_streams_and_hashes_bodies_over_http1_too() {
 
 #[tokio::test]
 async fn alpn_negotiates_h2_and_http1_still_works() {
-    let f = fixture().await;
+    let mut f = fixture().await;
     for (client, version) in [
         (&f.client, http::Version::HTTP_2),
         (&client(&f.ca_pem, false), http::Version::HTTP_11),
