@@ -1,0 +1,189 @@
+//! The interception CA: made by `sfproxy keygen --ca`, loaded from `[proxy.intercept]`, and the
+//! leaf certificates it issues for the Salesforce hosts callers tunnel to.
+//!
+//! The CA carries a name constraint permitting only `salesforce.com`, `force.com` and the suffixes
+//! the operator adds, and excluding every IP address: callers trust it, so a leaked CA key must
+//! not be able to impersonate anything else. Leaves are short-lived and made on demand.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints,
+};
+use rustls::{crypto::aws_lc_rs::sign::any_supported_type, sign::CertifiedKey};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
+
+use crate::pki::{KeyAndCert, PkiError, subject};
+
+/// Name suffixes every interception CA permits.
+pub const PERMITTED: &[&str] = &["salesforce.com", "force.com"];
+/// Leaves live a week and are renewed a day before they expire.
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(86_400);
+/// Leaves start an hour in the past, for callers whose clocks lag.
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// Makes an interception CA (ECDSA P-256) constrained to [`PERMITTED`] plus `permit`.
+pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, PkiError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
+        PkiError::KeyGeneration {
+            what: "interception CA",
+            source,
+        }
+    })?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject(name)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut permitted: Vec<GeneralSubtree> = PERMITTED
+        .iter()
+        .map(|s| GeneralSubtree::DnsName((*s).to_owned()))
+        .collect();
+    for suffix in permit {
+        let suffix = suffix.trim().trim_start_matches("*.").trim_start_matches('.');
+        if suffix.is_empty() || suffix.contains(['/', ':', ' ']) {
+            return Err(PkiError::Subject(format!("--permit {suffix:?}")));
+        }
+        permitted.push(GeneralSubtree::DnsName(suffix.to_owned()));
+    }
+    params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ],
+    });
+    let (not_before, not_after) = validity(Duration::from_secs(u64::from(days) * 86_400));
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|source| PkiError::Certificate {
+            what: "interception CA",
+            source,
+        })?;
+    Ok(KeyAndCert {
+        key_pem: key.serialize_pem(),
+        cert_pem: cert.pem(),
+    })
+}
+
+fn validity(lifetime: Duration) -> (rcgen::date_time::OffsetDateTime, rcgen::date_time::OffsetDateTime) {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(BACKDATE);
+    let not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    (not_before, not_before + BACKDATE + lifetime)
+}
+
+/// A loaded interception CA, ready to issue leaves. `Debug` never shows the key.
+pub struct InterceptCa {
+    issuer: Issuer<'static, KeyPair>,
+    ca_der: CertificateDer<'static>,
+}
+
+impl fmt::Debug for InterceptCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InterceptCa(<key redacted>)")
+    }
+}
+
+impl InterceptCa {
+    /// Loads the CA and proves its key signs leaves that chain to its certificate.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| format!("ca_key_file is not a usable private key ({e})"))?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|e| format!("ca_cert_file is not a certificate ({e})"))?;
+        let ca_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("ca_cert_file is not PEM ({e})"))?;
+        let ca = Self { issuer, ca_der };
+        let probe = ca
+            .leaf("sfproxy-check.salesforce.com")
+            .map_err(|e| format!("cannot issue certificates with this CA ({e})"))?;
+        verify_chain(&ca.ca_der, &probe.cert[0], "sfproxy-check.salesforce.com").map_err(|e| {
+            format!("certificates it issues do not verify against ca_cert_file ({e}): is ca_key_file its key, and is it a CA?")
+        })?;
+        Ok(ca)
+    }
+
+    /// A fresh leaf for `host` (DNS name or IP literal), chained with the CA certificate.
+    pub fn leaf(&self, host: &str) -> Result<Arc<CertifiedKey>, String> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let mut params =
+            CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let (not_before, not_after) = validity(LEAF_LIFETIME);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| e.to_string())?;
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = any_supported_type(&private).map_err(|e| e.to_string())?;
+        Ok(Arc::new(CertifiedKey::new(
+            vec![cert.der().clone(), self.ca_der.clone()],
+            signing,
+        )))
+    }
+}
+
+/// Checks that `leaf` chains to `ca` for `host`, as a caller's TLS client would.
+fn verify_chain(ca: &CertificateDer<'static>, leaf: &CertificateDer<'static>, host: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        leaf,
+        &[],
+        &name,
+        &[],
+        rustls_pki_types::UnixTime::now(),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_verify_inside_the_constraint_and_nothing_outside_does() {
+        let made = generate("CN=sfproxy test CA", 30, &["example.net".to_owned()]).unwrap();
+        let ca = InterceptCa::from_pem(&made.cert_pem, &made.key_pem).unwrap();
+        for host in ["acme.my.salesforce.com", "acme.lightning.force.com", "api.example.net"] {
+            let leaf = ca.leaf(host).unwrap();
+            verify_chain(&ca.ca_der, &leaf.cert[0], host).unwrap();
+        }
+        // A leaked CA key still cannot vouch for anything else.
+        for host in ["login.microsoftonline.com", "salesforce.com.evil.example"] {
+            let leaf = ca.leaf(host).unwrap();
+            assert!(verify_chain(&ca.ca_der, &leaf.cert[0], host).is_err(), "{host}");
+        }
+        assert!(!format!("{ca:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_cas_is_refused() {
+        let made = generate("CN=a", 30, &[]).unwrap();
+        let other = generate("CN=b", 30, &[]).unwrap();
+        let err = InterceptCa::from_pem(&made.cert_pem, &other.key_pem).unwrap_err();
+        assert!(err.contains("ca_key_file"), "{err}");
+    }
+}
