@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 
 use crate::{
     admin,
-    config::Config,
+    config::{Config, ProxySettings},
     metrics,
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
@@ -46,6 +46,8 @@ pub struct App {
     path: PathBuf,
     sessions: SessionCache,
     active: ArcSwap<Active>,
+    /// The settings the process started with: ports and connection limits change only on restart.
+    started: ProxySettings,
     /// Bound and not draining: what a load balancer must know.
     serving: AtomicBool,
     /// Warm (org, user) pairs that have had a session since start. Readiness needs each once;
@@ -59,6 +61,7 @@ impl App {
         let sessions = SessionCache::default();
         let active = build(path, &sessions)?;
         Ok(Arc::new(App {
+            started: active.config.proxy.clone(),
             path: path.to_owned(),
             sessions,
             active: ArcSwap::from_pointee(active),
@@ -78,9 +81,11 @@ impl App {
     /// Re-reads the config file; on any error the running config stays.
     pub fn reload(&self) -> Result<(), String> {
         let outcome = build(&self.path, &self.sessions).map(|next| {
-            let previous = self.active.load();
-            let (old, new) = (&previous.config.proxy, &next.config.proxy);
+            // The ports and connection settings are those the process started with.
+            let (old, new) = (&self.started, &next.config.proxy);
             for (key, changed) in [
+                ("proxy.listen", old.listen != new.listen),
+                ("proxy.admin_listen", old.admin_listen != new.admin_listen),
                 (
                     "proxy.max_connections",
                     old.max_connections != new.max_connections,
@@ -91,30 +96,10 @@ impl App {
                 ),
             ] {
                 if changed {
-                    tracing::warn!(key, "changed in the config file; takes effect on restart");
-                }
-            }
-            for (key, old, new) in [
-                (
-                    "proxy.listen",
-                    previous.config.proxy.listen,
-                    next.config.proxy.listen,
-                ),
-                (
-                    "proxy.admin_listen",
-                    previous
-                        .config
-                        .proxy
-                        .admin_listen
-                        .unwrap_or(previous.config.proxy.listen),
-                    next.config
-                        .proxy
-                        .admin_listen
-                        .unwrap_or(next.config.proxy.listen),
-                ),
-            ] {
-                if old != new {
-                    tracing::warn!(key, "changed in the config file; takes effect on restart");
+                    tracing::warn!(
+                        key,
+                        "differs from the running value; takes effect on restart"
+                    );
                 }
             }
             self.active.store(Arc::new(next));
@@ -138,9 +123,13 @@ impl App {
             return Err("the proxy port is not bound, or the proxy is stopping".into());
         }
         let active = self.active();
-        let warmed = self.warmed.lock().unwrap_or_else(PoisonError::into_inner);
         for (org, user) in warm_pairs(&active.config) {
-            if !warmed.contains(&(org.name.clone(), user.clone())) {
+            let warmed = self
+                .warmed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&(org.name.clone(), user.clone()));
+            if !warmed && self.sessions.peek(&org, &user).await.is_none() {
                 return Err(format!(
                     "warming: no session yet for org {} user {user}",
                     org.name

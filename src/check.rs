@@ -187,8 +187,9 @@ async fn clock_warning(org: &Org, http: &HttpClient) -> Option<String> {
         .ok()?;
     (skew > MAX_CLOCK_SKEW).then(|| {
         format!(
-            "warning: this host's clock differs from {}'s by {}s; Salesforce will answer \
-             'expired authorization code': sync the clock (NTP)",
+            "warning: this host's clock differs from {}'s by {}s; Salesforce refuses assertions \
+             whose times are off ('expired authorization code' or 'invalid assertion'): sync the \
+             clock (NTP)",
             org.token_url.host().unwrap_or("the token host"),
             skew.as_secs()
         )

@@ -433,6 +433,15 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
             .max(1),
     };
+    if proxy
+        .admin_listen
+        .is_some_and(|admin| admin == proxy.listen && admin.port() != 0)
+    {
+        return Err(ConfigError::new(
+            "proxy.admin_listen",
+            "is the same address as proxy.listen; the admin port must be a port of its own",
+        ));
+    }
     if let Some(ca_file) = &proxy.ca_file {
         crate::upstream::read_ca_file(ca_file)
             .map_err(|message| ConfigError::new("proxy.ca_file", message))?;
@@ -760,6 +769,15 @@ fn validate_route(
 ) -> Result<Route, ConfigError> {
     if raw.name.trim().is_empty() {
         return Err(ConfigError::new(format!("{key}.name"), "must not be empty"));
+    }
+    if raw.name == crate::metrics::NO_ROUTE {
+        return Err(ConfigError::new(
+            format!("{key}.name"),
+            format!(
+                "{:?} is reserved: it labels requests refused before a route was chosen",
+                crate::metrics::NO_ROUTE
+            ),
+        ));
     }
     let key = format!("routes.{}", raw.name);
     let org = orgs.get(&raw.org).cloned().ok_or_else(|| {

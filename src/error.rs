@@ -81,9 +81,17 @@ pub enum ProxyError {
         instance: String,
         after: Duration,
     },
+    /// The caller went away (or broke its body's framing) before its request was read whole:
+    /// nobody receives this answer, but the log line and metrics say what happened.
+    #[error("the caller's request body ended early: {0}")]
+    CallerGone(String),
     #[error("internal proxy error: {0}")]
     Internal(String),
 }
+
+/// nginx's "client closed request": not a status any caller receives, but one logs and
+/// dashboards recognise.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
@@ -102,6 +110,9 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CallerGone(_) => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -122,6 +133,7 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
             Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             Self::Internal(_) => "PROXY_INTERNAL",
+            Self::CallerGone(_) => "PROXY_CALLER_GONE",
         }
     }
 

@@ -149,7 +149,7 @@ async fn five_hundred_expired_callers_share_one_new_session() {
 
     // Every caller holds the now-dead session: the API answers slowly, so all 500 are in flight
     // with it before the first 401 comes back; the new login is slow too.
-    org.mock.set_api_delay(Some(Duration::from_millis(750)));
+    org.mock.set_api_delay(Some(Duration::from_secs(2)));
     org.mock.expire_sessions();
     org.mock
         .fail_next_token_requests(1, TokenFailure::Delay(Duration::from_secs(1)));
@@ -375,6 +375,20 @@ async fn callers_that_leave_cancel_their_upstream_request() {
     }
     let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
     assert_eq!(reply.status, 200, "and the next caller is served");
+    // The abandoned upload had no answer yet: it is logged, as 499, not lost from the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cancelled = proxy
+            .events("request")
+            .iter()
+            .filter(|e| e["status"] == 499 && e["method"] == "POST")
+            .count();
+        if cancelled == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Sends raw bytes on a new connection; returns what came back before the connection closed or

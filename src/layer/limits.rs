@@ -1,18 +1,17 @@
-//! Size limits, checked before anything else is done for the request.
+//! Size limits, checked before anything else is done for the request, and the one watch on the
+//! request body.
 //!
 //! The header section must fit `max_header_bytes` (431), and the body `max_body` (413): a
 //! declared `Content-Length` over the limit is refused at once; a body that streams past it
 //! (chunked) is cut where it crosses the limit, and the request fails with the same 413 instead
-//! of an upstream error. Slow and oversized header sections hyper itself refuses earlier, in
-//! `server.rs`.
+//! of an upstream error. A body that breaks off (the caller left mid-upload) makes the request
+//! fail as `PROXY_CALLER_GONE` (499), not as the upstream error it causes further down. Slow and
+//! oversized header sections hyper itself refuses earlier, in `server.rs`.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
 };
 
@@ -101,40 +100,49 @@ where
                 limit: max_body,
             })));
         }
-        let tripped = Arc::new(AtomicBool::new(false));
+        let fault = Arc::new(OnceLock::new());
         let request = request.map(|body| {
-            Capped {
+            Watched {
                 inner: body,
                 seen: 0,
                 limit: max_body,
-                tripped: tripped.clone(),
+                fault: fault.clone(),
             }
             .boxed_unsync()
         });
         let future = self.inner.call(request);
         Box::pin(async move {
             let outcome = future.await;
-            if tripped.load(Ordering::Acquire) {
-                return Err(ProxyError::BodyTooLarge { limit: max_body });
+            match fault.get() {
+                Some(BodyFault::TooLarge) => Err(ProxyError::BodyTooLarge { limit: max_body }),
+                Some(BodyFault::Broken(why)) => Err(ProxyError::CallerGone(why.clone())),
+                None => outcome,
             }
-            outcome
         })
     }
 }
 
-/// A body that fails once more than `limit` bytes went through, and says so in `tripped`.
-struct Capped {
+/// What went wrong with a request body, whoever was reading it at the time.
+#[derive(Debug)]
+enum BodyFault {
+    TooLarge,
+    Broken(String),
+}
+
+/// A body that fails once more than `limit` bytes went through, and records in `fault` why it
+/// failed, if it did.
+struct Watched {
     inner: ProxyBody,
     seen: u64,
     limit: u64,
-    tripped: Arc<AtomicBool>,
+    fault: Arc<OnceLock<BodyFault>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than {0} bytes")]
 struct TooLarge(u64);
 
-impl Body for Capped {
+impl Body for Watched {
     type Data = Bytes;
     type Error = BodyError;
 
@@ -144,12 +152,18 @@ impl Body for Capped {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(error))) => {
+                let _ = self
+                    .fault
+                    .set(BodyFault::Broken(crate::upstream::error_chain(&error)));
+                return Poll::Ready(Some(Err(error)));
+            }
             other => return other,
         };
         if let Some(data) = frame.data_ref() {
             self.seen += data.len() as u64;
             if self.seen > self.limit {
-                self.tripped.store(true, Ordering::Release);
+                let _ = self.fault.set(BodyFault::TooLarge);
                 return Poll::Ready(Some(Err(BodyError(Box::new(TooLarge(self.limit))))));
             }
         }
@@ -170,26 +184,37 @@ mod tests {
     use super::*;
     use crate::body;
 
-    #[tokio::test]
-    async fn capped_body_fails_past_the_limit_and_trips() {
-        let tripped = Arc::new(AtomicBool::new(false));
-        let capped = Capped {
-            inner: body::full("0123456789"),
+    fn watched(body: ProxyBody, limit: u64) -> (Watched, Arc<OnceLock<BodyFault>>) {
+        let fault = Arc::new(OnceLock::new());
+        let watched = Watched {
+            inner: body,
             seen: 0,
-            limit: 4,
-            tripped: tripped.clone(),
+            limit,
+            fault: fault.clone(),
         };
-        assert!(capped.collect().await.is_err());
-        assert!(tripped.load(Ordering::Acquire));
+        (watched, fault)
+    }
 
-        let tripped = Arc::new(AtomicBool::new(false));
-        let capped = Capped {
-            inner: body::full("0123"),
-            seen: 0,
-            limit: 4,
-            tripped: tripped.clone(),
-        };
-        assert_eq!(capped.collect().await.unwrap().to_bytes(), "0123");
-        assert!(!tripped.load(Ordering::Acquire));
+    #[tokio::test]
+    async fn a_body_past_the_limit_fails_and_says_so() {
+        let (body, fault) = watched(body::full("0123456789"), 4);
+        assert!(body.collect().await.is_err());
+        assert!(matches!(fault.get(), Some(BodyFault::TooLarge)));
+
+        let (body, fault) = watched(body::full("0123"), 4);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "0123");
+        assert!(fault.get().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_is_recorded() {
+        let broken = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(BodyError("connection reset".into())),
+        ]))
+        .boxed_unsync();
+        let (body, fault) = watched(broken, 100);
+        assert!(body.collect().await.is_err());
+        assert!(matches!(fault.get(), Some(BodyFault::Broken(why)) if why.contains("reset")));
     }
 }

@@ -138,9 +138,9 @@ where
     let body = if body.size_hint().lower() > replay_limit as u64 {
         Buffered::Streaming(body)
     } else {
-        buffer_up_to(body, replay_limit).await.map_err(|e| {
-            ProxyError::BadRequest(format!("the request body could not be read: {e}"))
-        })?
+        buffer_up_to(body, replay_limit)
+            .await
+            .map_err(|e| ProxyError::CallerGone(error_chain(&e)))?
     };
 
     let kept = match body {

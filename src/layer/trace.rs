@@ -2,8 +2,9 @@
 //!
 //! Inner layers write what they learn — the client, the route with its org and user, where the
 //! session came from — into the request's [`Notes`]; the line written here when the answer leaves
-//! says all of it, and the request metrics are labelled from it. The path is logged without its
-//! query string: SOQL in `?q=` can carry personal data.
+//! says all of it, and the request metrics are labelled from it. A request dropped before its
+//! answer (the caller left, or the shutdown grace ran out) is still logged and counted, with
+//! status 499. The path is logged without its query string: SOQL in `?q=` can carry personal data.
 
 use std::{
     convert::Infallible,
@@ -50,6 +51,64 @@ impl Notes {
     /// `cache`, `minted` or `replayed`; the last word wins.
     pub fn set_session(&self, source: &'static str) {
         *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+}
+
+/// The request's log line and metrics, written once: when the answer's head is ready, or with
+/// status 499 if the request is dropped before that.
+struct RequestLine {
+    notes: Arc<Notes>,
+    method: http::Method,
+    path: String,
+    start: Instant,
+    written: bool,
+}
+
+impl RequestLine {
+    fn write(&mut self, status: u16) {
+        self.written = true;
+        let elapsed = self.start.elapsed();
+        let (route, org, user) = self
+            .notes
+            .route
+            .get()
+            .map_or((metrics::NO_ROUTE, "", ""), |(r, o, u)| {
+                (&**r, o.as_str(), u.as_str())
+            });
+        let session = self
+            .notes
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or("");
+        tracing::info!(
+            client = self.notes.client.get().map_or("", |c| &**c),
+            route,
+            org,
+            user,
+            method = %self.method,
+            path = self.path,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            session,
+            "request"
+        );
+        ::metrics::counter!(
+            metrics::REQUESTS,
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        )
+        .increment(1);
+        ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_owned())
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+impl Drop for RequestLine {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write(crate::error::CLIENT_CLOSED_REQUEST);
+        }
     }
 }
 
@@ -148,43 +207,18 @@ where
         request.extensions_mut().insert(notes.clone());
         let start = Instant::now();
         let in_flight = InFlight::new();
+        let mut line = RequestLine {
+            notes,
+            method,
+            path,
+            start,
+            written: false,
+        };
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let Ok(mut response) = future.await;
-                let elapsed = start.elapsed();
-                let status = response.status();
-                let (route, org, user) = notes
-                    .route
-                    .get()
-                    .map_or((metrics::NO_ROUTE, "", ""), |(r, o, u)| {
-                        (&**r, o.as_str(), u.as_str())
-                    });
-                let session = notes
-                    .session
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .unwrap_or("");
-                tracing::info!(
-                    client = notes.client.get().map_or("", |c| &**c),
-                    route,
-                    org,
-                    user,
-                    %method,
-                    path,
-                    status = status.as_u16(),
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
-                    session,
-                    "request"
-                );
-                ::metrics::counter!(
-                    metrics::REQUESTS,
-                    "route" => route.to_owned(),
-                    "status" => status.as_str().to_owned()
-                )
-                .increment(1);
-                ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_owned())
-                    .record(elapsed.as_secs_f64());
+                line.write(response.status().as_u16());
                 response.headers_mut().insert(X_REQUEST_ID.clone(), id);
                 // The request stays in flight until its answer is sent or the caller goes away.
                 Ok(response.map(|body| {
