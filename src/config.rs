@@ -22,6 +22,8 @@ use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 
+use crate::intercept::ca::InterceptCa;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
 pub const DEFAULT_REPLAY_LIMIT: ByteSize = ByteSize::mib(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -99,6 +101,14 @@ struct RawProxy {
     header_timeout: Option<Duration>,
     max_body: Option<ByteSize>,
     max_connections: Option<usize>,
+    intercept: Option<RawIntercept>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntercept {
+    ca_cert_file: PathBuf,
+    ca_key_file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +184,8 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     pub max_body: u64,
     pub max_connections: usize,
+    /// The CA for CONNECT interception; `None`: CONNECT is refused (405).
+    pub intercept: Option<Arc<InterceptCa>>,
 }
 
 #[derive(Debug)]
@@ -432,6 +444,12 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             .max_connections
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
             .max(1),
+        intercept: raw
+            .proxy
+            .intercept
+            .map(|raw| load_intercept_ca(raw, base))
+            .transpose()?
+            .map(Arc::new),
     };
     if proxy
         .admin_listen
@@ -486,6 +504,21 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         clients,
         routes,
     })
+}
+
+fn load_intercept_ca(raw: RawIntercept, base: &Path) -> Result<InterceptCa, ConfigError> {
+    let read = |key: &str, path: &Path| {
+        let path = base.join(path);
+        std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::new(
+                format!("proxy.intercept.{key}"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })
+    };
+    let cert = read("ca_cert_file", &raw.ca_cert_file)?;
+    let key = read("ca_key_file", &raw.ca_key_file)?;
+    InterceptCa::from_pem(&cert, &key).map_err(|m| ConfigError::new("proxy.intercept", m))
 }
 
 fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {

@@ -19,6 +19,10 @@ pub struct Keygen {
     pub days: u32,
     pub subject: Option<String>,
     pub force: bool,
+    /// An interception CA (`[proxy.intercept]`) instead of a connected app's key.
+    pub ca: bool,
+    /// Name suffixes the CA may vouch for, besides salesforce.com and force.com.
+    pub permit: Vec<String>,
 }
 
 /// Writes `<dir>/<name>.key` (PKCS#8, mode 0600) and `<dir>/<name>.crt`; returns what to tell
@@ -49,17 +53,48 @@ pub fn run(args: &Keygen) -> Result<String, String> {
             }
         }
     }
-    let subject = args
-        .subject
-        .clone()
-        .unwrap_or_else(|| format!("CN=sfproxy {}", args.name));
-    let pair = pki::connected_app_cert(&subject, args.days).map_err(|e| e.to_string())?;
+    if !args.ca && !args.permit.is_empty() {
+        return Err("--permit applies to an interception CA: add --ca".to_owned());
+    }
+    let subject = args.subject.clone().unwrap_or_else(|| {
+        if args.ca {
+            format!("CN=sfproxy interception CA {}", args.name)
+        } else {
+            format!("CN=sfproxy {}", args.name)
+        }
+    });
+    let pair = if args.ca {
+        crate::intercept::ca::generate(&subject, args.days, &args.permit)
+    } else {
+        pki::connected_app_cert(&subject, args.days)
+    }
+    .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     write_private(&key_path, &pair.key_pem)
         .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
     std::fs::write(&cert_path, &pair.cert_pem)
         .map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+    if args.ca {
+        let mut permitted: Vec<&str> = crate::intercept::ca::PERMITTED.to_vec();
+        permitted.extend(args.permit.iter().map(String::as_str));
+        return Ok(format!(
+            "wrote {key} (interception CA private key, ECDSA P-256, mode 0600: whoever holds it \
+             can impersonate the permitted names to every caller that trusts the CA)\n\
+             wrote {cert} (CA certificate, {subject}, valid {days} days, permits only: {permits}; \
+             no IP addresses)\n\n\
+             Next:\n  \
+             1. In sfproxy.toml:\n       [proxy.intercept]\n       ca_cert_file = \"{cert}\"\n       \
+             ca_key_file = \"{key}\"\n  \
+             2. Make the callers trust {cert} (curl --cacert, a Java trust store via keytool, \
+             REQUESTS_CA_BUNDLE for Python, the machine store for .NET), then point their \
+             HTTPS_PROXY at sfproxy.\n",
+            key = key_path.display(),
+            cert = cert_path.display(),
+            days = args.days,
+            permits = permitted.join(", "),
+        ));
+    }
     Ok(format!(
         "wrote {key} (private key, PKCS#8, mode 0600: keep it secret, never commit it)\n\
          wrote {cert} (self-signed certificate, {subject}, valid {days} days)\n\n\

@@ -34,6 +34,8 @@ pub mod admin;
 
 pub mod check;
 
+pub mod intercept;
+
 pub mod keygen;
 
 pub mod demo;

@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         route: Option<String>,
     },
-    /// Make a connected app's private key and certificate (for "Use digital signatures").
+    /// Make a connected app's private key and certificate (for "Use digital signatures"), or
+    /// with --ca an interception CA.
     Keygen {
         /// Base name of the files: NAME.key and NAME.crt.
         #[arg(long)]
@@ -63,6 +64,12 @@ enum Command {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Make an interception CA for [proxy.intercept] instead of a connected app key.
+        #[arg(long)]
+        ca: bool,
+        /// With --ca: another name suffix the CA may vouch for (repeatable).
+        #[arg(long = "permit", value_name = "SUFFIX")]
+        permit: Vec<String>,
     },
     /// Run the proxy in front of a local Salesforce stand-in, with generated keys.
     Demo {
@@ -130,6 +137,8 @@ fn main() -> ExitCode {
                 days,
                 subject,
                 force,
+                ca,
+                permit,
             } => {
                 let args = Keygen {
                     name,
@@ -137,6 +146,8 @@ fn main() -> ExitCode {
                     days,
                     subject,
                     force,
+                    ca,
+                    permit,
                 };
                 match sfproxy::keygen::run(&args) {
                     Ok(summary) => {

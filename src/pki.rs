@@ -176,7 +176,8 @@ pub fn tls_ca_and_server(names: &[&str]) -> Result<(KeyAndCert, KeyAndCert), Pki
     ))
 }
 
-fn set_validity(params: &mut CertificateParams, days: u32) -> Result<(), PkiError> {
+/// Valid from an hour ago (for peers whose clocks lag) for `days`.
+pub(crate) fn set_validity(params: &mut CertificateParams, days: u32) -> Result<(), PkiError> {
     if days == 0 || days > MAX_DAYS {
         return Err(PkiError::InvalidValidity { days });
     }

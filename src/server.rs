@@ -8,9 +8,9 @@
 //! can be smuggled behind it. Connections beyond `max_connections` get a 503 and are closed
 //! before any request is read.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use http::Request;
+use http::{Method, Request};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -20,7 +20,12 @@ use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
 use tower::ServiceExt;
 
 use crate::{
-    body, config::ProxySettings, error::ProxyError, layer::identify::ClientAddr, metrics,
+    body,
+    config::ProxySettings,
+    error::ProxyError,
+    intercept::{self, TunnelGrant},
+    layer::identify::ClientAddr,
+    metrics,
     stack::ProxyService,
 };
 
@@ -79,10 +84,22 @@ pub async fn serve(
         let current = current.clone();
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
-            current().oneshot(request.map(body::boxed))
+            // A CONNECT the stack grants becomes a tunnel once its 200 is on the wire.
+            let upgrade =
+                (request.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut request));
+            let current = current.clone();
+            async move {
+                let Ok(mut response) = current().oneshot(request.map(body::boxed)).await;
+                if let (Some(upgrade), Some(grant)) =
+                    (upgrade, response.extensions_mut().remove::<TunnelGrant>())
+                {
+                    tokio::spawn(intercept::serve_tunnel(upgrade, grant, peer, current));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = builder
-            .serve_connection(TokioIo::new(stream), per_request)
+            .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! The one place the request path is assembled, outermost layer first.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use http::{Request, Response};
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
@@ -8,6 +8,7 @@ use tower::{ServiceBuilder, util::BoxCloneSyncService};
 use crate::{
     body::ProxyBody,
     config::Config,
+    intercept::Intercept,
     layer::{
         identify::IdentifyLayer, limits::LimitsLayer, rescue::RescueLayer, route::RouteLayer,
         session::SessionLayer, trace::TraceLayer,
@@ -40,7 +41,14 @@ pub fn build(
         // Who before where: an unknown caller learns nothing about the routes.
         .layer(IdentifyLayer::new(config.clients.clone()))
         // Picks org and user; needs the caller, since routes may be limited to some clients.
-        .layer(RouteLayer::new(config.routes.clone()))
+        .layer(RouteLayer::new(
+            config.routes.clone(),
+            config
+                .proxy
+                .intercept
+                .clone()
+                .map(|ca| Arc::new(Intercept::new(ca))),
+        ))
         // The session of the route's (org, user); it wraps upstream so it can replay once.
         .layer(SessionLayer::new(
             sessions,

@@ -5,11 +5,7 @@
 //! the operator adds, and excluding every IP address: callers trust it, so a leaked CA key must
 //! not be able to impersonate anything else. Leaves are short-lived and made on demand.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, DnType, ExtendedKeyUsagePurpose,
@@ -18,15 +14,14 @@ use rcgen::{
 use rustls::{crypto::aws_lc_rs::sign::any_supported_type, sign::CertifiedKey};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 
-use crate::pki::{KeyAndCert, PkiError, subject};
+use crate::pki::{KeyAndCert, PkiError, set_validity, subject};
 
 /// Name suffixes every interception CA permits.
 pub const PERMITTED: &[&str] = &["salesforce.com", "force.com"];
 /// Leaves live a week and are renewed a day before they expire.
-pub const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+const LEAF_DAYS: u32 = 7;
+pub const LEAF_LIFETIME: Duration = Duration::from_secs(LEAF_DAYS as u64 * 86_400);
 pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(86_400);
-/// Leaves start an hour in the past, for callers whose clocks lag.
-const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// Makes an interception CA (ECDSA P-256) constrained to [`PERMITTED`] plus `permit`.
 pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, PkiError> {
@@ -45,7 +40,10 @@ pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, 
         .map(|s| GeneralSubtree::DnsName((*s).to_owned()))
         .collect();
     for suffix in permit {
-        let suffix = suffix.trim().trim_start_matches("*.").trim_start_matches('.');
+        let suffix = suffix
+            .trim()
+            .trim_start_matches("*.")
+            .trim_start_matches('.');
         if suffix.is_empty() || suffix.contains(['/', ':', ' ']) {
             return Err(PkiError::Subject(format!("--permit {suffix:?}")));
         }
@@ -58,9 +56,7 @@ pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, 
             GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
         ],
     });
-    let (not_before, not_after) = validity(Duration::from_secs(u64::from(days) * 86_400));
-    params.not_before = not_before;
-    params.not_after = not_after;
+    set_validity(&mut params, days)?;
     let cert = params
         .self_signed(&key)
         .map_err(|source| PkiError::Certificate {
@@ -71,15 +67,6 @@ pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, 
         key_pem: key.serialize_pem(),
         cert_pem: cert.pem(),
     })
-}
-
-fn validity(lifetime: Duration) -> (rcgen::date_time::OffsetDateTime, rcgen::date_time::OffsetDateTime) {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .saturating_sub(BACKDATE);
-    let not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
-    (not_before, not_before + BACKDATE + lifetime)
 }
 
 /// A loaded interception CA, ready to issue leaves. `Debug` never shows the key.
@@ -115,7 +102,8 @@ impl InterceptCa {
 
     /// A fresh leaf for `host` (DNS name or IP literal), chained with the CA certificate.
     pub fn leaf(&self, host: &str) -> Result<Arc<CertifiedKey>, String> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
         let mut params =
             CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -123,9 +111,7 @@ impl InterceptCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        let (not_before, not_after) = validity(LEAF_LIFETIME);
-        params.not_before = not_before;
-        params.not_after = not_after;
+        set_validity(&mut params, LEAF_DAYS).map_err(|e| e.to_string())?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| e.to_string())?;
@@ -139,14 +125,20 @@ impl InterceptCa {
 }
 
 /// Checks that `leaf` chains to `ca` for `host`, as a caller's TLS client would.
-fn verify_chain(ca: &CertificateDer<'static>, leaf: &CertificateDer<'static>, host: &str) -> Result<(), String> {
+fn verify_chain(
+    ca: &CertificateDer<'static>,
+    leaf: &CertificateDer<'static>,
+    host: &str,
+) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+    let name =
+        rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
     rustls::client::danger::ServerCertVerifier::verify_server_cert(
         verifier.as_ref(),
         leaf,
@@ -167,14 +159,21 @@ mod tests {
     fn leaves_verify_inside_the_constraint_and_nothing_outside_does() {
         let made = generate("CN=sfproxy test CA", 30, &["example.net".to_owned()]).unwrap();
         let ca = InterceptCa::from_pem(&made.cert_pem, &made.key_pem).unwrap();
-        for host in ["acme.my.salesforce.com", "acme.lightning.force.com", "api.example.net"] {
+        for host in [
+            "acme.my.salesforce.com",
+            "acme.lightning.force.com",
+            "api.example.net",
+        ] {
             let leaf = ca.leaf(host).unwrap();
             verify_chain(&ca.ca_der, &leaf.cert[0], host).unwrap();
         }
         // A leaked CA key still cannot vouch for anything else.
         for host in ["login.microsoftonline.com", "salesforce.com.evil.example"] {
             let leaf = ca.leaf(host).unwrap();
-            assert!(verify_chain(&ca.ca_der, &leaf.cert[0], host).is_err(), "{host}");
+            assert!(
+                verify_chain(&ca.ca_der, &leaf.cert[0], host).is_err(),
+                "{host}"
+            );
         }
         assert!(!format!("{ca:?}").contains("PRIVATE"));
     }

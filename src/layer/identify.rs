@@ -22,6 +22,7 @@ use crate::{
     body::ProxyBody,
     config::{Client, sha256},
     error::ProxyError,
+    intercept::Tunnel,
     layer::trace::Notes,
 };
 
@@ -85,8 +86,17 @@ where
                 "request without a peer address".into(),
             ))));
         };
+        // Inside a tunnel the caller was identified on its CONNECT.
+        let tunnelled = request
+            .extensions()
+            .get::<Tunnel>()
+            .map(|t| t.caller.clone());
         let credentials = request.headers().get(header::PROXY_AUTHORIZATION);
-        match identify(&self.clients, peer.ip(), credentials) {
+        let identified = match tunnelled {
+            Some(caller) => Ok(caller),
+            None => identify(&self.clients, peer.ip(), credentials),
+        };
+        match identified {
             Ok(caller) => {
                 if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
                     notes.set_client(caller.name.clone());

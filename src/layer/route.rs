@@ -19,9 +19,10 @@ use http::{Method, Request, Response, header, uri::PathAndQuery};
 use tower::{Layer, Service};
 
 use crate::{
-    body::ProxyBody,
+    body::{self, ProxyBody},
     config::Route,
     error::ProxyError,
+    intercept::{Intercept, Tunnel, TunnelGrant},
     layer::{identify::Caller, trace::Notes},
 };
 
@@ -35,12 +36,15 @@ pub struct RouteMatch {
 #[derive(Clone)]
 pub struct RouteLayer {
     routes: Arc<[Arc<Route>]>,
+    intercept: Option<Arc<Intercept>>,
 }
 
 impl RouteLayer {
-    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+    /// `intercept`: the CA that lets CONNECT open tunnels; `None` refuses CONNECT.
+    pub fn new(routes: Vec<Arc<Route>>, intercept: Option<Arc<Intercept>>) -> Self {
         Self {
             routes: routes.into(),
+            intercept,
         }
     }
 }
@@ -51,6 +55,7 @@ impl<S> Layer<S> for RouteLayer {
         Router {
             inner,
             routes: self.routes.clone(),
+            intercept: self.intercept.clone(),
         }
     }
 }
@@ -59,6 +64,7 @@ impl<S> Layer<S> for RouteLayer {
 pub struct Router<S> {
     inner: S,
     routes: Arc<[Arc<Route>]>,
+    intercept: Option<Arc<Intercept>>,
 }
 
 impl<S> Service<Request<ProxyBody>> for Router<S>
@@ -74,6 +80,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        if request.method() == Method::CONNECT {
+            return Either::Left(ready(grant_tunnel(
+                &self.routes,
+                self.intercept.as_ref(),
+                &request,
+            )));
+        }
         match choose(&self.routes, &request) {
             Ok(matched) => {
                 if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
@@ -88,10 +101,42 @@ where
     }
 }
 
-fn choose(routes: &[Arc<Route>], request: &Request<ProxyBody>) -> Result<RouteMatch, ProxyError> {
-    if request.method() == Method::CONNECT {
+/// CONNECT: a tunnel (200 with a [`TunnelGrant`]) when interception is on and some route serves
+/// the host for this caller; nothing is dialled either way.
+fn grant_tunnel(
+    routes: &[Arc<Route>],
+    intercept: Option<&Arc<Intercept>>,
+    request: &Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // No tunnel inside a tunnel, and none at all without the CA.
+    let Some(intercept) = intercept.filter(|_| request.extensions().get::<Tunnel>().is_none())
+    else {
         return Err(ProxyError::ConnectUnsupported);
+    };
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| ProxyError::Internal("route reached without a caller".into()))?;
+    let host = target_host(request)?;
+    let served = routes
+        .iter()
+        .any(|r| r.hosts.iter().any(|h| h.matches(&host)) && r.admits(&caller.name));
+    if !served {
+        return Err(ProxyError::NoRoute {
+            host,
+            path: "(CONNECT)".to_owned(),
+        });
     }
+    let mut response = Response::new(body::empty());
+    response.extensions_mut().insert(TunnelGrant {
+        host,
+        caller: caller.clone(),
+        intercept: intercept.clone(),
+    });
+    Ok(response)
+}
+
+fn choose(routes: &[Arc<Route>], request: &Request<ProxyBody>) -> Result<RouteMatch, ProxyError> {
     let caller = request
         .extensions()
         .get::<Caller>()

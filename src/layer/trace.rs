@@ -202,7 +202,11 @@ where
         let id = request_id(&request);
         let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // A CONNECT has no path: its target is the authority it asks a tunnel to.
+        let path = match request.uri().authority() {
+            Some(authority) if request.method() == http::Method::CONNECT => authority.to_string(),
+            _ => request.uri().path().to_owned(),
+        };
         let notes = Arc::new(Notes::default());
         request.extensions_mut().insert(notes.clone());
         let start = Instant::now();
