@@ -76,6 +76,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         REFUSALS,
         "Requests the proxy answered itself, by errorCode."
     );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Caller connections open on the proxy port."
+    );
+    describe_gauge!(
+        REQUESTS_IN_FLIGHT,
+        "Requests being served, from arrival until their answer is sent or dropped."
+    );
     Ok(handle)
 }
 

@@ -98,15 +98,25 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = settings.header_timeout;
         tokio::spawn(async move {
             let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN);
             open.increment(1.0);
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            // hyper's header timeout starts with the first byte: a caller that connects and
+            // says nothing must not hold a connection slot for ever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(1..)) => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
+                        .into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                }
+                _ => tracing::debug!(%peer, "closed: nothing sent within header_timeout, or gone"),
             }
             open.decrement(1.0);
             drop(permit);

@@ -240,7 +240,8 @@ async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
     let started = Instant::now();
     let reply = curl(&["-x", &proxy.url(), &fault("stall")]).await;
     assert_refusal(&reply, 504, "PROXY_UPSTREAM_TIMEOUT", &[]);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let stalled_for = started.elapsed();
+    assert!(stalled_for < Duration::from_secs(5));
     good().await;
 
     for (name, says) in [
@@ -283,9 +284,10 @@ async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
     );
     good().await;
     figures(&format!(
-        "instance faults: stall -> 504 in {:?}, close before answer / untrusted TLS / refused -> 502, \
-         cut mid-answer -> caller's transfer cut; proxy kept serving after each",
-        Duration::from_secs(1)
+        "instance faults: stall -> 504 after {:.2}s (request_timeout 1s), close before answer / \
+         untrusted TLS / refused -> 502, cut mid-answer -> caller's transfer cut; proxy kept \
+         serving after each",
+        stalled_for.as_secs_f64()
     ));
 }
 
@@ -546,6 +548,26 @@ async fn bad_input_is_refused_precisely_and_the_next_request_is_served() {
     figures(&format!(
         "bad input: {refused} malformed, ambiguous, oversized or slow requests refused \
          (400/431/413/closed), the next good request served after each"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_connection_is_closed_after_header_timeout() {
+    let org = Org::start().await;
+    let config = org.config("header_timeout = \"1s\"", "") + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&config);
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "closed, not left open: {read:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    figures(&format!(
+        "a connection that sends nothing: closed after {:.2}s (header_timeout 1s)",
+        started.elapsed().as_secs_f64()
     ));
 }
 
