@@ -214,6 +214,35 @@ pub struct Org {
     pub settings_id: [u8; 32],
 }
 
+#[cfg(test)]
+impl Org {
+    /// An org for unit tests: `login_url` (and the token URL under it), the key of `key_pem`,
+    /// defaults elsewhere; tests override fields with struct update syntax.
+    pub fn for_tests(login_url: &str, client_id: &str, key_pem: &str) -> Org {
+        let key = EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        Org {
+            name: "acme".into(),
+            login_url: login_url.to_owned(),
+            token_url: format!("{login_url}/services/oauth2/token")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            audience: "https://login.salesforce.com".into(),
+            client_id: client_id.to_owned(),
+            key: SigningKey(key),
+            session_ttl: Duration::from_secs(60),
+            assertion_ttl: Duration::from_secs(60),
+            instance_url: None,
+            warm: false,
+            key_file: None,
+            login_timeout: Duration::from_secs(5),
+            unavailable_backoff: DEFAULT_UNAVAILABLE_BACKOFF,
+            rejected_backoff: DEFAULT_REJECTED_BACKOFF,
+            max_logins_per_hour: DEFAULT_MAX_LOGINS_PER_HOUR,
+            settings_id: [0; 32],
+        }
+    }
+}
+
 /// The org's RSA private key, held only as a signing key; `Debug` never shows it.
 pub struct SigningKey(pub EncodingKey);
 

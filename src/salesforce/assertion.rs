@@ -59,31 +59,15 @@ pub fn sign(org: &Org, user: &str) -> Result<Assertion, jsonwebtoken::errors::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Org, SigningKey};
-    use jsonwebtoken::{DecodingKey, EncodingKey, Validation};
+    use crate::config::Org;
+    use jsonwebtoken::{DecodingKey, Validation};
 
     #[test]
     fn signed_assertion_verifies_and_carries_salesforce_claims() {
         let pair = crate::pki::connected_app_cert("test", 1).unwrap();
         let org = Org {
-            name: "acme".into(),
-            login_url: "https://login.salesforce.com".into(),
-            token_url: "https://login.salesforce.com/services/oauth2/token"
-                .parse()
-                .unwrap(),
-            audience: "https://login.salesforce.com".into(),
-            client_id: "3MVG9".into(),
-            key: SigningKey(EncodingKey::from_rsa_pem(pair.key_pem.as_bytes()).unwrap()),
-            session_ttl: Duration::from_secs(60),
             assertion_ttl: Duration::from_secs(120),
-            instance_url: None,
-            warm: false,
-            key_file: None,
-            login_timeout: Duration::from_secs(5),
-            unavailable_backoff: Duration::from_secs(5),
-            rejected_backoff: Duration::from_secs(30),
-            max_logins_per_hour: 600,
-            settings_id: [0; 32],
+            ..Org::for_tests("https://login.salesforce.com", "3MVG9", &pair.key_pem)
         };
         let jwt = sign(&org, "u@acme.com").unwrap();
         let header = jsonwebtoken::decode_header(jwt.expose()).unwrap();

@@ -231,7 +231,7 @@ impl SessionCache {
 mod tests {
     use super::*;
     use crate::{
-        config::{InstanceUrl, ProxySettings, SigningKey},
+        config::{InstanceUrl, ProxySettings},
         mock_org::{MockOrg, MockOrgConfig, MockUser},
         pki,
     };
@@ -277,28 +277,7 @@ mod tests {
         };
         let client = crate::upstream::build_client(&settings).unwrap();
         let tokens = TokenClient::new(client);
-        let org = Arc::new(Org {
-            name: "acme".into(),
-            login_url: mock.url(),
-            token_url: format!("{}/services/oauth2/token", mock.url())
-                .parse()
-                .unwrap(),
-            audience: "https://login.salesforce.com".into(),
-            client_id: "ck".into(),
-            key: SigningKey(
-                jsonwebtoken::EncodingKey::from_rsa_pem(app.key_pem.as_bytes()).unwrap(),
-            ),
-            session_ttl: Duration::from_secs(60),
-            assertion_ttl: Duration::from_secs(60),
-            instance_url: None,
-            warm: false,
-            key_file: None,
-            login_timeout: Duration::from_secs(5),
-            unavailable_backoff: Duration::from_secs(5),
-            rejected_backoff: Duration::from_secs(30),
-            max_logins_per_hour: 600,
-            settings_id: [0; 32],
-        });
+        let org = Arc::new(Org::for_tests(&mock.url(), "ck", &app.key_pem));
         (mock, SessionCache::default(), tokens, org, dir)
     }
 

@@ -247,31 +247,12 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SigningKey;
 
     fn org(pinned: Option<&str>) -> Org {
         let pair = crate::pki::connected_app_cert("t", 1).unwrap();
         Org {
-            name: "acme".into(),
-            login_url: "https://login.salesforce.com".into(),
-            token_url: "https://login.salesforce.com/services/oauth2/token"
-                .parse()
-                .unwrap(),
-            audience: "https://login.salesforce.com".into(),
-            client_id: "c".into(),
-            key: SigningKey(
-                jsonwebtoken::EncodingKey::from_rsa_pem(pair.key_pem.as_bytes()).unwrap(),
-            ),
-            session_ttl: Duration::from_secs(60),
-            assertion_ttl: Duration::from_secs(60),
             instance_url: pinned.map(|u| InstanceUrl::parse(u).unwrap()),
-            warm: false,
-            key_file: None,
-            login_timeout: Duration::from_secs(5),
-            unavailable_backoff: Duration::from_secs(5),
-            rejected_backoff: Duration::from_secs(30),
-            max_logins_per_hour: 600,
-            settings_id: [0; 32],
+            ..Org::for_tests("https://login.salesforce.com", "c", &pair.key_pem)
         }
     }
 
