@@ -456,6 +456,20 @@ async fn bad_input_is_refused_precisely_and_the_next_request_is_served() {
         good().await;
     }
 
+    // A broken chunked body from a caller still connected: 400, said in JSON.
+    let malformed = format!(
+        "POST http://{HOST}/services/apexrest/echo HTTP/1.1\r\nHost: {HOST}\r\n\
+         Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    );
+    let answer = exchange(&proxy, malformed.as_bytes(), quiet).await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("PROXY_BAD_REQUEST") && answer.contains("malformed"),
+        "{answer}"
+    );
+    refused += 1;
+    good().await;
+
     // Content-Length and Transfer-Encoding together (request smuggling): read by its chunked
     // framing, answered, and the connection closed, so the request hidden behind it is never
     // read, let alone sent to Salesforce.

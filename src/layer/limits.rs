@@ -115,6 +115,9 @@ where
             let outcome = future.await;
             match fault.get() {
                 Some(BodyFault::TooLarge) => Err(ProxyError::BodyTooLarge { limit: max_body }),
+                Some(BodyFault::Malformed(why)) => Err(ProxyError::BadRequest(format!(
+                    "the request body is malformed: {why}"
+                ))),
                 Some(BodyFault::Broken(why)) => Err(ProxyError::CallerGone(why.clone())),
                 None => outcome,
             }
@@ -126,7 +129,32 @@ where
 #[derive(Debug)]
 enum BodyFault {
     TooLarge,
+    /// Bad chunked framing: the caller is still there to be told.
+    Malformed(String),
+    /// The body stopped: usually the caller went away.
     Broken(String),
+}
+
+impl BodyFault {
+    /// hyper reports bad chunked framing as an `InvalidInput` or `InvalidData` I/O error under
+    /// the body error, and a caller that left as an unexpected end of the stream.
+    fn of(error: &BodyError) -> Self {
+        let why = crate::upstream::error_chain(error);
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            let malformed = e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                )
+            });
+            if malformed {
+                return Self::Malformed(why);
+            }
+            source = e.source();
+        }
+        Self::Broken(why)
+    }
 }
 
 /// A body that fails once more than `limit` bytes went through, and records in `fault` why it
@@ -153,9 +181,7 @@ impl Body for Watched {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(error))) => {
-                let _ = self
-                    .fault
-                    .set(BodyFault::Broken(crate::upstream::error_chain(&error)));
+                let _ = self.fault.set(BodyFault::of(&error));
                 return Poll::Ready(Some(Err(error)));
             }
             other => return other,
