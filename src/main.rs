@@ -96,13 +96,18 @@ enum Command {
 
 /// `RUST_LOG` wins; otherwise `default` (the one-shot commands print their own report, so they
 /// log only errors).
-fn init_logs(format: LogFormat, default: &str) {
+/// Lines go to stderr through a writer thread, so a request never waits on the terminal or pipe;
+/// nothing is dropped (a full buffer makes logging wait). The guard flushes at exit.
+fn init_logs(format: LogFormat, default: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -111,12 +116,13 @@ fn init_logs(format: LogFormat, default: &str) {
             .with_current_span(true)
             .init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen { .. });
-    init_logs(cli.log_format, if quiet { "error" } else { "info" });
+    let _logs = init_logs(cli.log_format, if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -130,24 +130,36 @@ impl SessionCache {
         user: &str,
         tokens: &TokenClient,
     ) -> Result<(Arc<Session>, Source), Arc<LoginError>> {
-        let entry = self
-            .sessions
-            .entry(Key::new(org, user))
-            .or_try_insert_with(async { self.login(org, user, tokens).await.map(Arc::new) })
-            .await?;
-        let source = if entry.is_fresh() {
-            Source::Minted
-        } else {
-            Source::Cache
+        let key = Key::new(org, user);
+        // The common case, a live session, takes a plain read; only a miss takes the entry
+        // lock that makes concurrent misses share one login.
+        let (session, source) = match self.sessions.get(&key).await {
+            Some(session) => (session, Source::Cache),
+            None => {
+                let entry = self
+                    .sessions
+                    .entry(key)
+                    .or_try_insert_with(async { self.login(org, user, tokens).await.map(Arc::new) })
+                    .await?;
+                let source = if entry.is_fresh() {
+                    Source::Minted
+                } else {
+                    Source::Cache
+                };
+                (entry.into_value(), source)
+            }
         };
-        let result = if entry.is_fresh() { "miss" } else { "hit" };
+        let result = match source {
+            Source::Minted => "miss",
+            Source::Cache => "hit",
+        };
         metrics::counter!(
             crate::metrics::SESSION_CACHE,
             "org" => org.name.clone(),
             "result" => result
         )
         .increment(1);
-        Ok((entry.into_value(), source))
+        Ok((session, source))
     }
 
     /// The cached session of (org, user), without logging in.
