@@ -7,6 +7,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use sfproxy::{app::App, config::Config, keygen::Keygen};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The exit status of a refused config (part of the CLI contract).
 const EXIT_CONFIG: u8 = 64;
 
