@@ -29,7 +29,8 @@
 # keep the temp dir), CARGO_TARGET_DIR, BURST (1000), UPLOAD_MB (100), PROFILE (1: also record a
 # `perf` profile of sfproxy, gateway form, 64 connections, into benches/results/), SFPROXY_BIN (a
 # binary to measure instead of the release build, e.g. one built with line tables for `perf`),
-# RESULTS_FILE (where the report goes instead of benches/results/<date>-nproc<N>.md).
+# RESULTS_FILE (where the report goes instead of benches/results/<date>-nproc<N>.md), QUIET_WAIT
+# (seconds to wait, at most, for an idle machine before starting; 0).
 set -euo pipefail
 
 started_at=$(date +%s)
@@ -49,6 +50,25 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 say() { printf '[%4ds] %s\n' $(($(date +%s) - started_at)) "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
+
+# --- 0. a quiet machine ----------------------------------------------------------------------
+# QUIET_WAIT=SECONDS: first wait (at most that long) until the machine has been idle (< 10 % busy)
+# for 15 s, so other work does not land in the figures; the "other" column shows what did.
+busy_pct() { # over the next 5 s
+    local a b
+    read -ra a < <(head -1 /proc/stat); sleep 5; read -ra b < <(head -1 /proc/stat)
+    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+    echo $((100 * busy / (busy + b[4] + b[5] - a[4] - a[5] + 1)))
+}
+if [ "${QUIET_WAIT:-0}" -gt 0 ]; then
+    quiet=0
+    say "waiting up to ${QUIET_WAIT}s for an idle machine"
+    while ((quiet < 3 && $(date +%s) - started_at < QUIET_WAIT)); do
+        if (($(busy_pct) < 10)); then quiet=$((quiet + 1)); else quiet=0; fi
+    done
+    ((quiet >= 3)) || say "the machine is still busy: measuring anyway (see the other column)"
+fi
+waited=$(($(date +%s) - started_at))
 
 # --- 1. tools and build ------------------------------------------------------------------------
 missing=()
@@ -223,7 +243,7 @@ URL_PEER="http://127.0.0.1:$PEER_PORT/acme/services/data/v61.0/limits"
 URL_GATEWAY="http://127.0.0.1:$SFPROXY_PORT/acme/services/data/v61.0/limits"
 URL_FORWARD="http://acme.my.salesforce.com/services/data/v61.0/limits" # sent through sfproxy
 CLK_TCK=$(getconf CLK_TCK)
-TIMEFORMAT='%3U %3S' # bash's `time`: wrk's own user and system CPU seconds
+TIMEFORMAT='%3R %3U %3S' # bash's `time`: wall time of the wrk run, and wrk's user and system CPU
 
 metric() { # name: its value summed over labels, from sfproxy's /metrics
     curl -s --max-time 60 "http://127.0.0.1:$ADMIN_PORT/metrics" |
@@ -265,6 +285,10 @@ check_targets() {
 
 declare -A R=() # "mode conns target" -> "rps p50_us p99_us errors cpu_us_per_req other wrk up proxy"
 declare -A HWM=() # "mode conns" -> sfproxy VmHWM (kB) after that row
+declare -A POOL=() # "mode conns" -> sfproxy's connections to the upstream after that row
+upstream_conns() {
+    ss -tnp state established "( dport = :$UPSTREAM_PORT )" 2>/dev/null | grep -c "pid=${PID[sfproxy]}," || true
+}
 # One cell: warm-up, then the measured run, with the CPU time of every party alongside.
 cell() { # mode conns target
     local mode=$1 c=$2 target=$3 url abs="" proxy=()
@@ -287,17 +311,18 @@ cell() { # mode conns target
     # CPU per party in cores (wrk from bash's `time`); "other": what the machine spent on anything
     # but this benchmark (other sessions, builds) during the measured run: a cell with much of it
     # is disturbed. CPU µs/req is that of the server under test (direct: the upstream).
-    R["$mode $c $target"]=$(awk -v hz="$CLK_TCK" -v d="$DURATION" -v up=$((up1 - up0)) \
+    R["$mode $c $target"]=$(awk -v hz="$CLK_TCK" -v up=$((up1 - up0)) \
         -v px=$((px1 - px0)) -v busy=$((busy1 - busy0)) -v ours=$((ours1 - ours0)) \
         -v wrk_cpu="$(tail -1 "$RUN/wrk-time.txt")" -v direct=$([ "$target" = direct ] && echo 1 || echo 0) '
         /^RESULT/ {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             errors = v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"]
-            split(wrk_cpu, w, " ")
-            other = (busy - ours) / hz - (w[1] + w[2])
+            split(wrk_cpu, w, " ")  # wall, user, system seconds
+            d = w[1]
+            other = (busy - ours) / hz - (w[2] + w[3])
             served = direct ? up : px
             printf "%s %s %s %d %.1f %.2f %.2f %.2f %s", v["rps"], v["p50_us"], v["p99_us"], errors,
-                served / hz * 1e6 / v["requests"], (other < 0 ? 0 : other) / d, (w[1] + w[2]) / d,
+                served / hz * 1e6 / v["requests"], (other < 0 ? 0 : other) / d, (w[2] + w[3]) / d,
                 up / hz / d, direct ? "-" : sprintf("%.2f", px / hz / d)
         }' "$out")
     say "  $mode c=$c $target: $(cut -d' ' -f1 <<<"${R["$mode $c $target"]}") req/s"
@@ -312,6 +337,7 @@ throughput() { # mode
     for c in $CONNS; do
         for t in direct nginx gateway forward; do cell "$mode" "$c" "$t"; done
         HWM["$mode $c"]=$(status_kb "${PID[sfproxy]}" VmHWM)
+        POOL["$mode $c"]=$(upstream_conns)
     done
     grep -q ' 5[0-9][0-9] ' "$RUN/peer-access.log" && say "WARNING: the nginx peer answered 5xx"
     return 0
@@ -439,7 +465,7 @@ report() {
         "(other work on the machine): cells with other above ~0.1 are disturbed." \
         "Load average at start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "| placement | conns | target | req/s | p50 ms | p99 ms | errors | ×nginx req/s | ×nginx p99 | ×direct req/s | sfproxy VmHWM | CPU µs/req | cores wrk/upstream/proxy/other |"
+    echo "| placement | conns | target | req/s | p50 ms | p99 ms | errors | ×nginx req/s | ×nginx p99 | ×direct req/s | sfproxy VmHWM, upstream conns | CPU µs/req | cores wrk/upstream/proxy/other |"
     echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for mode in $MODES; do
         for c in $CONNS; do
@@ -452,7 +478,7 @@ report() {
                 case $t in
                 gateway | forward)
                     xn=$(ratio "$rps" "$n_rps") xp=$(ratio "$p99" "$n_p99")
-                    hwm="$(awk -v k="${HWM["$mode $c"]}" 'BEGIN { printf "%.1f MB", k / 1024 }')"
+                    hwm="$(awk -v k="${HWM["$mode $c"]}" 'BEGIN { printf "%.1f MB", k / 1024 }'), ${POOL["$mode $c"]} conns"
                     ;;
                 esac
                 [ "$t" = direct ] || xd=$(ratio "$rps" "$d_rps")
@@ -513,7 +539,7 @@ report() {
     echo "- ${UPLOAD_MB} MB upload grows RSS by < 16 MB: ${growth} MB $(verdict "$((${X[rss_hwm]} - ${X[rss_before]}))" 0 'a < 16 * 1024')"
     echo "- cold start, exactly 1 token request: ${X[cold_tokens]} $(verdict "${X[cold_tokens]}" 1 'a == b')"
     echo
-    echo "Total runtime: $(($(date +%s) - started_at)) s."
+    echo "Total runtime: $(($(date +%s) - started_at)) s$( ((waited > 0)) && echo ", of which ${waited} s waiting for an idle machine")."
 }
 
 report | tee "$OUT"
