@@ -225,8 +225,13 @@ pub struct Bound {
 /// Binds the ports, then serves until SIGTERM/SIGINT, reloading on SIGHUP. `ready` runs once the
 /// ports are bound, before serving.
 pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String> {
-    let prometheus = metrics::install().ok();
     let config = app.active().config.clone();
+    // Metrics are kept only when something can scrape them: without an admin port the facade
+    // records nothing, and nothing accumulates.
+    let prometheus = config
+        .proxy
+        .admin_listen
+        .and_then(|_| metrics::install().ok());
     let listener = server::bind(config.proxy.listen)
         .await
         .map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use http::{HeaderMap, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -187,9 +187,9 @@ impl Service<Request<ProxyBody>> for Upstream {
             *request.version_mut() = Version::HTTP_11;
             let headers = request.headers_mut();
             strip_hop_by_hop(headers);
-            let host = HeaderValue::from_str(instance.0.as_str())
-                .map_err(|e| ProxyError::Internal(format!("instance host header: {e}")))?;
-            headers.insert(header::HOST, host);
+            // The instance's host goes in the URI: hyper-util writes it as `Host` for HTTP/1.1
+            // and as `:authority` for HTTP/2, where a second, `Host` header is refused.
+            headers.remove(header::HOST);
 
             let started = std::time::Instant::now();
             let response = match tokio::time::timeout(timeout, client.request(request)).await {
@@ -235,6 +235,7 @@ impl Service<Request<ProxyBody>> for Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use proptest::prelude::*;
 
     const HOP_BY_HOP: &[&str] = &[

@@ -68,6 +68,7 @@ pub(super) async fn handle(
                 .uri
                 .path_and_query()
                 .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned()),
+            // Over HTTP/2 the host comes as `:authority`: recorded as `host`, as HTTP/1.1 sends it.
             headers: parts
                 .headers
                 .iter()
@@ -77,6 +78,13 @@ pub(super) async fn handle(
                         String::from_utf8_lossy(v.as_bytes()).into_owned(),
                     )
                 })
+                .chain(
+                    parts
+                        .uri
+                        .authority()
+                        .filter(|_| !parts.headers.contains_key(header::HOST))
+                        .map(|a| ("host".to_owned(), a.to_string())),
+                )
                 .collect(),
             body_len: body.len,
             session_valid: user.is_some(),
