@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # sfproxy's load benchmark: sfproxy against nginx with a static bearer header, and against the
-# direct call, on this machine, on loopback only, in one bounded run (about 7 minutes on 2 cores
+# direct call, on this machine, on loopback only, in one bounded run (under 6 minutes on 2 cores
 # with a warm build).
 #
 #   bash benches/run.sh
@@ -25,7 +25,8 @@
 #
 # Knobs (environment): DURATION (s per cell, 10), WARMUP (s per cell, 3), CONNS ("16 64 256"),
 # MODES ("shared pinned"), UPSTREAM_H2 (1: the upstream offers HTTP/2 by ALPN; sfproxy then
-# uses it while nginx cannot), SFPROXY_LOG (RUST_LOG of sfproxy, "info" as shipped), KEEP (1:
+# uses it while nginx cannot. At 2d89f99 nginx answers sfproxy's h2 requests 400, "duplicate host
+# header": sfproxy sends a Host header besides :authority), SFPROXY_LOG (RUST_LOG of sfproxy, "info" as shipped), KEEP (1:
 # keep the temp dir), CARGO_TARGET_DIR, BURST (1000), UPLOAD_MB (100), PROFILE (1: also record a
 # `perf` profile of sfproxy, gateway form, 64 connections, into benches/results/), SFPROXY_BIN (a
 # binary to measure instead of the release build, e.g. one built with line tables for `perf`),
