@@ -13,15 +13,29 @@ use crate::pki;
 
 pub const DEFAULT_DAYS: u32 = 730;
 
+/// The options of `sfproxy keygen` (clap reads them straight into this).
+#[derive(clap::Args)]
 pub struct Keygen {
+    /// Base name of the files: NAME.key and NAME.crt.
+    #[arg(long)]
     pub name: String,
+    /// Directory for the files.
+    #[arg(long, default_value = "certs")]
     pub dir: PathBuf,
+    /// Certificate validity in days.
+    #[arg(long, default_value_t = DEFAULT_DAYS)]
     pub days: u32,
+    /// Certificate subject [default: "CN=sfproxy NAME"]
+    #[arg(long)]
     pub subject: Option<String>,
+    /// Replace existing files.
+    #[arg(long)]
     pub force: bool,
-    /// An interception CA (`[proxy.intercept]`) instead of a connected app's key.
+    /// Make an interception CA for [proxy.intercept] instead of a connected app key.
+    #[arg(long)]
     pub ca: bool,
-    /// Name suffixes the CA may vouch for, besides salesforce.com and force.com.
+    /// With --ca: another name suffix the CA may vouch for (repeatable).
+    #[arg(long = "permit", value_name = "SUFFIX")]
     pub permit: Vec<String>,
 }
 

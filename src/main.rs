@@ -51,29 +51,7 @@ enum Command {
     },
     /// Make a connected app's private key and certificate (for "Use digital signatures"), or
     /// with --ca an interception CA.
-    Keygen {
-        /// Base name of the files: NAME.key and NAME.crt.
-        #[arg(long)]
-        name: String,
-        /// Directory for the files.
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        /// Certificate validity in days.
-        #[arg(long, default_value_t = sfproxy::keygen::DEFAULT_DAYS)]
-        days: u32,
-        /// Certificate subject [default: "CN=sfproxy NAME"]
-        #[arg(long)]
-        subject: Option<String>,
-        /// Replace existing files.
-        #[arg(long)]
-        force: bool,
-        /// Make an interception CA for [proxy.intercept] instead of a connected app key.
-        #[arg(long)]
-        ca: bool,
-        /// With --ca: another name suffix the CA may vouch for (repeatable).
-        #[arg(long = "permit", value_name = "SUFFIX")]
-        permit: Vec<String>,
-    },
+    Keygen(Keygen),
     /// Run the proxy in front of a local Salesforce stand-in, with generated keys.
     Demo {
         /// Address of the proxy port.
@@ -124,7 +102,7 @@ fn init_logs(format: LogFormat, default: &str) -> tracing_appender::non_blocking
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen { .. });
+    let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen(_));
     let _logs = init_logs(cli.log_format, if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -140,35 +118,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(Config::path_from(config)).await,
             Command::Check { config, route } => check(Config::path_from(config), route).await,
-            Command::Keygen {
-                name,
-                dir,
-                days,
-                subject,
-                force,
-                ca,
-                permit,
-            } => {
-                let args = Keygen {
-                    name,
-                    dir,
-                    days,
-                    subject,
-                    force,
-                    ca,
-                    permit,
-                };
-                match sfproxy::keygen::run(&args) {
-                    Ok(summary) => {
-                        print!("{summary}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(error) => {
-                        eprintln!("sfproxy keygen: {error}");
-                        ExitCode::FAILURE
-                    }
+            Command::Keygen(args) => match sfproxy::keygen::run(&args) {
+                Ok(summary) => {
+                    print!("{summary}");
+                    ExitCode::SUCCESS
                 }
-            }
+                Err(error) => {
+                    eprintln!("sfproxy keygen: {error}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Demo { listen } => report("demo", sfproxy::demo::run(listen).await),
             Command::StandIn {
                 listen,

@@ -148,7 +148,8 @@ pub fn identify(
         )
     })?;
     let refused = |reason: &str| {
-        tracing::warn!(client = %name, %source, reason, "proxy credentials refused");
+        // `?`: the name is the caller's own text; quoted and escaped, it cannot forge log lines.
+        tracing::warn!(client = ?name, %source, reason, "proxy credentials refused");
         ProxyError::AuthRequired(format!(
             "proxy credentials for client {name:?} from {source} were not accepted"
         ))
