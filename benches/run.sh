@@ -24,9 +24,10 @@
 #     streaming through sfproxy, and the latency of a session replay.
 #
 # Knobs (environment): DURATION (s per cell, 10), WARMUP (s per cell, 3), CONNS ("16 64 256"),
-# MODES ("shared pinned"), UPSTREAM_H2 (1: the upstream offers HTTP/2 by ALPN; sfproxy then
-# uses it while nginx cannot. At 2d89f99 nginx answers sfproxy's h2 requests 400, "duplicate host
-# header": sfproxy sends a Host header besides :authority), SFPROXY_LOG (RUST_LOG of sfproxy, "info" as shipped), KEEP (1:
+# MODES ("shared pinned"), UPSTREAM_H2 (1, as shipped: the upstream offers HTTP/2 by ALPN, as
+# Salesforce's instances do, and sfproxy uses it; the nginx peer speaks HTTP/1.1 to it whatever
+# is offered, since nginx cannot proxy to an HTTP/2 upstream. 0: HTTP/1.1 only, for both),
+# SFPROXY_LOG (RUST_LOG of sfproxy, "info" as shipped), KEEP (1:
 # keep the temp dir), CARGO_TARGET_DIR, BURST (1000), UPLOAD_MB (100), PROFILE (1: also record a
 # `perf` profile of sfproxy, gateway form, 64 connections, into benches/results/), SFPROXY_BIN (a
 # binary to measure instead of the release build, e.g. one built with line tables for `perf`),
@@ -42,7 +43,7 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"16 64 256"}
 MODES=${MODES:-"shared pinned"}
-UPSTREAM_H2=${UPSTREAM_H2:-0}
+UPSTREAM_H2=${UPSTREAM_H2:-1}
 SFPROXY_LOG=${SFPROXY_LOG:-info}
 BURST=${BURST:-1000}
 UPLOAD_MB=${UPLOAD_MB:-100}
@@ -448,9 +449,9 @@ report() {
     cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
     echo "# sfproxy load benchmark, $DATE, nproc $NPROC"
     echo
-    echo "\`bash benches/run.sh\` at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')." \
+    echo "\`bash benches/run.sh\` at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')." \
         "$cpu_model; $(uname -sr); $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }');" \
-        "sfproxy log level $SFPROXY_LOG (nginx peer: default access log); upstream HTTP/2: $([ "$UPSTREAM_H2" = 1 ] && echo offered || echo off, HTTP/1.1 for both proxies)."
+        "sfproxy log level $SFPROXY_LOG (nginx peer: default access log); upstream HTTP/2: $([ "$UPSTREAM_H2" = 1 ] && echo "offered by ALPN, as Salesforce's instances do: sfproxy uses it, the nginx peer speaks HTTP/1.1 (it cannot proxy to HTTP/2)" || echo "off: HTTP/1.1 for both proxies")."
     echo "Each cell: wrk with the same threads and connections, ${WARMUP} s warm-up, then ${DURATION} s measured;" \
         "GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
     echo

@@ -22,7 +22,10 @@ use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 
-use crate::intercept::ca::InterceptCa;
+use crate::{
+    intercept::ca::InterceptCa,
+    metrics::{OrgMetrics, RouteMetrics},
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
 pub const DEFAULT_REPLAY_LIMIT: ByteSize = ByteSize::mib(1);
@@ -212,6 +215,7 @@ pub struct Org {
     /// Digest of every setting that makes a session (login URL, audience, client id, key,
     /// instance): sessions survive a reload exactly when it is unchanged.
     pub settings_id: [u8; 32],
+    pub metrics: OrgMetrics,
 }
 
 #[cfg(test)]
@@ -239,6 +243,7 @@ impl Org {
             rejected_backoff: DEFAULT_REJECTED_BACKOFF,
             max_logins_per_hour: DEFAULT_MAX_LOGINS_PER_HOUR,
             settings_id: [0; 32],
+            metrics: OrgMetrics::default(),
         }
     }
 }
@@ -270,6 +275,7 @@ pub struct Route {
     pub user: String,
     /// `None`: every client.
     pub clients: Option<Vec<String>>,
+    pub metrics: RouteMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -728,6 +734,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
             n => n,
         },
         settings_id,
+        metrics: OrgMetrics::default(),
     })
 }
 
@@ -890,6 +897,7 @@ fn validate_route(
         org,
         user: raw.user.trim().to_owned(),
         clients: raw.clients,
+        metrics: RouteMetrics::default(),
     })
 }
 

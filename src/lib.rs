@@ -22,12 +22,14 @@ pub mod salesforce;
 
 pub mod upstream;
 
-// Shared by every stage: the body type, errors and their answers, metrics.
+// Shared by every stage: the body type, errors and their answers, metrics, log lines.
 pub mod body;
 
 pub mod error;
 
 pub mod metrics;
+
+pub mod logs;
 
 // Beside the request path: the admin port, setup tools, the demo and its stand-in org.
 pub mod admin;

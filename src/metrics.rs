@@ -5,7 +5,15 @@
 //! layer for requests, the token client for logins, ...). Without an installed recorder, as in
 //! unit tests, recording is a no-op.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use std::{
+    fmt,
+    sync::{Mutex, OnceLock, PoisonError},
+};
+
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "sfproxy_requests_total";
@@ -85,6 +93,98 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Requests being served, from arrival until their answer is sent or dropped."
     );
     Ok(handle)
+}
+
+/// The metrics of one org, registered on first use. The recorder is installed after the config
+/// is loaded, so handles cannot be made with the org; once made, recording through them skips
+/// the registry lookup and label strings a `counter!(name, labels)` costs on every request.
+#[derive(Default)]
+pub struct OrgMetrics(OnceLock<OrgHandles>);
+
+pub struct OrgHandles {
+    pub upstream_duration: Histogram,
+    pub api_usage: Gauge,
+    pub api_limit: Gauge,
+    pub session_hit: Counter,
+    pub session_miss: Counter,
+}
+
+impl OrgMetrics {
+    pub fn get(&self, org: &str) -> &OrgHandles {
+        self.0.get_or_init(|| OrgHandles {
+            upstream_duration: histogram!(UPSTREAM_DURATION, "org" => org.to_owned()),
+            api_usage: gauge!(API_USAGE, "org" => org.to_owned()),
+            api_limit: gauge!(API_LIMIT, "org" => org.to_owned()),
+            session_hit: counter!(SESSION_CACHE, "org" => org.to_owned(), "result" => "hit"),
+            session_miss: counter!(SESSION_CACHE, "org" => org.to_owned(), "result" => "miss"),
+        })
+    }
+}
+
+impl fmt::Debug for OrgMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OrgMetrics")
+    }
+}
+
+/// The request metrics of one route (see [`OrgMetrics`]): its latency histogram, and a counter
+/// per status it has answered with.
+#[derive(Default)]
+pub struct RouteMetrics {
+    duration: OnceLock<Histogram>,
+    by_status: Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, route: &str, status: u16, seconds: f64) {
+        self.duration
+            .get_or_init(|| histogram!(REQUEST_DURATION, "route" => route.to_owned()))
+            .record(seconds);
+        let mut by_status = self
+            .by_status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = requests(route, status);
+                counter.increment(1);
+                by_status.push((status, counter));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}
+
+/// `sfproxy_requests_total` of a route (or [`NO_ROUTE`]) and status.
+pub fn requests(route: &str, status: u16) -> Counter {
+    counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string())
+}
+
+/// `sfproxy_requests_in_flight`, registered once.
+pub fn requests_in_flight() -> &'static Gauge {
+    static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
+    IN_FLIGHT.get_or_init(|| gauge!(REQUESTS_IN_FLIGHT))
+}
+
+/// How often recorded latencies are folded into their histogram buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the latencies recorded since the last round into the histograms' buckets, every
+/// [`UPKEEP_EVERY`]. The recorder keeps each sample until then: without this, a busy proxy that
+/// nobody scrapes for a while would hold every request's latency in memory.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Reads `api-usage=N/M` out of a `Sforce-Limit-Info` value

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use http::{HeaderMap, HeaderName, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -105,33 +105,43 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The hop-by-hop headers every message loses, besides those `Connection` names.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+    )
+}
+
 /// Removes hop-by-hop headers: `Connection`, every header it names, and the fixed list.
 /// `Expect` goes too: the proxy already answered the caller's `100-continue` by reading the
-/// body, and forwards it whole.
+/// body, and forwards it whole. Most messages carry none: one pass over the names finds that.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    if found.is_empty() {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in [
-        header::CONNECTION.as_str(),
-        "keep-alive",
-        "proxy-connection",
-        header::PROXY_AUTHORIZATION.as_str(),
-        header::PROXY_AUTHENTICATE.as_str(),
-        header::TE.as_str(),
-        header::TRAILER.as_str(),
-        header::TRANSFER_ENCODING.as_str(),
-        header::UPGRADE.as_str(),
-        header::EXPECT.as_str(),
-    ] {
+    for name in named.iter().chain(&found) {
         headers.remove(name);
     }
 }
@@ -182,8 +192,9 @@ impl Service<Request<ProxyBody>> for Upstream {
                     "upstream reached without a route and a session".into(),
                 ));
             };
-            let org = target.route.org.name.clone();
-            *request.uri_mut() = upstream_uri(&instance, target.path)?;
+            let RouteMatch { route, path } = target;
+            let org = &route.org;
+            *request.uri_mut() = upstream_uri(&instance, path)?;
             *request.version_mut() = Version::HTTP_11;
             let headers = request.headers_mut();
             strip_hop_by_hop(headers);
@@ -201,20 +212,22 @@ impl Service<Request<ProxyBody>> for Upstream {
                         format!("no answer: {}", error_chain(&error))
                     };
                     return Err(ProxyError::UpstreamUnreachable {
-                        org,
+                        org: org.name.clone(),
                         instance: instance.to_string(),
                         reason,
                     });
                 }
                 Err(_) => {
                     return Err(ProxyError::UpstreamTimeout {
-                        org,
+                        org: org.name.clone(),
                         instance: instance.to_string(),
                         after: timeout,
                     });
                 }
             };
-            ::metrics::histogram!(metrics::UPSTREAM_DURATION, "org" => org.clone())
+            let handles = org.metrics.get(&org.name);
+            handles
+                .upstream_duration
                 .record(started.elapsed().as_secs_f64());
             let (mut parts, incoming) = response.into_parts();
             if let Some((used, limit)) = parts
@@ -223,8 +236,8 @@ impl Service<Request<ProxyBody>> for Upstream {
                 .and_then(|v| v.to_str().ok())
                 .and_then(metrics::parse_api_usage)
             {
-                ::metrics::gauge!(metrics::API_USAGE, "org" => org.clone()).set(used as f64);
-                ::metrics::gauge!(metrics::API_LIMIT, "org" => org).set(limit as f64);
+                handles.api_usage.set(used as f64);
+                handles.api_limit.set(limit as f64);
             }
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(parts, body::boxed(incoming)))

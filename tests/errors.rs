@@ -101,12 +101,13 @@ async fn still_serves(proxy: &Proxy, url: &str, args: &[&str]) {
 }
 
 /// No answer and no log line shows an access token or key material.
-fn assert_no_secrets(proxy: &Proxy, org: &Org, replies: &[&Reply]) {
+async fn assert_no_secrets(proxy: &Proxy, org: &Org, replies: &[&Reply]) {
     let tokens: Vec<String> = org
         .seen_authorizations()
         .iter()
         .map(|a| a.trim_start_matches("Bearer ").to_owned())
         .collect();
+    proxy.settle().await;
     let log = proxy.log();
     let mut texts = vec![log];
     for reply in replies {
@@ -187,7 +188,7 @@ async fn login_rejected(
 
     still_serves(&proxy, GOOD, &[]).await;
     assert_eq!(org.mock.requests().len(), 1);
-    assert_no_secrets(&proxy, org, &[&reply]);
+    assert_no_secrets(&proxy, org, &[&reply]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,7 +298,7 @@ async fn login_unavailable_when_the_token_host_is_down() {
         expected(&[("PROXY_LOGIN_UNAVAILABLE", 503)])
     );
     still_serves(&proxy, GOOD, &[]).await;
-    assert_no_secrets(&proxy, &org, &[&reply]);
+    assert_no_secrets(&proxy, &org, &[&reply]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -384,7 +385,7 @@ async fn login_unavailable_when_the_token_endpoint_answers_nonsense() {
         4,
         "only the good requests reached the org"
     );
-    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>());
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -420,7 +421,7 @@ async fn login_unavailable_when_the_token_response_names_a_plain_http_instance()
 
     org.mock.set_instance_url(None);
     still_serves(&proxy, GOOD, &[]).await;
-    assert_no_secrets(&proxy, &org, &[&reply]);
+    assert_no_secrets(&proxy, &org, &[&reply]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,7 +459,7 @@ async fn instance_that_refuses_connections_is_502() {
     );
 
     still_serves(&proxy, GOOD, &[]).await;
-    assert_no_secrets(&proxy, &org, &[&reply, &again]);
+    assert_no_secrets(&proxy, &org, &[&reply, &again]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,7 +514,7 @@ async fn instance_that_never_answers_is_504_after_request_timeout() {
     still_serves(&proxy, GOOD, &[]).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     holder.abort();
-    assert_no_secrets(&proxy, &org, &[&reply]);
+    assert_no_secrets(&proxy, &org, &[&reply]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -634,7 +635,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
             bad, bad, bad, bad, bad, bad, bad, no_route, no_route, connect, connect
         ])
     );
-    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>());
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,8 +719,9 @@ async fn unknown_callers_get_407_and_other_clients_403() {
         refused_codes(&proxy, 5).await,
         expected(&[auth, auth, auth, auth, ("PROXY_CLIENT_FORBIDDEN", 403)])
     );
+    proxy.settle().await;
     for text in replies.iter().map(|r| r.body.clone()).chain([proxy.log()]) {
         assert!(!text.contains("erp-secret") && !text.contains("wms-secret"));
     }
-    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>());
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }

@@ -56,6 +56,7 @@ async fn curl_through_the_proxy_gets_salesforce_answer_with_injected_bearer() {
     );
 
     // The log line of the request names route, org, user and session source, never the query.
+    proxy.settle().await;
     let lines = proxy.events("request");
     let last = lines.last().unwrap();
     assert_eq!(last["route"], "erp");
@@ -160,6 +161,7 @@ async fn two_clients_on_one_host_act_as_two_users() {
         );
     }
     assert_eq!(org.mock.requests().len(), 2);
+    proxy.settle().await;
     assert!(!proxy.log().contains("erp-secret"));
 }
 
@@ -222,6 +224,7 @@ async fn refusals_send_nothing_upstream() {
         0,
         "no login for a refused request"
     );
+    proxy.settle().await;
     let refusals = proxy.events("refused");
     let codes: Vec<&str> = refusals.iter().filter_map(|e| e["code"].as_str()).collect();
     assert_eq!(

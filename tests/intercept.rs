@@ -223,6 +223,7 @@ async fn a_caller_that_does_not_trust_the_ca_fails_cleanly() {
         refusals[0]["level"], "WARN",
         "the caller's side, not a server error"
     );
+    proxy.settle().await;
     let log = proxy.log();
     assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
     // And the proxy goes on serving callers that do trust it.

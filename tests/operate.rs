@@ -125,6 +125,7 @@ async fn warm_org_is_ready_only_after_its_session_is_minted_and_admin_is_apart()
         1,
         "no login for the first caller"
     );
+    proxy.settle().await;
     let line = proxy.events("request").pop().unwrap();
     assert_eq!(line["session"], "cache", "{line}");
 
@@ -471,6 +472,7 @@ async fn request_id_is_echoed_and_logged_with_the_request_line() {
     assert_eq!(line["route"], "none", "{line}");
 
     // Never the query (SOQL carries personal data), never a token.
+    proxy.settle().await;
     let log = proxy.log();
     for secret in ["SELECT", "x@y.z", "Email"] {
         assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
@@ -672,7 +674,10 @@ async fn reload_keeps_sessions_of_unchanged_orgs_and_renews_changed_ones() {
         reloads += 1;
         proxy.wait_for_events(RELOADED, reloads).await;
     };
-    let last_session = |proxy: &Proxy| proxy.events("request").pop().unwrap()["session"].clone();
+    let last_session = async |proxy: &Proxy| {
+        proxy.settle().await;
+        proxy.events("request").pop().unwrap()["session"].clone()
+    };
 
     assert_eq!(via(&proxy, &limits(HOST)).await.status, 200);
     assert_eq!(org.mock.token_requests(), 1);
@@ -685,7 +690,7 @@ async fn reload_keeps_sessions_of_unchanged_orgs_and_renews_changed_ones() {
         1,
         "no login after a routes-only reload"
     );
-    assert_eq!(last_session(&proxy), "cache");
+    assert_eq!(last_session(&proxy).await, "cache");
     let rest_calls = org.mock.requests().len();
 
     // client_id changed: the next call logs in again (the stand-in only knows the old consumer
@@ -743,7 +748,7 @@ async fn reload_keeps_sessions_of_unchanged_orgs_and_renews_changed_ones() {
         4,
         "a new login after login_url changed"
     );
-    assert_eq!(last_session(&proxy), "minted");
+    assert_eq!(last_session(&proxy).await, "minted");
     let auth = org.seen_authorizations();
     assert_ne!(auth[auth.len() - 1], auth[0], "a new session was sent");
 
@@ -751,7 +756,7 @@ async fn reload_keeps_sessions_of_unchanged_orgs_and_renews_changed_ones() {
     reload(other_login + &route("wms", &[WMS_HOST], OTHER_USER, "")).await;
     assert_eq!(via(&proxy, &limits(HOST)).await.status, 200);
     assert_eq!(org.mock.token_requests(), 4);
-    assert_eq!(last_session(&proxy), "cache");
+    assert_eq!(last_session(&proxy).await, "cache");
 }
 
 // ---- Graceful shutdown.
@@ -818,6 +823,7 @@ async fn sigterm_lets_requests_in_flight_finish_refuses_new_ones_and_exits_zero(
         exited_after < Duration::from_secs(5),
         "exits once the requests finished, well within shutdown_grace: {exited_after:?}"
     );
+    proxy.settle().await;
     assert!(!proxy.events("sfproxy stopped").is_empty());
 }
 

@@ -63,6 +63,7 @@ async fn a_thousand_cold_callers_share_one_token_request() {
     );
     assert_eq!(org.mock.requests().len(), 1000);
     assert!(org.mock.requests().iter().all(|r| r.session_valid));
+    proxy.settle().await;
     let minted = proxy
         .events("request")
         .iter()
@@ -91,6 +92,7 @@ async fn expired_session_is_renewed_and_the_request_replayed_once() {
     let auth = org.seen_authorizations();
     assert_eq!(auth[0], auth[1], "the expired session was tried first");
     assert_ne!(auth[1], auth[2], "the replay used the new session");
+    proxy.settle().await;
     assert_eq!(
         proxy.events("request").last().unwrap()["session"],
         "replayed"

@@ -90,8 +90,7 @@ where
         match choose(&self.routes, &request) {
             Ok(matched) => {
                 if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
-                    let route = &matched.route;
-                    notes.set_route(route.name.clone(), &route.org.name, &route.user);
+                    notes.set_route(matched.route.clone());
                 }
                 request.extensions_mut().insert(matched);
                 Either::Right(self.inner.call(request))
@@ -223,17 +222,32 @@ fn check_path(path: &str) -> Result<(), ProxyError> {
         )));
     }
     let suspicious = path.contains('\\')
-        || path.to_ascii_lowercase().contains("%5c")
-        || path.split('/').any(|segment| {
-            let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-            decoded == "." || decoded == ".."
-        });
+        || path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
+        || path.split('/').any(is_dot_segment);
     if suspicious {
         return Err(ProxyError::BadRequest(format!(
             "the path {path:?} has dot segments or backslashes; send the normalised path"
         )));
     }
     Ok(())
+}
+
+/// `.` or `..`, with any of the dots written `%2e` (or `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 fn forward_path<B>(route: &Route, request: &Request<B>) -> Result<PathAndQuery, ProxyError> {

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::{
     body::{BodyError, ProxyBody},
+    config::Route,
     metrics,
 };
 
@@ -35,7 +36,7 @@ const MAX_REQUEST_ID: usize = 128;
 #[derive(Debug, Default)]
 pub struct Notes {
     client: OnceLock<Arc<str>>,
-    route: OnceLock<(Arc<str>, String, String)>,
+    route: OnceLock<Arc<Route>>,
     session: Mutex<Option<&'static str>>,
 }
 
@@ -44,8 +45,8 @@ impl Notes {
         let _ = self.client.set(client);
     }
 
-    pub fn set_route(&self, route: Arc<str>, org: &str, user: &str) {
-        let _ = self.route.set((route, org.to_owned(), user.to_owned()));
+    pub fn set_route(&self, route: Arc<Route>) {
+        let _ = self.route.set(route);
     }
 
     /// `cache`, `minted` or `replayed`; the last word wins.
@@ -68,13 +69,11 @@ impl RequestLine {
     fn write(&mut self, status: u16) {
         self.written = true;
         let elapsed = self.start.elapsed();
-        let (route, org, user) = self
-            .notes
-            .route
-            .get()
-            .map_or((metrics::NO_ROUTE, "", ""), |(r, o, u)| {
-                (&**r, o.as_str(), u.as_str())
-            });
+        let chosen = self.notes.route.get();
+        let (route, org, user) = match chosen {
+            Some(r) => (&*r.name, r.org.name.as_str(), r.user.as_str()),
+            None => (metrics::NO_ROUTE, "", ""),
+        };
         let session = self
             .notes
             .session
@@ -93,14 +92,14 @@ impl RequestLine {
             session,
             "request"
         );
-        ::metrics::counter!(
-            metrics::REQUESTS,
-            "route" => route.to_owned(),
-            "status" => status.to_string()
-        )
-        .increment(1);
-        ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_owned())
-            .record(elapsed.as_secs_f64());
+        match chosen {
+            Some(chosen) => chosen.metrics.record(route, status, elapsed.as_secs_f64()),
+            None => {
+                metrics::requests(metrics::NO_ROUTE, status).increment(1);
+                ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => metrics::NO_ROUTE)
+                    .record(elapsed.as_secs_f64());
+            }
+        }
     }
 }
 
@@ -117,14 +116,14 @@ struct InFlight;
 
 impl InFlight {
     fn new() -> Self {
-        ::metrics::gauge!(metrics::REQUESTS_IN_FLIGHT).increment(1.0);
+        metrics::requests_in_flight().increment(1.0);
         Self
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        ::metrics::gauge!(metrics::REQUESTS_IN_FLIGHT).decrement(1.0);
+        metrics::requests_in_flight().decrement(1.0);
     }
 }
 

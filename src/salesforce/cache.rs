@@ -149,16 +149,11 @@ impl SessionCache {
                 (entry.into_value(), source)
             }
         };
-        let result = match source {
-            Source::Minted => "miss",
-            Source::Cache => "hit",
-        };
-        metrics::counter!(
-            crate::metrics::SESSION_CACHE,
-            "org" => org.name.clone(),
-            "result" => result
-        )
-        .increment(1);
+        let handles = org.metrics.get(&org.name);
+        match source {
+            Source::Minted => handles.session_miss.increment(1),
+            Source::Cache => handles.session_hit.increment(1),
+        }
         Ok((session, source))
     }
 

@@ -335,6 +335,22 @@ impl Proxy {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits until the log has stopped growing (lines reach stderr in batches, at most about
+    /// 20 ms apart): after this, `log()` and `events()` hold what was logged for the requests
+    /// answered so far.
+    pub async fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = self.log().len();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.log().len();
+            if now == seen || std::time::Instant::now() > deadline {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// The JSON log events whose message is `message`, with the fields of the request's span
     /// (route, org, user, session...) merged in.
     pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
