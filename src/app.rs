@@ -243,9 +243,6 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
         proxy: listener.local_addr().map_err(|e| e.to_string())?,
         admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
     };
-    if let Some(handle) = &prometheus {
-        tokio::spawn(metrics::upkeep(handle.clone()));
-    }
     if let Some(listener) = admin {
         tokio::spawn(admin::serve(listener, app.clone(), prometheus));
     }

@@ -257,12 +257,23 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     pub name: Arc<str>,
     pub networks: Vec<IpNet>,
     /// SHA-256 of the secret; the secret itself is never kept.
     pub secret_sha256: Option<[u8; 32]>,
+}
+
+/// Without the secret's hash: an unsalted SHA-256 of a weak secret is as good as the secret.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .field("networks", &self.networks)
+            .field("secret", &self.secret_sha256.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -627,6 +638,11 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         return Err(ConfigError::new(key("client_id"), "must not be empty"));
     }
     let mut key_file = None;
+    let key_source = if raw.private_key_env.is_some() && raw.private_key_file.is_none() {
+        key("private_key_env")
+    } else {
+        key("private_key_file")
+    };
     let pem = match (raw.private_key_file, raw.private_key_env) {
         (Some(file), None) => {
             let path = base.join(file);
@@ -639,14 +655,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
             key_file = Some(path);
             pem
         }
-        (None, Some(var)) => std::env::var(&var)
-            .map_err(|_| {
-                ConfigError::new(
-                    key("private_key_env"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?
-            .into_bytes(),
+        (None, Some(var)) => env_value(&key("private_key_env"), &var)?.into_bytes(),
         _ => {
             return Err(ConfigError::new(
                 key("private_key_file"),
@@ -656,7 +665,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
     };
     let signing_key = load_signing_key(&pem).map_err(|m| {
         ConfigError::new(
-            key("private_key_file"),
+            key_source,
             format!("{m}; expected an RSA private key in PEM (PKCS#8 or PKCS#1)"),
         )
     })?;
@@ -738,6 +747,28 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
     })
 }
 
+/// The value of the environment variable a `*_env` key names. Neither the value nor the name is
+/// ever quoted back: a config template that put the key or secret itself where its variable's
+/// name belongs would otherwise print it.
+fn env_value(key: &str, var: &str) -> Result<String, ConfigError> {
+    let is_name = var.len() <= 255
+        && var.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !is_name {
+        return Err(ConfigError::new(
+            key,
+            "must be the name of an environment variable (letters, digits and _), not a value",
+        ));
+    }
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Ok(value),
+        _ => Err(ConfigError::new(
+            key,
+            "the environment variable it names is not set, is empty, or is not UTF-8",
+        )),
+    }
+}
+
 /// Parses the PEM and signs a throwaway token with it, so a key that cannot sign RS256 fails at
 /// start rather than on the first request. The error text never includes key material.
 fn load_signing_key(pem: &[u8]) -> Result<SigningKey, String> {
@@ -759,16 +790,7 @@ fn validate_client(name: &str, raw: RawClient) -> Result<Client, ConfigError> {
         (Some(hex), None) => Some(parse_sha256(&hex).ok_or_else(|| {
             ConfigError::new(key("secret_sha256"), "must be 64 hexadecimal digits")
         })?),
-        (None, Some(var)) => {
-            let secret = std::env::var(&var).unwrap_or_default();
-            if secret.is_empty() {
-                return Err(ConfigError::new(
-                    key("secret_env"),
-                    format!("environment variable {var} is not set or empty"),
-                ));
-            }
-            Some(sha256(secret.as_bytes()))
-        }
+        (None, Some(var)) => Some(sha256(env_value(&key("secret_env"), &var)?.as_bytes())),
         (None, None) => None,
     };
     if name.contains(':') {
@@ -803,6 +825,11 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The broadest networks a client without a secret may have: 10.0.0.0/8 and fc00::/7 (private
+/// ranges) pass; 0.0.0.0/1 or 2000::/3, most of the internet, do not.
+const MIN_OPEN_PREFIX_V4: u8 = 8;
+const MIN_OPEN_PREFIX_V6: u8 = 7;
+
 /// Refuses configs under which anyone who can reach the port would act as a Salesforce user.
 fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), ConfigError> {
     if clients.is_empty() && !proxy.listen.ip().is_loopback() {
@@ -817,13 +844,22 @@ fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), Confi
         ));
     }
     for client in clients {
-        let whole_internet =
-            client.networks.is_empty() || client.networks.iter().any(|n| n.prefix_len() == 0);
-        if client.secret_sha256.is_none() && whole_internet {
+        if client.secret_sha256.is_some() {
+            continue;
+        }
+        let too_broad = client.networks.is_empty()
+            || client.networks.iter().any(|n| match n {
+                IpNet::V4(n) => n.prefix_len() < MIN_OPEN_PREFIX_V4,
+                IpNet::V6(n) => n.prefix_len() < MIN_OPEN_PREFIX_V6,
+            });
+        if too_broad {
             return Err(ConfigError::new(
                 format!("clients.{}", client.name),
-                "has neither a secret nor networks narrower than the whole internet: anyone who \
-                 can reach the port would be this client; set networks or secret_sha256/secret_env",
+                format!(
+                    "has no secret and no networks, or networks broader than /{MIN_OPEN_PREFIX_V4} \
+                     (IPv4) or /{MIN_OPEN_PREFIX_V6} (IPv6): anyone who can reach the port from \
+                     them would be this client; narrow networks or set secret_sha256/secret_env"
+                ),
             ));
         }
     }
@@ -1011,6 +1047,20 @@ user = "u@acme.com"
         let err = load("[clients.erp]\n").unwrap_err();
         assert_eq!(err.key, "clients.erp");
 
+        // Most of the internet in pieces is no better than all of it.
+        for networks in [
+            r#"["0.0.0.0/1", "128.0.0.0/1"]"#,
+            r#"["10.0.0.0/8", "64.0.0.0/2"]"#,
+            r#"["2000::/3"]"#,
+        ] {
+            let err = load(&format!("[clients.erp]\nnetworks = {networks}\n")).unwrap_err();
+            assert_eq!(err.key, "clients.erp", "{networks}");
+            assert!(err.message.contains("broader than /8"), "{err}");
+        }
+        for networks in [r#"["10.0.0.0/8", "192.168.0.0/16"]"#, r#"["fc00::/7"]"#] {
+            load(&format!("[clients.erp]\nnetworks = {networks}\n")).unwrap();
+        }
+
         // A secret makes the whole internet acceptable: the caller must prove who it is.
         let hex = "00".repeat(32);
         load(&format!(
@@ -1027,6 +1077,46 @@ user = "u@acme.com"
         let err = load("[[routes]]\nname = \"x\"\nhosts = [\"a\"]\norg = \"nope\"\nuser = \"u\"\n")
             .unwrap_err();
         assert_eq!(err.key, "routes.x.org");
+    }
+
+    #[test]
+    fn env_keys_name_variables_and_never_quote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+        let org = ORG.replace(
+            "private_key_file = \"acme.key\"",
+            &format!("private_key_env = \"\"\"{pem}\"\"\""),
+        );
+        let err = Config::from_toml(&format!("{org}{ROUTE}"), dir.path()).unwrap_err();
+        assert_eq!(err.key, "orgs.acme.private_key_env");
+        assert!(
+            !err.to_string().contains("MIIE") && !err.to_string().contains("BEGIN"),
+            "{err}"
+        );
+
+        let org = ORG.replace(
+            "private_key_file = \"acme.key\"",
+            "private_key_env = \"SFPROXY_TEST_UNSET_KEY_VAR\"",
+        );
+        let err = Config::from_toml(&format!("{org}{ROUTE}"), dir.path()).unwrap_err();
+        assert_eq!(err.key, "orgs.acme.private_key_env");
+        assert!(err.message.contains("not set"), "{err}");
+
+        // A secret that happens to look like a variable name is not quoted either.
+        let err = load("[clients.erp]\nsecret_env = \"hunter2hunter2\"\n").unwrap_err();
+        assert_eq!(err.key, "clients.erp.secret_env");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn client_debug_hides_the_secret_hash() {
+        let hex = "ab".repeat(32);
+        let config = load(&format!("[clients.erp]\nsecret_sha256 = \"{hex}\"\n")).unwrap();
+        let debug = format!("{:?}", config.clients);
+        assert!(
+            debug.contains("erp") && !debug.contains("abab") && !debug.contains("171"),
+            "{debug}"
+        );
     }
 
     #[test]

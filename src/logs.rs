@@ -39,11 +39,15 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// Past this, logging waits for the writer instead of growing the buffer.
 pub const MAX_PENDING: usize = 8 * 1024 * 1024;
+/// How long exiting waits for the last lines: stderr may be a pipe nobody reads.
+pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Pending {
     lines: Vec<u8>,
     closed: bool,
+    /// Set by the writer thread once everything is written after `closed`.
+    finished: bool,
 }
 
 #[derive(Default)]
@@ -51,7 +55,7 @@ struct Shared {
     pending: Mutex<Pending>,
     /// The writer waits here for a first line, a full batch, or the end.
     to_writer: Condvar,
-    /// Loggers wait here while `MAX_PENDING` bytes are waiting.
+    /// Loggers wait here while `MAX_PENDING` bytes are waiting; [`Flush`] for `finished`.
     drained: Condvar,
 }
 
@@ -67,34 +71,41 @@ pub struct BatchedWriter {
     shared: Arc<Shared>,
 }
 
-/// Writes what is still waiting and stops the writer thread when dropped: keep it alive in
-/// `main` for as long as the process logs.
+/// Writes what is still waiting and stops the writer thread when dropped (waiting at most
+/// [`EXIT_WAIT`]): keep it alive in `main` for as long as the process logs.
 pub struct Flush {
     shared: Arc<Shared>,
-    writer: Option<thread::JoinHandle<()>>,
 }
 
 /// Starts the writer thread over `out`.
-pub fn batched<W: Write + Send + 'static>(mut out: W) -> io::Result<(BatchedWriter, Flush)> {
+pub fn batched<W: Write + Send + 'static>(out: W) -> io::Result<(BatchedWriter, Flush)> {
+    batched_every(out, BATCH_WINDOW)
+}
+
+fn batched_every<W: Write + Send + 'static>(
+    mut out: W,
+    window: Duration,
+) -> io::Result<(BatchedWriter, Flush)> {
     let shared = Arc::new(Shared::default());
-    let writer = {
+    {
         let shared = shared.clone();
         thread::Builder::new()
             .name("sfproxy-logs".into())
-            .spawn(move || write_batches(&shared, &mut out))?
-    };
+            .spawn(move || {
+                write_batches(&shared, &mut out, window);
+                shared.lock().finished = true;
+                shared.drained.notify_all();
+            })?;
+    }
     Ok((
         BatchedWriter {
             shared: shared.clone(),
         },
-        Flush {
-            shared,
-            writer: Some(writer),
-        },
+        Flush { shared },
     ))
 }
 
-fn write_batches(shared: &Shared, out: &mut impl Write) {
+fn write_batches(shared: &Shared, out: &mut impl Write, window: Duration) {
     let mut spare = Vec::new();
     let mut last_write: Option<Instant> = None;
     loop {
@@ -108,9 +119,7 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
         if pending.lines.is_empty() {
             return; // closed, and everything written
         }
-        let wait = last_write.map_or(Duration::ZERO, |at| {
-            BATCH_WINDOW.saturating_sub(at.elapsed())
-        });
+        let wait = last_write.map_or(Duration::ZERO, |at| window.saturating_sub(at.elapsed()));
         if !wait.is_zero() && !pending.closed && pending.lines.len() < BATCH_BYTES {
             pending = shared
                 .to_writer
@@ -134,11 +143,14 @@ fn write_batches(shared: &Shared, out: &mut impl Write) {
 
 impl Drop for Flush {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.to_writer.notify_one();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        // A writer stuck on a full pipe must not keep the process from exiting.
+        let _ = self
+            .shared
+            .drained
+            .wait_timeout_while(pending, EXIT_WAIT, |p| !p.finished);
     }
 }
 
@@ -383,20 +395,66 @@ mod tests {
         Ok(())
     }
 
+    /// With a window of a second: a line after a quiet spell is written at once; a line right
+    /// after it waits for the window; both reach the sink.
     #[test]
-    fn a_line_after_a_quiet_spell_is_written_at_once() -> io::Result<()> {
+    fn a_line_after_a_quiet_spell_goes_at_once_and_a_busy_spell_waits_for_the_window()
+    -> io::Result<()> {
+        let window = Duration::from_secs(1);
         let sink = Sink::default();
-        let (writer, _flush) = batched(sink.clone())?;
-        let written = |n: usize| sink.0.lock().map(|s| s.1 >= n).unwrap_or(false);
-        for n in 1..=2 {
-            writer.make_writer().write_all(b"alone\n")?;
-            let started = Instant::now();
-            while !written(n) {
-                assert!(started.elapsed() < Duration::from_secs(5), "never written");
-                thread::sleep(Duration::from_millis(1));
-            }
-            thread::sleep(BATCH_WINDOW * 2);
+        let (writer, _flush) = batched_every(sink.clone(), window)?;
+        let bytes = || sink.0.lock().map(|s| s.0.clone()).unwrap_or_default();
+        let started = Instant::now();
+        writer.make_writer().write_all(b"first\n")?;
+        while bytes().is_empty() {
+            assert!(
+                started.elapsed() < window / 2,
+                "a lone line waited for the window"
+            );
+            thread::sleep(Duration::from_millis(1));
         }
+        writer.make_writer().write_all(b"second\n")?;
+        thread::sleep(window / 4);
+        assert_eq!(
+            bytes(),
+            b"first\n",
+            "the second line did not wait for the window"
+        );
+        while bytes() != b"first\nsecond\n" {
+            assert!(
+                started.elapsed() < window * 5,
+                "the second line was never written"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// A `Write` that never returns, as stderr does when it is a pipe nobody reads.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                thread::park();
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn exiting_does_not_wait_for_ever_on_a_stuck_stderr() -> io::Result<()> {
+        let (writer, flush) = batched(Stuck)?;
+        writer.make_writer().write_all(b"never read\n")?;
+        let started = Instant::now();
+        drop(flush);
+        let waited = started.elapsed();
+        assert!(
+            waited >= EXIT_WAIT / 2 && waited < EXIT_WAIT * 3,
+            "{waited:?}"
+        );
         Ok(())
     }
 

@@ -172,21 +172,6 @@ pub fn requests_in_flight() -> &'static Gauge {
     IN_FLIGHT.get_or_init(|| gauge!(REQUESTS_IN_FLIGHT))
 }
 
-/// How often recorded latencies are folded into their histogram buckets.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Folds the latencies recorded since the last round into the histograms' buckets, every
-/// [`UPKEEP_EVERY`]. The recorder keeps each sample until then: without this, a busy proxy that
-/// nobody scrapes for a while would hold every request's latency in memory.
-pub async fn upkeep(handle: PrometheusHandle) {
-    let mut every = tokio::time::interval(UPKEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        handle.run_upkeep();
-    }
-}
-
 /// Reads `api-usage=N/M` out of a `Sforce-Limit-Info` value
 /// (`api-usage=18/15000; per-app-api-usage=17/250(appName=x)`).
 pub fn parse_api_usage(value: &str) -> Option<(u64, u64)> {

@@ -104,11 +104,11 @@ pub async fn serve(
         tokio::spawn(async move {
             let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN);
             open.increment(1.0);
-            // hyper's header timeout starts with the first byte: a caller that connects and
-            // says nothing must not hold a connection slot for ever.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(1..)) => {
+            // hyper's header timeout starts once it knows the protocol: a caller that connects
+            // and says nothing, or stalls inside the HTTP/2 preface, must not hold a
+            // connection slot for ever.
+            match tokio::time::timeout(header_timeout, protocol_known(&stream)).await {
+                Ok(Ok(())) => {
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
                         .into_owned();
@@ -130,6 +130,26 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still in flight after {grace:?}; closing them");
+    }
+}
+
+/// What an HTTP/2 (h2c) caller sends first; anything else is read as HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Returns once the first bytes tell HTTP/1 from the HTTP/2 preface (hyper's version detection
+/// reads them with no timeout of its own); an error if the caller closed first.
+async fn protocol_known(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let mut start = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut start).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if n == H2_PREFACE.len() || start[..n] != H2_PREFACE[..n] {
+            return Ok(());
+        }
+        // Part of the preface so far: peek returns at once while nothing new arrives.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

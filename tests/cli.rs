@@ -214,6 +214,11 @@ async fn configs_that_expose_a_salesforce_user_refuse_to_start() {
             "clients.erp",
         ),
         (
+            "client open to most of the internet in two halves, without a secret",
+            format!("{GOOD}\n[clients.erp]\nnetworks = [\"0.0.0.0/1\", \"128.0.0.0/1\"]\n"),
+            "clients.erp",
+        ),
+        (
             "client with neither networks nor secret",
             format!("{GOOD}\n[clients.erp]\n"),
             "clients.erp",
@@ -254,12 +259,13 @@ async fn configs_that_expose_a_salesforce_user_refuse_to_start() {
     .await
     .wait_ready()
     .await;
-    assert!(
-        running.ready["listen"]
-            .as_str()
-            .unwrap()
-            .starts_with("0.0.0.0:")
-    );
+    let listen = running.ready["listen"].as_str().unwrap();
+    assert!(listen.starts_with("0.0.0.0:"));
+    // And a caller without the secret is refused, before any route or login.
+    let proxy = listen.replace("0.0.0.0", "http://127.0.0.1");
+    let reply = curl(&["-x", &proxy, "http://acme.my.salesforce.com/services/data"]).await;
+    assert_eq!(reply.status, 407, "{}", reply.body);
+    assert_eq!(reply.error_code(), "PROXY_AUTH_REQUIRED");
 }
 
 /// A long-running `sfproxy` child with JSON logs; stderr is read line by line.

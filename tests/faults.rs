@@ -570,19 +570,27 @@ async fn a_silent_connection_is_closed_after_header_timeout() {
     let org = Org::start().await;
     let config = org.config("header_timeout = \"1s\"", "") + &route("erp", &[HOST], USER, "");
     let proxy = Proxy::start(&config);
-    let started = Instant::now();
-    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "closed, not left open: {read:?}"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(900));
-    figures(&format!(
-        "a connection that sends nothing: closed after {:.2}s (header_timeout 1s)",
-        started.elapsed().as_secs_f64()
-    ));
+    // Nothing at all, one byte, and most of the HTTP/2 preface: each is cut at header_timeout.
+    for (sent, what) in [
+        (&b""[..], "sends nothing"),
+        (b"G", "sends one byte"),
+        (b"PRI * HTTP/2.0\r\n", "stalls inside the HTTP/2 preface"),
+    ] {
+        let started = Instant::now();
+        let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        silent.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{what}: closed, not left open: {read:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
+        figures(&format!(
+            "a connection that {what}: closed after {:.2}s (header_timeout 1s)",
+            started.elapsed().as_secs_f64()
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -144,7 +144,7 @@ async fn two_clients_on_one_host_act_as_two_users() {
 
     // Wrong secret, unknown client, no credentials: 407 with a challenge, nothing sent upstream.
     for args in [
-        vec!["--proxy-user", "erp:wrong"],
+        vec!["--proxy-user", "erp:wrong-secret"],
         vec!["--proxy-user", "nobody:erp-secret"],
         vec![],
     ] {
@@ -161,8 +161,16 @@ async fn two_clients_on_one_host_act_as_two_users() {
         );
     }
     assert_eq!(org.mock.requests().len(), 2);
+    // The known client's refusal names it; an unknown name (perhaps a mistyped secret) is not
+    // logged.
+    let refusals = proxy.wait_for_events("proxy credentials refused", 2).await;
+    let clients: Vec<&str> = refusals
+        .iter()
+        .filter_map(|e| e["client"].as_str().map(|c| c.trim_matches('"')))
+        .collect();
+    assert_eq!(clients, ["erp", "(unknown)"]);
     proxy.settle().await;
-    assert!(!proxy.log().contains("erp-secret"));
+    assert!(!proxy.log().contains("nobody"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

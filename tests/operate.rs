@@ -636,6 +636,7 @@ async fn an_invalid_reload_is_refused_with_the_start_error_and_the_old_config_se
         let reply = via(&proxy, &limits(WMS_HOST)).await;
         assert_eq!(reply.error_code(), "PROXY_NO_ROUTE");
     }
+    proxy.settle().await;
     assert!(proxy.events(RELOADED).is_empty());
     assert_eq!(org.mock.token_requests(), 1, "the session survived");
 

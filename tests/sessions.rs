@@ -63,12 +63,11 @@ async fn a_thousand_cold_callers_share_one_token_request() {
     );
     assert_eq!(org.mock.requests().len(), 1000);
     assert!(org.mock.requests().iter().all(|r| r.session_valid));
+    proxy.wait_for_events("request", 1000).await;
     proxy.settle().await;
-    let minted = proxy
-        .events("request")
-        .iter()
-        .filter(|e| e["session"] == "minted")
-        .count();
+    let lines = proxy.events("request");
+    assert_eq!(lines.len(), 1000, "one line per request");
+    let minted = lines.iter().filter(|e| e["session"] == "minted").count();
     assert_eq!(minted, 1, "exactly one request logged the mint");
     eprintln!("1,000 cold requests answered in {:?}", started.elapsed());
 }

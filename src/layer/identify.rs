@@ -147,11 +147,14 @@ pub fn identify(
             "malformed Proxy-Authorization: expected Basic base64(client:secret)".into(),
         )
     })?;
+    let known = clients.iter().any(|c| *c.name == *name);
     let refused = |reason: &str| {
-        // `?`: the name is the caller's own text; quoted and escaped, it cannot forge log lines.
-        tracing::warn!(client = ?name, %source, reason, "proxy credentials refused");
+        // An unknown name is not logged: callers mix up name and secret. A known one is logged
+        // with `?`, quoted and escaped, so it cannot forge log lines.
+        let client = if known { &*name } else { "(unknown)" };
+        tracing::warn!(client = ?client, %source, reason, "proxy credentials refused");
         ProxyError::AuthRequired(format!(
-            "proxy credentials for client {name:?} from {source} were not accepted"
+            "proxy credentials for client {client:?} from {source} were not accepted"
         ))
     };
     let client = clients

@@ -61,7 +61,8 @@ impl Source {
     }
 }
 
-/// Each session lives for its own org's `session_ttl` from when it was minted.
+/// Each session lives for its own org's `session_ttl` from when it was minted, also when it
+/// replaces an older one (a warm renewal): moka would otherwise keep the old one's deadline.
 struct SessionTtl;
 
 impl Expiry<Key, Arc<Session>> for SessionTtl {
@@ -70,6 +71,16 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
         _key: &Key,
         session: &Arc<Session>,
         _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(session.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &Key,
+        session: &Arc<Session>,
+        _updated_at: Instant,
+        _until_expiry: Option<Duration>,
     ) -> Option<Duration> {
         Some(session.ttl)
     }
@@ -314,6 +325,33 @@ mod tests {
             InstanceUrl::parse(&mock.url()).unwrap(),
             "the instance comes from the token response"
         );
+    }
+
+    #[tokio::test]
+    async fn a_renewed_session_lives_its_own_ttl_not_the_old_ones() {
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        let ttl = Duration::from_millis(600);
+        let org = Org {
+            session_ttl: ttl,
+            ..Arc::try_unwrap(org).ok().unwrap()
+        };
+        let (first, _) = cache.get(&org, "u", &tokens).await.unwrap();
+        tokio::time::sleep(ttl / 2).await;
+        let renewed = cache.refresh(&org, "u", &tokens).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &renewed));
+        // Past the first session's deadline, within the renewed one's.
+        tokio::time::sleep(ttl * 2 / 3).await;
+        let cached = cache
+            .peek(&org, "u")
+            .await
+            .expect("the renewed session is still cached");
+        assert!(Arc::ptr_eq(&cached, &renewed));
+        tokio::time::sleep(ttl / 2).await;
+        assert!(
+            cache.peek(&org, "u").await.is_none(),
+            "and it expires in its turn"
+        );
+        assert_eq!(mock.token_requests(), 2);
     }
 
     #[tokio::test]

@@ -185,9 +185,32 @@ impl TokenClient {
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|e| TokenError::Transient(format!("cannot read the token response: {e}")))?;
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    TokenError::Unavailable(format!(
+                        "the token response is larger than {} KiB: not a token response",
+                        MAX_TOKEN_RESPONSE / 1024
+                    ))
+                } else {
+                    TokenError::Transient(format!("cannot read the token response: {e}"))
+                }
+            })?;
         parse(org, status, &bytes)
     }
+}
+
+/// The longest `error` or `error_description` kept from a token endpoint's refusal.
+const MAX_REFUSAL_TEXT: usize = 300;
+
+/// A token endpoint's refusal text as it may go into a log line and an answer: control
+/// characters (a newline would start a forged log line) become spaces, and it is cut short.
+fn plain_text(text: &str) -> String {
+    text.chars()
+        .take(MAX_REFUSAL_TEXT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Reads a token endpoint answer. Error messages never quote the body: it may hold a token.
@@ -228,8 +251,8 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
     if status.is_client_error() {
         if let Ok(failure) = serde_json::from_slice::<Failure>(bytes) {
             return Err(TokenError::Rejected {
-                error: failure.error,
-                description: failure.error_description,
+                error: plain_text(&failure.error),
+                description: plain_text(&failure.error_description),
             });
         }
     }
@@ -327,5 +350,25 @@ mod tests {
                 "only 5xx is worth a retry: {status} {body}"
             );
         }
+    }
+
+    #[test]
+    fn refusal_texts_cannot_forge_log_lines() {
+        let long = "x".repeat(5000);
+        let body = format!(
+            r#"{{"error":"invalid_grant\nFAKE","error_description":"bad\r\n2026-01-01T00:00:00Z  INFO forged {long}"}}"#
+        );
+        let refused = parse(
+            &org(None),
+            StatusCode::BAD_REQUEST,
+            &Bytes::from(body.into_bytes()),
+        );
+        let Err(TokenError::Rejected { error, description }) = refused else {
+            panic!("not a refusal");
+        };
+        assert_eq!(error, "invalid_grant FAKE");
+        assert!(description.starts_with("bad  2026-01-01T00:00:00Z  INFO forged x"));
+        assert!(!description.contains(['\n', '\r']));
+        assert_eq!(description.chars().count(), MAX_REFUSAL_TEXT);
     }
 }

@@ -12,7 +12,11 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
@@ -218,16 +222,21 @@ pub fn binary() -> &'static str {
 }
 
 /// What must never appear in a log line or an answer: the stand-in's access tokens (its org id
-/// and `!`), JWT assertions (their base64url header), key material, and the proxy secrets the
-/// tests use.
+/// and `!`) and the tests' own, JWT assertions (their base64url header), key material, and the
+/// proxy secrets the tests use, also as the base64 of a `Proxy-Authorization: Basic` value.
 pub const SECRETS: &[&str] = &[
     "00D000000000001!",
+    "00Dbogus!",
     "eyJ0eXAiOiJKV1Qi",
     "eyJhbGciOi",
     "PRIVATE KEY",
     "erp-secret",
     "wms-secret",
     "wrong-secret",
+    "ZXJwOmVycC1zZWNyZXQ",     // erp:erp-secret
+    "d21zOndtcy1zZWNyZXQ",     // wms:wms-secret
+    "ZXJwOndyb25nLXNlY3JldA",  // erp:wrong-secret
+    "bm9ib2R5OmVycC1zZWNyZXQ", // nobody:erp-secret
 ];
 
 /// The real `sfproxy run` on a config file, logging at `trace` (unless `RUST_LOG` says
@@ -238,6 +247,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
     leaks: Arc<Mutex<Vec<String>>>,
+    /// Trace lines searched; once a request was answered from upstream at the default
+    /// `RUST_LOG=trace` there must be some, or the search proved nothing.
+    traced: Arc<AtomicUsize>,
+    at_trace: bool,
     reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
@@ -251,10 +264,15 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sfproxy.toml");
         std::fs::write(&path, config).expect("write config");
+        let rust_log = env
+            .iter()
+            .find(|(k, _)| *k == "RUST_LOG")
+            .map_or_else(|| env_or("RUST_LOG", "trace"), |(_, v)| (*v).to_owned());
+        let at_trace = rust_log == "trace";
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", env_or("RUST_LOG", "trace"))
+            .env("RUST_LOG", &rust_log)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -265,7 +283,8 @@ impl Proxy {
         let log = Arc::new(Mutex::new(String::new()));
         let leaks = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (sink, leaked) = (log.clone(), leaks.clone());
+        let traced = Arc::new(AtomicUsize::new(0));
+        let (sink, leaked, traces) = (log.clone(), leaks.clone(), traced.clone());
         let reader = std::thread::spawn(move || {
             let mut ready_tx = Some(ready_tx);
             let mut stderr = BufReader::new(stderr);
@@ -288,8 +307,11 @@ impl Proxy {
                 // Tests read the proxy's own events; the dependencies' chatter (hyper, rustls,
                 // h2 at debug and trace) is only searched, not kept.
                 let ours = line.contains("\"target\":\"sfproxy");
-                let chatter =
-                    line.contains("\"level\":\"TRACE\"") || line.contains("\"level\":\"DEBUG\"");
+                let trace = line.contains("\"level\":\"TRACE\"");
+                if trace {
+                    traces.fetch_add(1, Ordering::Relaxed);
+                }
+                let chatter = trace || line.contains("\"level\":\"DEBUG\"");
                 if line.contains("\"sfproxy ready\"") {
                     if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
                         if let (Some(tx), Some(listen)) =
@@ -321,6 +343,8 @@ impl Proxy {
             addr,
             log,
             leaks,
+            traced,
+            at_trace,
             reader: Some(reader),
             _dir: dir,
         }
@@ -391,6 +415,17 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        // SIGTERM first, so the proxy writes the log lines it still holds (they are written in
+        // batches) and all of them are searched; SIGKILL if it does not stop soon.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(reader) = self.reader.take() {
@@ -402,6 +437,15 @@ impl Drop for Proxy {
                 leaks.is_empty(),
                 "secrets in the proxy's log:\n{}",
                 leaks.join("\n")
+            );
+            // Trace lines come from the TLS and HTTP client: a request that went upstream.
+            let served = self
+                .events("request")
+                .iter()
+                .any(|e| e["status"].as_u64().is_some_and(|s| s < 400));
+            assert!(
+                !(self.at_trace && served) || self.traced.load(Ordering::Relaxed) > 0,
+                "requests were served but no trace line was searched for secrets"
             );
         }
     }
