@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # sfproxy's load benchmark: sfproxy against nginx with a static bearer header, and against the
-# direct call, on this machine, on loopback only, in one bounded run (under 6 minutes on 2 cores
+# direct call, on this machine, on loopback only, in one bounded run (about 7 minutes on 2 cores
 # with a warm build).
 #
 #   bash benches/run.sh
@@ -23,7 +23,10 @@
 #  7. measures cold start (1,000 concurrent requests on an empty cache), a 100 MB upload
 #     streaming through sfproxy, and the latency of a session replay.
 #
-# Knobs (environment): DURATION (s per cell, 10), WARMUP (s per cell, 3), CONNS ("16 64 256"),
+# Knobs (environment): DURATION (s per measured run, 4), ROUNDS (3: each row measures its four
+# targets one after another, this many times; a cell is the median run, its ratios the median of
+# the rounds' ratios, so a target is compared with its peer measured seconds apart on a noisy
+# machine), WARMUP (s per cell, before its first round, 3), CONNS ("16 64 256"),
 # MODES ("shared pinned"), UPSTREAM_H2 (1, as shipped: the upstream offers HTTP/2 by ALPN, as
 # Salesforce's instances do, and sfproxy uses it; the nginx peer speaks HTTP/1.1 to it whatever
 # is offered, since nginx cannot proxy to an HTTP/2 upstream. 0: HTTP/1.1 only, for both),
@@ -39,7 +42,8 @@ started_at=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-4}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"16 64 256"}
 MODES=${MODES:-"shared pinned"}
@@ -285,15 +289,16 @@ check_targets() {
     grep -q '^HTTP/1.1 200' <<<"$out" || die "forward form: $out"
 }
 
-declare -A R=() # "mode conns target" -> "rps p50_us p99_us errors cpu_us_per_req other wrk up proxy"
+declare -A R=() # "mode conns target[ round]" -> "rps p50_us p99_us errors cpu_us_per_req other wrk up proxy"
+declare -A XN=() XP=() XD=() # "mode conns target" -> median over rounds of ×nginx req/s, ×nginx p99, ×direct req/s
 declare -A HWM=() # "mode conns" -> sfproxy VmHWM (kB) after that row
 declare -A POOL=() # "mode conns" -> sfproxy's connections to the upstream after that row
 upstream_conns() {
     ss -tnp state established "( dport = :$UPSTREAM_PORT )" 2>/dev/null | grep -c "pid=${PID[sfproxy]}," || true
 }
-# One cell: warm-up, then the measured run, with the CPU time of every party alongside.
-cell() { # mode conns target
-    local mode=$1 c=$2 target=$3 url abs="" proxy=()
+# One measured run of a cell (warm-up first in round 1), with the CPU time of every party alongside.
+cell() { # mode conns target round
+    local mode=$1 c=$2 target=$3 round=$4 url abs="" proxy=()
     case $target in
     direct) url=$URL_DIRECT ;;
     nginx) url=$URL_PEER; mapfile -t proxy < <(pids_of peer) ;;
@@ -303,8 +308,10 @@ cell() { # mode conns target
     local upstream
     mapfile -t upstream < <(pids_of upstream)
     local wrk=(wrk -t"$WRK_THREADS" -c"$c" --timeout 5s -s "$HERE/wrk.lua")
-    WRK_ABSOLUTE_URL=$abs "${PIN_LOAD[@]}" "${wrk[@]}" -d"${WARMUP}s" "$url" >/dev/null
-    local up0 px0 busy0 ours0 up1 px1 busy1 ours1 out="$RUN/wrk-$mode-$c-$target.txt"
+    if [ "$round" = 1 ]; then
+        WRK_ABSOLUTE_URL=$abs "${PIN_LOAD[@]}" "${wrk[@]}" -d"${WARMUP}s" "$url" >/dev/null
+    fi
+    local up0 px0 busy0 ours0 up1 px1 busy1 ours1 out="$RUN/wrk-$mode-$c-$target-$round.txt"
     up0=$(cpu_ticks "${upstream[@]}") px0=$(cpu_ticks "${proxy[@]}") busy0=$(busy_ticks) ours0=$(ours_ticks)
     { time WRK_ABSOLUTE_URL=$abs "${PIN_LOAD[@]}" "${wrk[@]}" -d"${DURATION}s" --latency "$url" >"$out"; } \
         2>"$RUN/wrk-time.txt"
@@ -313,7 +320,7 @@ cell() { # mode conns target
     # CPU per party in cores (wrk from bash's `time`); "other": what the machine spent on anything
     # but this benchmark (other sessions, builds) during the measured run: a cell with much of it
     # is disturbed. CPU µs/req is that of the server under test (direct: the upstream).
-    R["$mode $c $target"]=$(awk -v hz="$CLK_TCK" -v up=$((up1 - up0)) \
+    R["$mode $c $target $round"]=$(awk -v hz="$CLK_TCK" -v up=$((up1 - up0)) \
         -v px=$((px1 - px0)) -v busy=$((busy1 - busy0)) -v ours=$((ours1 - ours0)) \
         -v wrk_cpu="$(tail -1 "$RUN/wrk-time.txt")" -v direct=$([ "$target" = direct ] && echo 1 || echo 0) '
         /^RESULT/ {
@@ -327,7 +334,41 @@ cell() { # mode conns target
                 served / hz * 1e6 / v["requests"], (other < 0 ? 0 : other) / d, (w[2] + w[3]) / d,
                 up / hz / d, direct ? "-" : sprintf("%.2f", px / hz / d)
         }' "$out")
-    say "  $mode c=$c $target: $(cut -d' ' -f1 <<<"${R["$mode $c $target"]}") req/s"
+    say "  $mode c=$c $target (round $round): $(cut -d' ' -f1 <<<"${R["$mode $c $target $round"]}") req/s"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else printf "-" }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# A row's cells from its rounds: each figure the median of the rounds (errors: their sum), and
+# each ratio the median of the rounds' ratios.
+summarise() { # mode conns
+    local mode=$1 c=$2 t r i col
+    for t in direct nginx gateway forward; do
+        local fields=()
+        for i in 1 2 3 4 5 6 7 8 9; do
+            col=$(for r in $(seq "$ROUNDS"); do cut -d' ' -f"$i" <<<"${R["$mode $c $t $r"]}"; done)
+            if [ "$i" = 4 ]; then
+                fields+=("$(awk '{ s += $1 } END { print s + 0 }' <<<"$col")")
+            elif [ "$i" = 9 ] && [ "$t" = direct ]; then
+                fields+=(-)
+            else
+                fields+=("$(median <<<"$col")")
+            fi
+        done
+        R["$mode $c $t"]="${fields[*]}"
+        [ "$t" = direct ] && continue
+        local xn=() xp=() xd=()
+        for r in $(seq "$ROUNDS"); do
+            read -r rps _ p99 _ <<<"${R["$mode $c $t $r"]}"
+            read -r n_rps _ n_p99 _ <<<"${R["$mode $c nginx $r"]}"
+            read -r d_rps _ <<<"${R["$mode $c direct $r"]}"
+            xn+=("$(ratio "$rps" "$n_rps")") xp+=("$(ratio "$p99" "$n_p99")") xd+=("$(ratio "$rps" "$d_rps")")
+        done
+        XN["$mode $c $t"]=$(printf '%s\n' "${xn[@]}" | median)
+        XP["$mode $c $t"]=$(printf '%s\n' "${xp[@]}" | median)
+        XD["$mode $c $t"]=$(printf '%s\n' "${xd[@]}" | median)
+    done
 }
 
 # --- 5. throughput ----------------------------------------------------------------------------
@@ -335,9 +376,13 @@ throughput() { # mode
     local mode=$1 c t
     check_targets
     say "$mode: sfproxy has $(tokio_workers) tokio worker(s); the nginx peer as many workers;" \
-        "wrk -t$WRK_THREADS; ${DURATION}s per cell after ${WARMUP}s of warm-up"
+        "wrk -t$WRK_THREADS; $ROUNDS rounds of ${DURATION}s per cell after ${WARMUP}s of warm-up"
+    local r
     for c in $CONNS; do
-        for t in direct nginx gateway forward; do cell "$mode" "$c" "$t"; done
+        for r in $(seq "$ROUNDS"); do
+            for t in direct nginx gateway forward; do cell "$mode" "$c" "$t" "$r"; done
+        done
+        summarise "$mode" "$c"
         HWM["$mode $c"]=$(status_kb "${PID[sfproxy]}" VmHWM)
         POOL["$mode $c"]=$(upstream_conns)
     done
@@ -439,7 +484,6 @@ fi
 
 # --- 6. the report -----------------------------------------------------------------------------
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 # Prints PASS/FAIL for a condition given as an awk expression over a and b.
 verdict() { awk -v a="$1" -v b="$2" "BEGIN { exit !($3) }" && echo PASS || echo FAIL; }
 jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, d))' "$1" "$2"; }
@@ -452,8 +496,10 @@ report() {
     echo "\`bash benches/run.sh\` at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')." \
         "$cpu_model; $(uname -sr); $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }');" \
         "sfproxy log level $SFPROXY_LOG (nginx peer: default access log); upstream HTTP/2: $([ "$UPSTREAM_H2" = 1 ] && echo "offered by ALPN, as Salesforce's instances do: sfproxy uses it, the nginx peer speaks HTTP/1.1 (it cannot proxy to HTTP/2)" || echo "off: HTTP/1.1 for both proxies")."
-    echo "Each cell: wrk with the same threads and connections, ${WARMUP} s warm-up, then ${DURATION} s measured;" \
-        "GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
+    echo "Each cell: wrk with the same threads and connections, ${WARMUP} s warm-up, then ${ROUNDS} rounds of ${DURATION} s" \
+        "measured, the four targets of a row one after another in each round; a cell shows the median of its rounds" \
+        "(errors: their sum), and each ratio is the median of the rounds' ratios (each against the peer measured" \
+        "seconds before it). GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
     echo
     echo "Placement: **shared** = nothing pinned: wrk ($NPROC threads), the upstream ($NPROC workers) and the proxy" \
         "($NPROC tokio workers / $NPROC nginx workers) compete for all $NPROC cores." \
@@ -472,18 +518,16 @@ report() {
     for mode in $MODES; do
         for c in $CONNS; do
             [ -n "${R["$mode $c direct"]:-}" ] || continue
-            read -r d_rps _ _ _ _ <<<"${R["$mode $c direct"]}"
-            read -r n_rps _ n_p99 _ _ <<<"${R["$mode $c nginx"]}"
             for t in direct nginx gateway forward; do
                 read -r rps p50 p99 err cpu other wrk_c up_c px_c <<<"${R["$mode $c $t"]}"
                 local xn="" xp="" xd="" hwm=""
                 case $t in
                 gateway | forward)
-                    xn=$(ratio "$rps" "$n_rps") xp=$(ratio "$p99" "$n_p99")
+                    xn=$(printf '%.2f' "${XN["$mode $c $t"]}") xp=$(printf '%.2f' "${XP["$mode $c $t"]}")
                     hwm="$(awk -v k="${HWM["$mode $c"]}" 'BEGIN { printf "%.1f MB", k / 1024 }'), ${POOL["$mode $c"]} conns"
                     ;;
                 esac
-                [ "$t" = direct ] || xd=$(ratio "$rps" "$d_rps")
+                [ "$t" = direct ] || xd=$(printf '%.2f' "${XD["$mode $c $t"]}")
                 local name=$t
                 [ "$t" = gateway ] && name="sfproxy gateway"
                 [ "$t" = forward ] && name="sfproxy forward"
@@ -524,12 +568,12 @@ report() {
     local m
     for m in $MODES; do for t in gateway forward; do
         [ -n "${R["$m 64 $t"]:-}" ] || continue
-        read -r rps _ p99 _ _ <<<"${R["$m 64 $t"]}"
-        read -r n_rps _ n_p99 _ _ <<<"${R["$m 64 nginx"]}"
-        read -r d_rps _ _ _ _ <<<"${R["$m 64 direct"]}"
-        echo "- $t, 64 conns ($m): req/s ≥ 1.1 × nginx: $(ratio "$rps" "$n_rps") $(verdict "$rps" "$n_rps" 'a >= 1.1 * b');" \
-            "p99 ≤ nginx: $(ms "$p99") vs $(ms "$n_p99") ms $(verdict "$p99" "$n_p99" 'a <= b');" \
-            "≥ 0.9 × direct: $(ratio "$rps" "$d_rps") $(verdict "$rps" "$d_rps" 'a >= 0.9 * b')"
+        read -r _ _ p99 _ _ <<<"${R["$m 64 $t"]}"
+        read -r _ _ n_p99 _ _ <<<"${R["$m 64 nginx"]}"
+        local xn=${XN["$m 64 $t"]} xp=${XP["$m 64 $t"]} xd=${XD["$m 64 $t"]}
+        echo "- $t, 64 conns ($m): req/s ≥ 1.1 × nginx: $(printf '%.2f' "$xn") $(verdict "$xn" 1.1 'a >= b');" \
+            "p99 ≤ nginx: $(ms "$p99") vs $(ms "$n_p99") ms (×$(printf '%.2f' "$xp")) $(verdict "$xp" 1 'a <= b');" \
+            "≥ 0.9 × direct: $(printf '%.2f' "$xd") $(verdict "$xd" 0.9 'a >= b')"
     done; done
     local worst=0
     local h

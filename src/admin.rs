@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 
-/// Histograms are folded into their buckets this often, scrape or not.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// Histograms are folded into their buckets this often, scrape or not. Until then they keep
+/// every sample (two per request): at 20,000 requests/s, 5 s of samples held about 2 MB.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn serve(listener: TcpListener, app: Arc<App>, prometheus: Option<PrometheusHandle>) {
     if let Some(handle) = prometheus.clone() {

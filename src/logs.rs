@@ -28,7 +28,7 @@ use tracing_subscriber::{
     field::{Visit, VisitOutput},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
-        format::{DefaultVisitor, Format, Writer},
+        format::{DefaultFields, DefaultVisitor, Format, Writer},
     },
     registry::LookupSpan,
 };
@@ -207,73 +207,211 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        if writer.has_ansi_escapes() || meta.fields().field("log.target").is_some() {
+        if writer.has_ansi_escapes()
+            || !writer.sanitizes_ansi_escapes()
+            || meta.fields().field("log.target").is_some()
+        {
             return self.default.format_event(ctx, writer, event);
         }
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str(match *meta.level() {
-            Level::TRACE => " TRACE ",
-            Level::DEBUG => " DEBUG ",
-            Level::INFO => "  INFO ",
-            Level::WARN => "  WARN ",
-            Level::ERROR => " ERROR ",
-        })?;
-        if let Some(scope) = ctx.event_scope() {
-            let mut seen = false;
-            for span in scope.from_root() {
-                writer.write_str(span.metadata().name())?;
-                seen = true;
-                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        write!(writer, "{{{fields}}}")?;
+        with_line(|line| {
+            write_timestamp(line, SystemTime::now());
+            line.push_str(match *meta.level() {
+                Level::TRACE => " TRACE ",
+                Level::DEBUG => " DEBUG ",
+                Level::INFO => "  INFO ",
+                Level::WARN => "  WARN ",
+                Level::ERROR => " ERROR ",
+            });
+            if let Some(scope) = ctx.event_scope() {
+                let mut seen = false;
+                for span in scope.from_root() {
+                    line.push_str(span.metadata().name());
+                    seen = true;
+                    if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+                        if !fields.is_empty() {
+                            line.push('{');
+                            line.push_str(fields);
+                            line.push('}');
+                        }
                     }
+                    line.push(':');
                 }
-                writer.write_char(':')?;
+                if seen {
+                    line.push(' ');
+                }
             }
-            if seen {
-                writer.write_char(' ')?;
-            }
-        }
-        writer.write_str(meta.target())?;
-        writer.write_str(": ")?;
-        let mut fields = Fields {
-            writer: writer.by_ref(),
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+            line.push_str(meta.target());
+            line.push_str(": ");
+            let mut fields = Fields::new(line);
+            event.record(&mut fields);
+            fields.result?;
+            line.push('\n');
+            writer.write_str(line)
+        })
     }
 }
 
-/// Writes an event's fields as the default format does: `message` first as it is, then
-/// `name=value` with values in their `Debug` form, separated by spaces.
+/// Runs `format` on this thread's line buffer, emptied (a fresh one if a `Debug` impl logs
+/// while a line is being written).
+fn with_line(format: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
+    thread_local! {
+        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            let result = format(&mut line);
+            if line.capacity() > 64 * 1024 {
+                *line = String::new(); // one huge line must not stay resident
+            }
+            result
+        }
+        Err(_) => format(&mut String::new()),
+    })
+}
+
+/// Span fields (`request{id="…"}`) written as [`DefaultFields`] writes them, through the same fast
+/// paths as [`PlainText`]'s event fields; coloured output goes to [`DefaultFields`].
+#[derive(Default)]
+pub struct PlainFields {
+    default: DefaultFields,
+}
+
+impl<'w> FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        if writer.has_ansi_escapes() || !writer.sanitizes_ansi_escapes() {
+            return self.default.format_fields(writer, fields);
+        }
+        with_line(|line| {
+            let mut visitor = Fields::new(line);
+            fields.record(&mut visitor);
+            visitor.result?;
+            writer.write_str(line)
+        })
+    }
+}
+
+/// Writes fields as the default format does (with ANSI sanitising, without colours): `message`
+/// first as it is, then `name=value` with values in their `Debug` form, separated by spaces.
+/// Straight into a `String`: the default goes through a `dyn Write` for every piece.
 struct Fields<'a> {
-    writer: Writer<'a>,
+    out: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
 
-impl Fields<'_> {
-    fn name(&mut self, field: &Field) -> fmt::Result {
-        if !mem::take(&mut self.first) {
-            self.writer.write_char(' ')?;
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut String) -> Self {
+        Self {
+            out,
+            first: true,
+            result: Ok(()),
         }
-        let name = field.name();
-        self.writer
-            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
-        self.writer.write_char('=')
     }
 
-    /// What this writer does not speed up (messages, with their escaping of terminal control
-    /// characters; errors and their sources) is written by the default visitor.
+    fn name(&mut self, field: &Field) {
+        if !mem::take(&mut self.first) {
+            self.out.push(' ');
+        }
+        let name = field.name();
+        self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.out.push('=');
+    }
+
+    /// What this writer does not speed up (errors and their sources, odd messages) is written by
+    /// the default visitor.
     fn by_default(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
-        let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.first);
+        let mut visitor = DefaultVisitor::new(Writer::new(self.out), self.first);
         record(&mut visitor);
         self.first = false;
         self.result = visitor.finish();
     }
+
+    /// A message as the default writes it: as it is, terminal control characters escaped.
+    fn message(&mut self, value: &dyn fmt::Debug) {
+        if !mem::take(&mut self.first) {
+            self.out.push(' ');
+        }
+        self.result = write!(Message(self.out), "{value:?}");
+    }
+
+    fn record_integer(&mut self, field: &Field, value: impl itoa::Integer + fmt::Debug) {
+        if field.name() == "message" {
+            return self.by_default(|v| v.record_debug(field, &value));
+        }
+        self.name(field);
+        self.out.push_str(itoa::Buffer::new().format(value));
+    }
+}
+
+/// Bytes that `Debug` of a string writes as they are: printable ASCII but `"` and `\`.
+static AS_IS_IN_DEBUG: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        table[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    table
+};
+
+/// Writes a message's text as tracing-subscriber's escaping writer does: ESC, BEL, BS, FF, DEL
+/// and C1 controls escaped; here a run without any is written at once, not a char at a time.
+struct Message<'a>(&'a mut String);
+
+impl fmt::Write for Message<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let plain = text
+            .bytes()
+            .all(|b| b.is_ascii() && !matches!(b, 0x1b | 0x07 | 0x08 | 0x0c | 0x7f));
+        if plain {
+            self.0.push_str(text);
+            return Ok(());
+        }
+        for ch in text.chars() {
+            match ch {
+                '\x1b' => self.0.push_str("\\x1b"),
+                '\x07' => self.0.push_str("\\x07"),
+                '\x08' => self.0.push_str("\\x08"),
+                '\x0c' => self.0.push_str("\\x0c"),
+                '\x7f' => self.0.push_str("\\x7f"),
+                '\u{80}'..='\u{9f}' => write!(self.0, "\\u{{{:x}}}", ch as u32)?,
+                _ => self.0.push(ch),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `value` as whole and thousandths when it is exactly the double nearest such a decimal (as
+/// durations in milliseconds with microsecond precision are): then `Debug` writes that decimal,
+/// shortest form, and [`write_thousandths`] can write it without float formatting.
+fn thousandths(value: f64) -> Option<(u64, u64)> {
+    let scaled = (value * 1000.0).round();
+    // Below 1 (0.000…) `Debug` may switch to exponents; above 1e15 a double has no thousandths.
+    if !(1.0..1e15).contains(&scaled) || scaled / 1000.0 != value {
+        return None;
+    }
+    let scaled = scaled as u64;
+    Some((scaled / 1000, scaled % 1000))
+}
+
+/// `12.5`, `12.0`, `0.001`: what `Debug` writes for the double nearest `whole.fraction`.
+fn write_thousandths(out: &mut String, whole: u64, fraction: u64) {
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(whole));
+    out.push('.');
+    if fraction == 0 {
+        out.push('0');
+        return;
+    }
+    let text = digits.format(fraction);
+    out.push_str(&"00"[..3 - text.len()]);
+    out.push_str(text.trim_end_matches('0'));
 }
 
 impl Visit for Fields<'_> {
@@ -282,21 +420,43 @@ impl Visit for Fields<'_> {
             return;
         }
         if field.name() == "message" {
-            return self.by_default(|v| v.record_str(field, value));
+            return self.message(&format_args!("{value}"));
         }
+        self.name(field);
         // `Debug` of a string that needs no escaping is the string in quotes.
-        let plain = value
-            .bytes()
-            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-        self.result = self.name(field).and_then(|()| {
-            if plain {
-                self.writer.write_char('"')?;
-                self.writer.write_str(value)?;
-                self.writer.write_char('"')
-            } else {
-                write!(self.writer, "{value:?}")
-            }
-        });
+        if value.bytes().all(|b| AS_IS_IN_DEBUG[usize::from(b)]) {
+            self.out.push('"');
+            self.out.push_str(value);
+            self.out.push('"');
+        } else {
+            self.result = write!(self.out, "{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.result.is_ok() {
+            self.record_integer(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.result.is_ok() {
+            self.record_integer(field, value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.result.is_err() {
+            return;
+        }
+        if field.name() == "message" {
+            return self.by_default(|v| v.record_f64(field, value));
+        }
+        self.name(field);
+        match thousandths(value) {
+            Some((whole, fraction)) => write_thousandths(self.out, whole, fraction),
+            None => self.result = write!(self.out, "{value:?}"),
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -304,11 +464,10 @@ impl Visit for Fields<'_> {
             return;
         }
         if field.name() == "message" {
-            return self.by_default(|v| v.record_debug(field, value));
+            return self.message(value);
         }
-        self.result = self
-            .name(field)
-            .and_then(|()| write!(self.writer, "{value:?}"));
+        self.name(field);
+        self.result = write!(self.out, "{value:?}");
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -320,7 +479,7 @@ impl Visit for Fields<'_> {
 
 /// `2026-11-26T06:26:44.780010Z` (RFC 3339, microseconds, UTC). The date and time up to the
 /// second are formatted once per second per thread.
-fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(out: &mut String, now: SystemTime) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -340,8 +499,14 @@ fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
                 time % 60
             );
         }
-        write!(writer, "{text}.{:06}Z", since.subsec_micros())
-    })
+        let mut micros = itoa::Buffer::new();
+        let micros = micros.format(since.subsec_micros());
+        out.push_str(text);
+        out.push('.');
+        out.push_str(&"000000"[micros.len()..]);
+        out.push_str(micros);
+        out.push('Z');
+    });
 }
 
 /// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -507,7 +672,10 @@ mod tests {
                 .with_ansi(false)
                 .with_writer(make);
             if plain {
-                let subscriber = builder.event_format(PlainText::default()).finish();
+                let subscriber = builder
+                    .event_format(PlainText::default())
+                    .fmt_fields(PlainFields::default())
+                    .finish();
                 tracing::subscriber::with_default(subscriber, &events);
             } else {
                 tracing::subscriber::with_default(builder.finish(), &events);
@@ -554,6 +722,16 @@ mod tests {
                 status = 200u16,
                 duration_ms = 1.25f64,
                 whole = 2.0f64,
+                thousandth = 0.001f64,
+                measured = 57.805f64,
+                tenths = 1234.5f64,
+                fine = 57.805403f64,
+                tiny = 0.0005f64,
+                huge = 1e20f64,
+                nan = f64::NAN,
+                negative = -3.25f64,
+                big = u64::MAX,
+                small = i64::MIN,
                 neg = -7i64,
                 ok = true,
                 r#type = "kind",
@@ -562,6 +740,14 @@ mod tests {
                 "request"
             );
             tracing::warn!("formatted {} message with \u{1b}[2J escapes", 42);
+            tracing::info!("plain message");
+            tracing::info!(first = 1u8, "message after a field");
+            tracing::info!("é non-ASCII message");
+            tracing::info!(
+                "C1 \u{85} and DEL \u{7f} and BEL \u{7} in a message: {}",
+                "\u{9b}2J"
+            );
+            tracing::info!(message = "a message \u{1b}[1m given as a field", extra = 1);
             tracing::error!(
                 error = &Outer(std::io::Error::other("inner")) as &dyn std::error::Error,
                 "failed"
@@ -570,7 +756,28 @@ mod tests {
         });
         tracing::trace!("nothing");
         assert_eq!(plain, default);
-        assert_eq!(plain.lines().count(), 4, "{plain}");
+        assert_eq!(plain.lines().count(), 9, "{plain}");
+    }
+
+    proptest::proptest! {
+        /// Durations in milliseconds with microsecond precision are written as `Debug` writes
+        /// them.
+        #[test]
+        fn thousandths_are_written_as_debug_writes_them(micros in 0u64..10_000_000_000_000) {
+            let value = micros as f64 / 1000.0;
+            let mut text = String::new();
+            match thousandths(value) {
+                Some((whole, fraction)) => {
+                    write_thousandths(&mut text, whole, fraction);
+                    proptest::prop_assert!(micros > 0);
+                }
+                None => {
+                    proptest::prop_assert_eq!(micros, 0);
+                    text = format!("{value:?}");
+                }
+            }
+            proptest::prop_assert_eq!(text, format!("{value:?}"));
+        }
     }
 
     #[test]
@@ -581,9 +788,7 @@ mod tests {
         assert_eq!(civil_date(47_541), (2100, 3, 1));
         let mut text = String::new();
         let at = UNIX_EPOCH + Duration::new(1_795_668_404, 780_010_999);
-        write_timestamp(&mut Writer::new(&mut text), at)
-            .map_err(io::Error::other)
-            .ok();
+        write_timestamp(&mut text, at);
         assert_eq!(text, "2026-11-26T04:46:44.780010Z");
     }
 }

@@ -89,6 +89,7 @@ fn init_logs(format: LogFormat, default: &str) -> std::io::Result<sfproxy::logs:
     match format {
         LogFormat::Text => builder
             .event_format(sfproxy::logs::PlainText::default())
+            .fmt_fields(sfproxy::logs::PlainFields::default())
             .init(),
         LogFormat::Json => builder
             .json()

@@ -175,11 +175,23 @@ pub fn requests_in_flight() -> &'static Gauge {
 /// Reads `api-usage=N/M` out of a `Sforce-Limit-Info` value
 /// (`api-usage=18/15000; per-app-api-usage=17/250(appName=x)`).
 pub fn parse_api_usage(value: &str) -> Option<(u64, u64)> {
-    value.split(';').find_map(|part| {
-        let usage = part.trim().strip_prefix("api-usage=")?;
-        let (used, limit) = usage.split_once('/')?;
-        Some((used.trim().parse().ok()?, limit.trim().parse().ok()?))
-    })
+    // Salesforce sends `api-usage=` first: try that before splitting (every answer has one).
+    if let Some(found) = value
+        .strip_prefix("api-usage=")
+        .and_then(|usage| usage.split(';').next())
+        .and_then(usage_pair)
+    {
+        return Some(found);
+    }
+    value
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("api-usage=").and_then(usage_pair))
+}
+
+/// `18/15000` (spaces allowed around the numbers).
+fn usage_pair(usage: &str) -> Option<(u64, u64)> {
+    let (used, limit) = usage.split_once('/')?;
+    Some((used.trim().parse().ok()?, limit.trim().parse().ok()?))
 }
 
 #[cfg(test)]

@@ -1,24 +1,27 @@
 //! The one place the request path is assembled, outermost layer first.
 
-use std::{convert::Infallible, sync::Arc};
+use std::sync::Arc;
 
-use http::{Request, Response};
-use tower::{ServiceBuilder, util::BoxCloneSyncService};
+use tower::ServiceBuilder;
 
 use crate::{
-    body::ProxyBody,
     config::Config,
     intercept::Intercept,
     layer::{
-        identify::IdentifyLayer, limits::LimitsLayer, rescue::RescueLayer, route::RouteLayer,
-        session::SessionLayer, trace::TraceLayer,
+        identify::{Identify, IdentifyLayer},
+        limits::{Limits, LimitsLayer},
+        rescue::{Rescue, RescueLayer},
+        route::{RouteLayer, Router},
+        session::{SessionLayer, Sessions},
+        trace::{Trace, TraceLayer},
     },
     salesforce::{cache::SessionCache, token::TokenClient},
     upstream::{self, Upstream},
 };
 
-/// The whole proxy as one service: every request in, a response out, never an error.
-pub type ProxyService = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, Infallible>;
+/// The whole proxy as one service: every request in, a response out, never an error. Named, not
+/// boxed: it is cloned for every request, and a boxed service would also box each future again.
+pub type ProxyService = Trace<Rescue<Limits<Identify<Router<Sessions<Upstream>>>>>>;
 
 /// The stack for `config`. `sessions` is passed in because it outlives the stack: a reload builds
 /// a new stack around the same sessions.
@@ -56,5 +59,5 @@ pub fn build(
             config.proxy.replay_limit,
         ))
         .service(Upstream::new(client, config.proxy.request_timeout));
-    Ok((BoxCloneSyncService::new(service), tokens))
+    Ok((service, tokens))
 }

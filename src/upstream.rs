@@ -39,9 +39,13 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The instance this request's session is valid for; set by the session layer.
+/// Where the request goes: the route's path on the instance its session is valid for; set by
+/// the session layer.
 #[derive(Debug, Clone)]
-pub struct Instance(pub InstanceUrl);
+pub struct Destination {
+    pub target: RouteMatch,
+    pub instance: InstanceUrl,
+}
 
 /// Reads the extra trust anchors of `proxy.ca_file`.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -159,13 +163,17 @@ pub fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, P
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: HttpClient,
+    /// Behind an `Arc`: the stack is cloned for every request, and the client is many `Arc`s.
+    client: Arc<HttpClient>,
     timeout: Duration,
 }
 
 impl Upstream {
     pub fn new(client: HttpClient, timeout: Duration) -> Self {
-        Self { client, timeout }
+        Self {
+            client: Arc::new(client),
+            timeout,
+        }
     }
 }
 
@@ -181,29 +189,29 @@ impl Service<Request<ProxyBody>> for Upstream {
     }
 
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
-        let client = self.client.clone();
+        let Some(Destination { target, instance }) = request.extensions_mut().remove() else {
+            return Box::pin(std::future::ready(Err(ProxyError::Internal(
+                "upstream reached without a route and a session".into(),
+            ))));
+        };
+        let RouteMatch { route, path } = target;
+        match upstream_uri(&instance, path) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        }
+        *request.version_mut() = Version::HTTP_11;
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        // The instance's host goes in the URI: hyper-util writes it as `Host` for HTTP/1.1
+        // and as `:authority` for HTTP/2, where a second, `Host` header is refused.
+        headers.remove(header::HOST);
         let timeout = self.timeout;
+        let started = std::time::Instant::now();
+        // The client's future owns what it needs: no clone of the client per request.
+        let sent = self.client.request(request);
         Box::pin(async move {
-            let (Some(target), Some(Instance(instance))) = (
-                request.extensions_mut().remove::<RouteMatch>(),
-                request.extensions_mut().remove::<Instance>(),
-            ) else {
-                return Err(ProxyError::Internal(
-                    "upstream reached without a route and a session".into(),
-                ));
-            };
-            let RouteMatch { route, path } = target;
             let org = &route.org;
-            *request.uri_mut() = upstream_uri(&instance, path)?;
-            *request.version_mut() = Version::HTTP_11;
-            let headers = request.headers_mut();
-            strip_hop_by_hop(headers);
-            // The instance's host goes in the URI: hyper-util writes it as `Host` for HTTP/1.1
-            // and as `:authority` for HTTP/2, where a second, `Host` header is refused.
-            headers.remove(header::HOST);
-
-            let started = std::time::Instant::now();
-            let response = match tokio::time::timeout(timeout, client.request(request)).await {
+            let response = match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
                     let reason = if error.is_connect() {

@@ -9,7 +9,7 @@
 use std::{
     future::{Ready, ready},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, LazyLock},
     task::{Context, Poll},
 };
 
@@ -38,6 +38,7 @@ pub struct Caller {
 
 /// The caller's name when no `[clients]` are configured (loopback only).
 pub const LOCAL_CALLER: &str = "local";
+static LOCAL: LazyLock<Arc<str>> = LazyLock::new(|| LOCAL_CALLER.into());
 
 #[derive(Clone)]
 pub struct IdentifyLayer {
@@ -119,7 +120,7 @@ pub fn identify(
     if clients.is_empty() {
         return if source.is_loopback() {
             Ok(Caller {
-                name: LOCAL_CALLER.into(),
+                name: LOCAL.clone(),
             })
         } else {
             tracing::warn!(%source, "refused: no [clients] are configured, so only loopback callers are served");

@@ -16,6 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -61,7 +62,13 @@ pub struct Limits<S> {
 
 /// The header section's size as it travelled: request line, and each `name: value\r\n`.
 fn header_bytes<B>(request: &Request<B>) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let uri = request.uri();
+    // The target's length as `Uri` displays it, without building the string.
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1);
+    let line = request.method().as_str().len() + target + 12;
     request
         .headers()
         .iter()
@@ -77,7 +84,11 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>;
+    /// Left: the inner future as it is, for requests without a body (most); right: a body watched.
+    type Future = Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
@@ -86,9 +97,11 @@ where
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let (max_header_bytes, max_body) = (self.max_header_bytes, self.max_body);
         if header_bytes(&request) > max_header_bytes {
-            return Box::pin(std::future::ready(Err(ProxyError::HeadersTooLarge {
-                limit: max_header_bytes,
-            })));
+            return Either::Right(Box::pin(std::future::ready(Err(
+                ProxyError::HeadersTooLarge {
+                    limit: max_header_bytes,
+                },
+            ))));
         }
         let declared = request
             .headers()
@@ -96,9 +109,13 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
-            return Box::pin(std::future::ready(Err(ProxyError::BodyTooLarge {
-                limit: max_body,
-            })));
+            return Either::Right(Box::pin(std::future::ready(Err(
+                ProxyError::BodyTooLarge { limit: max_body },
+            ))));
+        }
+        // Most requests (GETs) have no body: nothing to watch.
+        if request.body().is_end_stream() {
+            return Either::Left(self.inner.call(request));
         }
         let fault = Arc::new(OnceLock::new());
         let request = request.map(|body| {
@@ -111,7 +128,7 @@ where
             .boxed_unsync()
         });
         let future = self.inner.call(request);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let outcome = future.await;
             match fault.get() {
                 Some(BodyFault::TooLarge) => Err(ProxyError::BodyTooLarge { limit: max_body }),
@@ -121,7 +138,7 @@ where
                 Some(BodyFault::Broken(why)) => Err(ProxyError::CallerGone(why.clone())),
                 None => outcome,
             }
-        })
+        }))
     }
 }
 
@@ -219,6 +236,27 @@ mod tests {
             fault: fault.clone(),
         };
         (watched, fault)
+    }
+
+    #[test]
+    fn the_header_section_counts_the_target_as_it_travelled() {
+        for target in [
+            "/services/data/v61.0/limits",
+            "/services/data/v61.0/query?q=SELECT+Id+FROM+Account",
+            "http://acme.my.salesforce.com/services/data?x=1",
+            "https://acme.my.salesforce.com:8443/",
+            "acme.my.salesforce.com:443",
+            "*",
+        ] {
+            let request = Request::builder()
+                .uri(target)
+                .header("accept", "*/*")
+                .body(())
+                .unwrap();
+            let expected =
+                "GET".len() + request.uri().to_string().len() + 12 + "accept".len() + 3 + 4;
+            assert_eq!(header_bytes(&request), expected, "{target}");
+        }
     }
 
     #[tokio::test]

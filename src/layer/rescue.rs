@@ -6,13 +6,14 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     panic::AssertUnwindSafe,
-    pin::Pin,
     task::{Context, Poll},
 };
 
-use futures_util::FutureExt;
+use futures_util::{
+    FutureExt,
+    future::{CatchUnwind, Map},
+};
 use http::{Request, Response};
 use tower::{Layer, Service};
 
@@ -33,6 +34,9 @@ pub struct Rescue<S> {
     inner: S,
 }
 
+/// What the inner service ended with: its answer, its error, or a panic.
+type Outcome = std::thread::Result<Result<Response<ProxyBody>, ProxyError>>;
+
 impl<S> Service<Request<ProxyBody>> for Rescue<S>
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
@@ -40,32 +44,39 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    /// Named, not boxed: every request passes here.
+    type Future = Map<
+        CatchUnwind<AssertUnwindSafe<S::Future>>,
+        fn(Outcome) -> Result<Response<ProxyBody>, Infallible>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            // A layer that cannot take requests is answered per request, in `call`.
             Poll::Ready(_) => Poll::Ready(Ok(())),
         }
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
-        let future = AssertUnwindSafe(self.inner.call(request)).catch_unwind();
-        Box::pin(async move {
-            let error = match future.await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(error)) => error,
-                Err(_) => ProxyError::Internal("a request handler panicked".into()),
-            };
-            let status = error.status();
-            metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
-            if status.is_server_error() {
-                tracing::warn!(code = error.code(), status = status.as_u16(), error = %error, "refused");
-            } else {
-                tracing::info!(code = error.code(), status = status.as_u16(), error = %error, "refused");
-            }
-            Ok(error.into_response())
-        })
+        AssertUnwindSafe(self.inner.call(request))
+            .catch_unwind()
+            .map(answer as fn(Outcome) -> _)
     }
+}
+
+/// The answer, or the error (a panic included) as a Salesforce-shaped refusal, logged and counted.
+fn answer(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
+    let error = match outcome {
+        Ok(Ok(response)) => return Ok(response),
+        Ok(Err(error)) => error,
+        Err(_) => ProxyError::Internal("a request handler panicked".into()),
+    };
+    let status = error.status();
+    metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
+    if status.is_server_error() {
+        tracing::warn!(code = error.code(), status = status.as_u16(), error = %error, "refused");
+    } else {
+        tracing::info!(code = error.code(), status = status.as_u16(), error = %error, "refused");
+    }
+    Ok(error.into_response())
 }

@@ -9,6 +9,7 @@
 //! refused rather than guessed at.
 
 use std::{
+    borrow::Cow,
     future::{Ready, ready},
     sync::Arc,
     task::{Context, Poll},
@@ -116,7 +117,7 @@ fn grant_tunnel(
         .extensions()
         .get::<Caller>()
         .ok_or_else(|| ProxyError::Internal("route reached without a caller".into()))?;
-    let host = target_host(request)?;
+    let host = target_host(request)?.into_owned();
     let served = routes
         .iter()
         .any(|r| r.hosts.iter().any(|h| h.matches(&host)) && r.admits(&caller.name));
@@ -160,19 +161,19 @@ fn choose(routes: &[Arc<Route>], request: &Request<ProxyBody>) -> Result<RouteMa
     if served_for_others {
         Err(ProxyError::ClientForbidden {
             client: caller.name.to_string(),
-            host,
+            host: host.into_owned(),
             path: path.to_owned(),
         })
     } else {
         Err(ProxyError::NoRoute {
-            host,
+            host: host.into_owned(),
             path: path.to_owned(),
         })
     }
 }
 
 /// The lower-case target host, without port or trailing dot.
-pub fn target_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
+pub fn target_host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
     let uri = request.uri();
     if let Some(scheme) = uri.scheme_str() {
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
@@ -188,7 +189,7 @@ pub fn target_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
                     "the target URL must not carry user information (user@host)".into(),
                 ));
             }
-            authority.host().to_owned()
+            lower_host(authority.host())
         }
         None => {
             let value = request.headers().get(header::HOST).ok_or_else(|| {
@@ -197,20 +198,52 @@ pub fn target_host<B>(request: &Request<B>) -> Result<String, ProxyError> {
                         .into(),
                 )
             })?;
-            let authority: http::uri::Authority = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|a: &http::uri::Authority| !a.as_str().contains('@'))
-                .ok_or_else(|| ProxyError::BadRequest("malformed Host header".into()))?;
-            authority.host().to_owned()
+            match simple_host(value.as_bytes()) {
+                Some(host) => lower_host(host),
+                None => {
+                    let authority: http::uri::Authority = value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|a: &http::uri::Authority| !a.as_str().contains('@'))
+                        .ok_or_else(|| ProxyError::BadRequest("malformed Host header".into()))?;
+                    Cow::Owned(lower_host(authority.host()).into_owned())
+                }
+            }
         }
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty() {
         return Err(ProxyError::BadRequest("empty target host".into()));
     }
     Ok(host)
+}
+
+/// The name of a `Host` header of the common shape, `name` or `name:port` with a lower-case
+/// DNS name or IPv4 address: what parsing it as an authority would give, without the copy.
+/// Anything else (`None`) is parsed in full.
+fn simple_host(value: &[u8]) -> Option<&str> {
+    let (name, port) = match value.iter().position(|&b| b == b':') {
+        Some(at) => (&value[..at], Some(&value[at + 1..])),
+        None => (value, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.iter().all(u8::is_ascii_digit));
+    (name_ok && port_ok)
+        .then(|| std::str::from_utf8(name).ok())
+        .flatten()
+}
+
+fn lower_host(host: &str) -> Cow<'_, str> {
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// Refuses paths whose meaning depends on normalisation: dot segments (also percent-encoded,
@@ -222,12 +255,14 @@ fn check_path(path: &str) -> Result<(), ProxyError> {
             "the request target {path:?} is not a path"
         )));
     }
-    let suspicious = path.contains('\\')
-        || path
-            .as_bytes()
-            .windows(3)
-            .any(|w| w[0] == b'%' && w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c'))
-        || path.split('/').any(has_dot_piece);
+    let bytes = path.as_bytes();
+    let encoded = bytes.contains(&b'%');
+    let suspicious = bytes.contains(&b'\\')
+        || (encoded
+            && bytes
+                .windows(3)
+                .any(|w| w[0] == b'%' && w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+        || bytes.split(|&b| b == b'/').any(has_dot_piece);
     if suspicious {
         return Err(ProxyError::BadRequest(format!(
             "the path {path:?} has dot segments or backslashes; send the normalised path"
@@ -238,18 +273,23 @@ fn check_path(path: &str) -> Result<(), ProxyError> {
 
 /// Whether a segment, cut at encoded slashes (`%2f`), has a piece that is a dot segment once
 /// its `;` parameters are dropped: `..;x`, `..%2f..`. `a%2Fb` (an id with a slash) passes.
-fn has_dot_piece(segment: &str) -> bool {
+fn has_dot_piece(segment: &[u8]) -> bool {
+    if !segment.iter().any(|&b| b == b'.' || b == b'%') {
+        return false;
+    }
+    if !segment.contains(&b'%') {
+        return is_dot_segment(segment.split(|&b| b == b';').next().unwrap_or(segment));
+    }
     let mut rest = segment;
     loop {
         let slash = rest
-            .as_bytes()
             .windows(3)
             .position(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'));
         let (piece, next) = match slash {
             Some(at) => (&rest[..at], Some(&rest[at + 3..])),
             None => (rest, None),
         };
-        let without_parameters = piece.split(';').next().unwrap_or(piece);
+        let without_parameters = piece.split(|&b| b == b';').next().unwrap_or(piece);
         if is_dot_segment(without_parameters) {
             return true;
         }
@@ -261,8 +301,8 @@ fn has_dot_piece(segment: &str) -> bool {
 }
 
 /// `.` or `..`, with any of the dots written `%2e` (or `%2E`).
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut rest = segment;
     let mut dots = 0;
     while !rest.is_empty() {
         rest = match rest {
@@ -276,6 +316,11 @@ fn is_dot_segment(segment: &str) -> bool {
 }
 
 fn forward_path<B>(route: &Route, request: &Request<B>) -> Result<PathAndQuery, ProxyError> {
+    if !route.strip_prefix {
+        if let Some(kept) = request.uri().path_and_query() {
+            return Ok(kept.clone());
+        }
+    }
     let path = request.uri().path();
     let kept = if route.strip_prefix {
         let rest = path
@@ -474,6 +519,15 @@ clients = ["erp"]
     }
 
     proptest! {
+        /// The shortcut for plain `Host` headers gives the host a full authority parse gives.
+        #[test]
+        fn simple_hosts_read_as_authorities_do(value in "[a-zA-Z0-9.:@\\[\\]_-]{0,24}") {
+            if let Some(host) = simple_host(value.as_bytes()) {
+                let authority: http::uri::Authority = value.parse().unwrap();
+                prop_assert_eq!(authority.host(), host);
+            }
+        }
+
         /// No target makes the proxy panic, and whatever route it picks, the request can only
         /// go to the session's instance: the caller supplies the path and query, nothing else.
         #[test]

@@ -32,7 +32,7 @@ use crate::{
         cache::{LoginError, SessionCache},
         token::{Session, TokenClient, TokenError},
     },
-    upstream::{Instance, error_chain},
+    upstream::{Destination, error_chain},
 };
 
 /// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.
@@ -112,12 +112,12 @@ async fn serve<S>(
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
 {
-    let matched = request
-        .extensions()
-        .get::<RouteMatch>()
-        .cloned()
+    let (mut parts, body) = request.into_parts();
+    let matched = parts
+        .extensions
+        .remove::<RouteMatch>()
         .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
-    let notes = request.extensions().get::<Arc<Notes>>().cloned();
+    let notes = parts.extensions.get::<Arc<Notes>>().cloned();
     let note = |source: &'static str| {
         if let Some(notes) = &notes {
             notes.set_session(source);
@@ -134,11 +134,14 @@ where
         .map_err(|e| login_error(org, user, &e))?;
     note(source.as_str());
 
-    let (parts, body) = request.into_parts();
-    let body = if body.size_hint().lower() > replay_limit as u64 {
+    // The futures of what most requests skip (reading a body, an expiry, a replay) are boxed
+    // where they run, so the future of every request is small to move and to keep in flight.
+    let body = if body.is_end_stream() {
+        Buffered::Complete(Bytes::new())
+    } else if body.size_hint().lower() > replay_limit as u64 {
         Buffered::Streaming(body)
     } else {
-        buffer_up_to(body, replay_limit)
+        Box::pin(buffer_up_to(body, replay_limit))
             .await
             .map_err(|e| ProxyError::CallerGone(error_chain(&e)))?
     };
@@ -146,11 +149,11 @@ where
     let kept = match body {
         Buffered::Complete(bytes) => bytes,
         Buffered::Streaming(body) => {
-            let request = with_session(&parts, body, &session, path);
+            let request = with_session(&parts, &matched, body, &session);
             let response = inner.ready().await?.call(request).await?;
             let (response, expired) = inspect(response, path, org, &session).await?;
             if expired {
-                cache.invalidate(org, user, &session).await;
+                Box::pin(cache.invalidate(org, user, &session)).await;
                 tracing::warn!(
                     "session expired; the request body is larger than replay_limit, so it was \
                      not replayed"
@@ -160,15 +163,14 @@ where
         }
     };
 
-    let request = with_session(&parts, body::full(kept.clone()), &session, path);
+    let request = with_session(&parts, &matched, body::full(kept.clone()), &session);
     let response = inner.ready().await?.call(request).await?;
     let (response, expired) = inspect(response, path, org, &session).await?;
     if !expired {
         return Ok(response);
     }
-    cache.invalidate(org, user, &session).await;
-    let (fresh, _) = cache
-        .get(org, user, tokens)
+    Box::pin(cache.invalidate(org, user, &session)).await;
+    let (fresh, _) = Box::pin(cache.get(org, user, tokens))
         .await
         .map_err(|e| login_error(org, user, &e))?;
     note("replayed");
@@ -178,32 +180,33 @@ where
     )
     .increment(1);
     tracing::info!("session expired; replaying the request once with a new session");
-    let request = with_session(&parts, body::full(kept), &fresh, path);
+    let request = with_session(&parts, &matched, body::full(kept), &fresh);
     inner.ready().await?.call(request).await
 }
 
-/// The caller's request with this session's credentials, replacing any the caller sent.
+/// The caller's request with this session's credentials, replacing any the caller sent, and its
+/// [`Destination`]: the only extension upstream reads.
 fn with_session(
     parts: &Parts,
+    matched: &RouteMatch,
     body: ProxyBody,
     session: &Session,
-    path: &str,
 ) -> Request<ProxyBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();
-    *request.extensions_mut() = parts.extensions.clone();
     let headers = request.headers_mut();
     headers.insert(header::AUTHORIZATION, session.token.bearer());
     headers.remove(&X_SFDC_SESSION);
-    if path.starts_with(BULK_V1_PREFIX) {
+    if matched.path.path().starts_with(BULK_V1_PREFIX) {
         headers.insert(X_SFDC_SESSION.clone(), session.token.raw());
     }
-    request
-        .extensions_mut()
-        .insert(Instance(session.instance.clone()));
+    request.extensions_mut().insert(Destination {
+        target: matched.clone(),
+        instance: session.instance.clone(),
+    });
     request
 }
 
@@ -220,6 +223,14 @@ async fn inspect(
     if !may_be_expiry {
         return Ok((response, false));
     }
+    Box::pin(read_expiry(response, org, session)).await
+}
+
+async fn read_expiry(
+    response: Response<ProxyBody>,
+    org: &Org,
+    session: &Session,
+) -> Result<(Response<ProxyBody>, bool), ProxyError> {
     let (parts, body) = response.into_parts();
     match buffer_up_to(body, MAX_EXPIRY_BODY).await {
         Ok(Buffered::Complete(bytes)) => {

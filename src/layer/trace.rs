@@ -88,7 +88,8 @@ impl RequestLine {
             method = %self.method,
             path = self.path,
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // Microsecond precision: the text log writes it without float formatting.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             session,
             "request"
         );
@@ -179,8 +180,9 @@ fn request_id(request: &Request<ProxyBody>) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            let id = uuid::Uuid::new_v4().to_string();
-            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+            let mut text = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
         })
 }
 

@@ -89,7 +89,8 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
 /// The sessions of every (org, user), and the guard of their logins; both outlive reloads.
 #[derive(Clone)]
 pub struct SessionCache {
-    sessions: Cache<Key, Arc<Session>>,
+    /// Keys come from the config, not from callers: a fast hash needs no flooding resistance.
+    sessions: Cache<Key, Arc<Session>, foldhash::fast::RandomState>,
     guard: Arc<LoginGuard>,
 }
 
@@ -99,7 +100,7 @@ impl Default for SessionCache {
             sessions: Cache::builder()
                 .max_capacity(MAX_SESSIONS)
                 .expire_after(SessionTtl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             guard: Arc::default(),
         }
     }
@@ -147,11 +148,11 @@ impl SessionCache {
         let (session, source) = match self.sessions.get(&key).await {
             Some(session) => (session, Source::Cache),
             None => {
-                let entry = self
-                    .sessions
-                    .entry(key)
-                    .or_try_insert_with(async { self.login(org, user, tokens).await.map(Arc::new) })
-                    .await?;
+                // Boxed: the login's future is large, and only a miss needs it.
+                let entry = Box::pin(self.sessions.entry(key).or_try_insert_with(async {
+                    self.login(org, user, tokens).await.map(Arc::new)
+                }))
+                .await?;
                 let source = if entry.is_fresh() {
                     Source::Minted
                 } else {
