@@ -23,7 +23,7 @@
 #  7. measures cold start (1,000 concurrent requests on an empty cache), a 100 MB upload
 #     streaming through sfproxy, and the latency of a session replay.
 #
-# Knobs (environment): DURATION (s per measured run, 4), ROUNDS (3: each row measures its four
+# Knobs (environment): DURATION (s per measured run, 2), ROUNDS (7: each row measures its four
 # targets one after another, this many times; a cell is the median run, its ratios the median of
 # the rounds' ratios, so a target is compared with its peer measured seconds apart on a noisy
 # machine), WARMUP (s per cell, before its first round, 3), CONNS ("16 64 256"),
@@ -42,8 +42,8 @@ started_at=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-DURATION=${DURATION:-4}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-2}
+ROUNDS=${ROUNDS:-7}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"16 64 256"}
 MODES=${MODES:-"shared pinned"}
@@ -400,6 +400,7 @@ extras() {
     X[cold_tokens]=$(metric sfproxy_token_requests_total)
     X[warm]=$(timeout 120 python3 "$HERE/burst.py" --proxy "127.0.0.1:$SFPROXY_PORT" --url "$URL_FORWARD" -n "$BURST")
     X[cold_hwm]=$(status_kb "${PID[sfproxy]}" VmHWM)
+    X[cold_conns]=$(upstream_conns)
 
     say "one request: cold (fresh sfproxy) against warm; then session replays"
     start_sfproxy
@@ -545,7 +546,7 @@ report() {
         "statuses $(jget "$cold" statuses), all answered in $(jget "$cold" all_answered_ms) ms (median $(jget "$cold" p50_ms) ms);" \
         "**token requests: ${X[cold_tokens]}**. The same burst right after, warm: all answered in $(jget "$warm" all_answered_ms) ms" \
         "(median $(jget "$warm" p50_ms) ms), statuses $(jget "$warm" statuses). sfproxy VmHWM after both: $(awk -v k="${X[cold_hwm]}" 'BEGIN { printf "%.1f MB", k / 1024 }')" \
-        "(one upstream TLS connection per concurrent request)."
+        "($BURST caller connections at once); upstream connections after both: ${X[cold_conns]}."
     read -r s_cold t_cold <<<"${X[one_cold]}"
     read -r s_warm t_warm <<<"${X[one_warm]}"
     read -r s_rep t_rep <<<"${X[replay]}"

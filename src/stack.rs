@@ -29,7 +29,8 @@ pub fn build(
     config: &Config,
     sessions: SessionCache,
 ) -> Result<(ProxyService, TokenClient), String> {
-    let client = upstream::build_client(&config.proxy)?;
+    let tls = upstream::tls_config(&config.proxy)?;
+    let client = upstream::pooled_client(tls.clone());
     let tokens = TokenClient::new(client.clone());
     let service = ServiceBuilder::new()
         // First, so the request id, log line and metrics cover every answer, refusals included.
@@ -58,6 +59,6 @@ pub fn build(
             tokens.clone(),
             config.proxy.replay_limit,
         ))
-        .service(Upstream::new(client, config.proxy.request_timeout));
+        .service(Upstream::new(client, &tls, config.proxy.request_timeout));
     Ok((service, tokens))
 }

@@ -651,3 +651,20 @@ async fn pooled_connections_recover_when_the_instance_comes_back() {
          renewed within the caller's request (1 login, 1 replay)",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_without_http2_is_served_over_http1() {
+    let org = Org::start().await;
+    org.mock.set_http1_only(true);
+    let proxy = Proxy::start(&(org.config("", "") + &route("erp", &[HOST], USER, "")));
+    for _ in 0..3 {
+        let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let seen = org.mock.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|r| !r.http2 && r.session_valid),
+        "HTTP/1.1, with the session"
+    );
+}

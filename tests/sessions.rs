@@ -27,7 +27,13 @@ fn url(path: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_cold_callers_share_one_token_request() {
     let org = Org::start().await;
-    let proxy = start(&org, "");
+    // The instance under another name than the token host (as Salesforce's are), so the token
+    // request's connection cannot serve the burst.
+    let instance = format!(
+        "instance_url = \"https://127.0.0.1:{}\"",
+        org.mock.addr().port()
+    );
+    let proxy = Proxy::start(&(org.config("", &instance) + &route("erp", &[HOST], USER, "")));
     // A slow login, so every caller arrives while the one token request is in flight.
     org.mock
         .fail_next_token_requests(1, TokenFailure::Delay(Duration::from_millis(500)));
@@ -62,7 +68,18 @@ async fn a_thousand_cold_callers_share_one_token_request() {
         "one token request for 1,000 misses"
     );
     assert_eq!(org.mock.requests().len(), 1000);
-    assert!(org.mock.requests().iter().all(|r| r.session_valid));
+    assert!(
+        org.mock
+            .requests()
+            .iter()
+            .all(|r| r.session_valid && r.http2)
+    );
+    assert_eq!(
+        org.mock.accepted_connections(),
+        2,
+        "1,000 requests arriving at once share one HTTP/2 connection to the instance (besides \
+         the token request's)"
+    );
     proxy.wait_for_events("request", 1000).await;
     proxy.settle().await;
     let lines = proxy.events("request");

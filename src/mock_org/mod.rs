@@ -84,6 +84,8 @@ pub struct SeenRequest {
     pub body_len: usize,
     /// The presented token was a live session (even if its user may not use the REST API).
     pub session_valid: bool,
+    /// Came over HTTP/2 (else HTTP/1.1).
+    pub http2: bool,
 }
 
 /// A running stand-in org. Dropping it (or awaiting `shutdown`) stops the server.
@@ -116,8 +118,13 @@ impl MockOrg {
             hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &hmac_secret),
             inner: Mutex::new(Inner::default()),
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let server = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&state)));
+        let mut http1 = tls.clone();
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptors = Acceptors {
+            both: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            http1: tokio_rustls::TlsAcceptor::from(Arc::new(http1)),
+        };
+        let server = tokio::spawn(accept_loop(listener, acceptors, Arc::clone(&state)));
         tracing::info!(%addr, "mock Salesforce org listening");
         Ok(MockOrg {
             state,
@@ -180,6 +187,16 @@ impl MockOrg {
         self.state.inner().open_connections
     }
 
+    /// Offers only HTTP/1.1 by ALPN on connections accepted from now on (as some servers do).
+    pub fn set_http1_only(&self, only: bool) {
+        self.state.inner().http1_only = only;
+    }
+
+    /// Connections accepted since the start, closed ones included.
+    pub fn accepted_connections(&self) -> usize {
+        self.state.inner().accepted_connections
+    }
+
     /// Request bodies cut off by their sender (a proxy that cancelled an upload).
     pub fn aborted_bodies(&self) -> usize {
         self.state.inner().aborted_bodies
@@ -229,6 +246,8 @@ struct State {
 struct Inner {
     /// Caller connections open now (TCP accepted, not yet closed).
     open_connections: usize,
+    accepted_connections: usize,
+    http1_only: bool,
     /// Request bodies whose sender went away before the end.
     aborted_bodies: usize,
     /// `/download` answers still being streamed.
@@ -291,11 +310,13 @@ fn tls_config(tls: &KeyAndCert) -> std::io::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    state: Arc<State>,
-) {
+/// TLS offering `h2` and `http/1.1` by ALPN, and offering `http/1.1` only.
+struct Acceptors {
+    both: tokio_rustls::TlsAcceptor,
+    http1: tokio_rustls::TlsAcceptor,
+}
+
+async fn accept_loop(listener: TcpListener, acceptors: Acceptors, state: Arc<State>) {
     // Owning the connection tasks here means aborting this task aborts them all.
     let mut connections = JoinSet::new();
     loop {
@@ -309,7 +330,15 @@ async fn accept_loop(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let acceptor = {
+            let mut inner = state.inner();
+            inner.accepted_connections += 1;
+            if inner.http1_only {
+                acceptors.http1.clone()
+            } else {
+                acceptors.both.clone()
+            }
+        };
         let state = Arc::clone(&state);
         connections.spawn(async move {
             let _open = Counted::new(&state, |inner| &mut inner.open_connections);

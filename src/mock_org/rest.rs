@@ -63,6 +63,7 @@ pub(super) async fn handle(
         let mut inner = state.inner();
         let user = token.and_then(|t| inner.sessions.get(t).copied());
         inner.requests.push(SeenRequest {
+            http2: parts.version == http::Version::HTTP_2,
             method: parts.method.to_string(),
             path_and_query: parts
                 .uri

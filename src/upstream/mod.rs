@@ -1,11 +1,11 @@
-//! The last stage: the request, rewritten for the org's instance, over a pooled TLS client.
+//! The last stage: the request, rewritten for the org's instance, sent over TLS.
 //!
 //! The destination is never taken from the request: scheme and authority always come from the
 //! session's instance URL, and only the (route-rewritten) path and query travel on. Hop-by-hop
 //! headers — `Connection` and what it names, the proxy's own `Proxy-*` headers among them — are
-//! stripped both ways, as RFC 9110 §7.6.1 requires of a proxy. One client is shared by every
-//! request and the token endpoint, so connections to an instance are pooled and reused, HTTP/2
-//! where the instance offers it by ALPN.
+//! stripped both ways, as RFC 9110 §7.6.1 requires of a proxy. Requests to an instance share one
+//! HTTP/2 connection ([`h2`]); an instance that does not offer HTTP/2 is served by the pooled
+//! client the token requests use.
 
 use std::{
     future::Future,
@@ -25,6 +25,10 @@ use hyper_util::{
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
+
+mod h2;
+
+use h2::{Failure, H2Connections};
 
 use crate::{
     body::{self, ProxyBody},
@@ -59,8 +63,8 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     Ok(certs)
 }
 
-/// The pooled https-only client: webpki roots plus `ca_file`, TLS 1.2+, HTTP/1.1 and HTTP/2.
-pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
+/// TLS to Salesforce: webpki roots plus `ca_file`, TLS 1.2+.
+pub fn tls_config(settings: &ProxySettings) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &settings.ca_file {
@@ -70,13 +74,24 @@ pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
                 .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
         }
     }
-    let tls = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    Ok(
+        ClientConfig::builder_with_provider(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// The pooled https-only client, HTTP/1.1 and HTTP/2: token requests, and instances that do not
+/// speak HTTP/2.
+pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
+    Ok(pooled_client(tls_config(settings)?))
+}
+
+pub fn pooled_client(tls: ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -87,11 +102,11 @@ pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(https))
+        .build(https)
 }
 
 /// An error and its sources on one line: "client error (Connect): tcp connect error: refused".
@@ -163,15 +178,19 @@ pub fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, P
 
 #[derive(Clone)]
 pub struct Upstream {
-    /// Behind an `Arc`: the stack is cloned for every request, and the client is many `Arc`s.
-    client: Arc<HttpClient>,
+    /// Behind `Arc`s: the stack is cloned for every request.
+    pooled: Arc<HttpClient>,
+    h2: Arc<H2Connections>,
     timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(client: HttpClient, timeout: Duration) -> Self {
+    /// `pooled`: the client for instances without HTTP/2 (shared with the token client);
+    /// `tls`: its TLS settings, for the HTTP/2 connections.
+    pub fn new(pooled: HttpClient, tls: &ClientConfig, timeout: Duration) -> Self {
         Self {
-            client: Arc::new(client),
+            pooled: Arc::new(pooled),
+            h2: Arc::new(H2Connections::new(tls, CONNECT_TIMEOUT)),
             timeout,
         }
     }
@@ -205,19 +224,17 @@ impl Service<Request<ProxyBody>> for Upstream {
         // The instance's host goes in the URI: hyper-util writes it as `Host` for HTTP/1.1
         // and as `:authority` for HTTP/2, where a second, `Host` header is refused.
         headers.remove(header::HOST);
-        let timeout = self.timeout;
+        let (timeout, pooled, h2) = (self.timeout, self.pooled.clone(), self.h2.clone());
         let started = std::time::Instant::now();
-        // The client's future owns what it needs: no clone of the client per request.
-        let sent = self.client.request(request);
         Box::pin(async move {
             let org = &route.org;
+            let sent = h2.send(&pooled, &instance, request);
             let response = match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(response)) => response,
-                Ok(Err(error)) => {
-                    let reason = if error.is_connect() {
-                        format!("cannot connect: {}", error_chain(&error))
-                    } else {
-                        format!("no answer: {}", error_chain(&error))
+                Ok(Err(failure)) => {
+                    let reason = match failure {
+                        Failure::Connect(why) => format!("cannot connect: {why}"),
+                        Failure::NoAnswer(why) => format!("no answer: {why}"),
                     };
                     return Err(ProxyError::UpstreamUnreachable {
                         org: org.name.clone(),

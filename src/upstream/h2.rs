@@ -1,0 +1,224 @@
+//! One HTTP/2 connection per instance, shared by every request to it.
+//!
+//! hyper-util's pooled client checks a connection out of its pool for every request (a lock, a
+//! hash of the host, a connect future built and dropped), and while no connection is up it opens
+//! one per waiting request: a cold burst of 1,000 requests opened hundreds of TLS connections.
+//! Salesforce's instances speak HTTP/2, which multiplexes. Here the first request to an instance
+//! opens its connection while the others wait for it, and every later request is a stream on
+//! it; a closed connection is replaced by the next request, and a request the closing connection
+//! never sent goes once more, on the new one. An instance that does not offer `h2` by ALPN is
+//! left to the pooled client (HTTP/1.1).
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use http::{Request, Response, uri::Authority};
+use hyper::{
+    body::Incoming,
+    client::conn::http2::{Builder, SendRequest},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::{HttpClient, error_chain};
+use crate::{body::ProxyBody, config::InstanceUrl};
+
+/// Why a request got no answer: it could not be sent, or it was sent and the answer broke off.
+pub enum Failure {
+    Connect(String),
+    NoAnswer(String),
+}
+
+/// The HTTP/2 connections of every instance requests went to.
+pub struct H2Connections {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    /// Instances are few (one or two per org): a short list.
+    instances: Mutex<Vec<(Authority, Arc<Instance>)>>,
+}
+
+#[derive(Default)]
+struct Instance {
+    sender: ArcSwapOption<SendRequest<ProxyBody>>,
+    /// Held while connecting, so that requests arriving meanwhile wait for that connection.
+    connecting: tokio::sync::Mutex<()>,
+    /// The instance chose HTTP/1.1: its requests go through the pooled client.
+    http1: AtomicBool,
+}
+
+impl Instance {
+    fn live(&self) -> Option<Arc<SendRequest<ProxyBody>>> {
+        self.sender.load_full().filter(|s| !s.is_closed())
+    }
+}
+
+impl H2Connections {
+    /// `tls`: the client's TLS settings; ALPN offers `h2` and `http/1.1`.
+    pub fn new(tls: &ClientConfig, connect_timeout: Duration) -> Self {
+        let mut tls = tls.clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            tls: TlsConnector::from(Arc::new(tls)),
+            connect_timeout,
+            instances: Mutex::default(),
+        }
+    }
+
+    fn instance(&self, authority: &Authority) -> Arc<Instance> {
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, instance)) = instances.iter().find(|(a, _)| a == authority) {
+            return instance.clone();
+        }
+        let instance = Arc::new(Instance::default());
+        instances.push((authority.clone(), instance.clone()));
+        instance
+    }
+
+    /// Sends `request` (its URI absolute, on `instance`) on the instance's HTTP/2 connection, or
+    /// through `pooled` when the instance speaks HTTP/1.1 only.
+    pub async fn send(
+        &self,
+        pooled: &HttpClient,
+        instance: &InstanceUrl,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let target = self.instance(&instance.0);
+        let mut retried = false;
+        loop {
+            let sender = match target.live() {
+                Some(sender) => sender,
+                None => match self.connect(&target, &instance.0).await? {
+                    Some(sender) => sender,
+                    None => return send_pooled(pooled, request).await,
+                },
+            };
+            let mut stream = (*sender).clone();
+            match stream.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => match error.take_message() {
+                    // The connection was closing and never sent it: once more, on a new one.
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        target.sender.compare_and_swap(&Some(sender), None);
+                        request = unsent;
+                    }
+                    _ => {
+                        return Err(Failure::NoAnswer(error_chain(&error.into_error())));
+                    }
+                },
+            }
+        }
+    }
+
+    /// The instance's connection, opened now unless a request that waited with this one just
+    /// opened it; `None` if the instance does not speak HTTP/2.
+    async fn connect(
+        &self,
+        target: &Instance,
+        authority: &Authority,
+    ) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
+        let _connecting = target.connecting.lock().await;
+        if target.http1.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if let Some(sender) = target.live() {
+            return Ok(Some(sender));
+        }
+        let opened = tokio::time::timeout(self.connect_timeout, self.open(authority))
+            .await
+            .map_err(|_| {
+                Failure::Connect(format!(
+                    "no connection within {}s",
+                    self.connect_timeout.as_secs()
+                ))
+            })??;
+        match opened {
+            Some(sender) => {
+                let sender = Arc::new(sender);
+                target.sender.store(Some(sender.clone()));
+                Ok(Some(sender))
+            }
+            None => {
+                target.http1.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    /// TCP, TLS and the HTTP/2 handshake; `None` if ALPN chose HTTP/1.1.
+    async fn open(&self, authority: &Authority) -> Result<Option<SendRequest<ProxyBody>>, Failure> {
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(443);
+        let tcp = connect_tcp(host, port).await?;
+        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| Failure::Connect(format!("{host}: {e}")))?
+            .to_owned();
+        let tls =
+            self.tls.connect(name, tcp).await.map_err(|e| {
+                Failure::Connect(format!("TLS with {authority}: {}", error_chain(&e)))
+            })?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Ok(None);
+        }
+        let (sender, connection) = Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| {
+                Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e)))
+            })?;
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%authority, error = %error_chain(&error), "instance connection closed");
+            }
+        });
+        Ok(Some(sender))
+    }
+}
+
+/// The first address of `host` that accepts, Nagle off.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| Failure::Connect(format!("cannot resolve {host}: {e}")))?;
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(error) => last = Some(format!("tcp connect error: {error}")),
+        }
+    }
+    Err(Failure::Connect(
+        last.unwrap_or_else(|| format!("{host} has no address")),
+    ))
+}
+
+async fn send_pooled(
+    pooled: &HttpClient,
+    request: Request<ProxyBody>,
+) -> Result<Response<Incoming>, Failure> {
+    pooled.request(request).await.map_err(|error| {
+        if error.is_connect() {
+            Failure::Connect(error_chain(&error))
+        } else {
+            Failure::NoAnswer(error_chain(&error))
+        }
+    })
+}
