@@ -668,3 +668,39 @@ async fn an_instance_without_http2_is_served_over_http1() {
         "HTTP/1.1, with the session"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_waiting_for_an_unreachable_instance_share_one_connect_attempt() {
+    // Accepts TCP (the kernel does) but never answers the TLS handshake: each connect attempt
+    // lasts the whole connect timeout (10 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let org = Org::start().await;
+    let instance = format!("instance_url = \"https://127.0.0.1:{port}\"");
+    let proxy = Proxy::start(
+        &(org.config("request_timeout = \"45s\"", &instance) + &route("erp", &[HOST], USER, "")),
+    );
+    let started = Instant::now();
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = proxy.url();
+            tokio::spawn(async move { curl(&["-x", &url, LIMITS]).await })
+        })
+        .collect();
+    for caller in callers {
+        let reply = caller.await.expect("caller");
+        assert_eq!(reply.status, 502, "{}", reply.body);
+        assert!(
+            reply.body.contains("PROXY_UPSTREAM_UNREACHABLE"),
+            "{}",
+            reply.body
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(18),
+        "one connect attempt answered every caller waiting for it, not one attempt each in \
+         turn: {took:?}"
+    );
+    drop(silent);
+}

@@ -6,15 +6,15 @@
 //! Salesforce's instances speak HTTP/2, which multiplexes. Here the first request to an instance
 //! opens its connection while the others wait for it, and every later request is a stream on
 //! it; a closed connection is replaced by the next request, and a request the closing connection
-//! never sent goes once more, on the new one. An instance that does not offer `h2` by ALPN is
-//! left to the pooled client (HTTP/1.1).
+//! never sent goes once more, on the new one. A failed attempt answers every request that waited
+//! for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
 
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwapOption;
@@ -49,8 +49,9 @@ pub struct H2Connections {
 #[derive(Default)]
 struct Instance {
     sender: ArcSwapOption<SendRequest<ProxyBody>>,
-    /// Held while connecting, so that requests arriving meanwhile wait for that connection.
-    connecting: tokio::sync::Mutex<()>,
+    /// Held while connecting, so that requests arriving meanwhile wait for that connection; it
+    /// holds when the last attempt failed, and why.
+    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
     /// The instance chose HTTP/1.1: its requests go through the pooled client.
     http1: AtomicBool,
 }
@@ -129,21 +130,31 @@ impl H2Connections {
         target: &Instance,
         authority: &Authority,
     ) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
-        let _connecting = target.connecting.lock().await;
+        let waited_from = Instant::now();
+        let mut last_failure = target.connecting.lock().await;
         if target.http1.load(Ordering::Relaxed) {
             return Ok(None);
         }
         if let Some(sender) = target.live() {
             return Ok(Some(sender));
         }
-        let opened = tokio::time::timeout(self.connect_timeout, self.open(authority))
-            .await
-            .map_err(|_| {
-                Failure::Connect(format!(
-                    "no connection within {}s",
-                    self.connect_timeout.as_secs()
-                ))
-            })??;
+        // An attempt that failed while this request waited for it is its answer too: an
+        // unreachable instance costs one connect timeout, not one per waiting request in turn.
+        if let Some((_, why)) = last_failure.as_ref().filter(|(at, _)| *at >= waited_from) {
+            return Err(Failure::Connect(why.clone()));
+        }
+        let opened = match tokio::time::timeout(self.connect_timeout, self.open(authority)).await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why))) => {
+                *last_failure = Some((Instant::now(), why.clone()));
+                return Err(Failure::Connect(why));
+            }
+            Err(_) => {
+                let why = format!("no connection within {}s", self.connect_timeout.as_secs());
+                *last_failure = Some((Instant::now(), why.clone()));
+                return Err(Failure::Connect(why));
+            }
+        };
         match opened {
             Some(sender) => {
                 let sender = Arc::new(sender);
