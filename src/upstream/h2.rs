@@ -100,7 +100,9 @@ impl H2Connections {
         loop {
             let sender = match target.live() {
                 Some(sender) => sender,
-                None => match self.connect(&target, &instance.0).await? {
+                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future
+                // is kilobytes that every request's future would otherwise carry.
+                None => match Box::pin(self.connect(&target, &instance.0)).await? {
                     Some(sender) => sender,
                     None => return send_pooled(pooled, request).await,
                 },
