@@ -8,15 +8,19 @@
 //! can be smuggled behind it. Connections beyond `max_connections` get a 503 and are closed
 //! before any request is read.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
 use http::{Method, Request};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::AsyncWriteExt,
+    net::TcpListener,
+    sync::{Semaphore, watch},
 };
-use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
 use tower::ServiceExt;
 
 use crate::{
@@ -49,19 +53,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: impl FnOnce() -> Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     let header_limit = settings.max_header_bytes * HYPER_HEADER_SLACK;
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(header_limit.max(8192));
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
     let connections = Arc::new(Semaphore::new(settings.max_connections));
-    let graceful = GracefulShutdown::new();
+    // The drain: every connection holds a receiver; on shutdown each is asked to finish its
+    // requests and close, and the drain is over once every receiver is gone.
+    let (drain, draining) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -98,8 +103,8 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let (http1, http2) = (http1.clone(), http2.clone());
+        let mut draining = draining.clone();
         let header_timeout = settings.header_timeout;
         tokio::spawn(async move {
             let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN);
@@ -107,16 +112,24 @@ pub async fn serve(
             // hyper's header timeout starts once it knows the protocol: a caller that connects
             // and says nothing, or stalls inside the HTTP/2 preface, must not hold a
             // connection slot for ever.
-            match tokio::time::timeout(header_timeout, protocol_known(&stream)).await {
-                Ok(Ok(())) => {
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), per_request)
-                        .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %error, "connection ended with an error");
-                    }
+            let served = match tokio::time::timeout(header_timeout, protocol_of(&stream)).await {
+                Ok(Ok(Protocol::Http1)) => {
+                    let connection = http1
+                        .serve_connection(TokioIo::new(stream), per_request)
+                        .with_upgrades();
+                    until_drained(connection, &mut draining, |c| c.graceful_shutdown()).await
                 }
-                _ => tracing::debug!(%peer, "closed: nothing sent within header_timeout, or gone"),
+                Ok(Ok(Protocol::Http2)) => {
+                    let connection = http2.serve_connection(TokioIo::new(stream), per_request);
+                    until_drained(connection, &mut draining, |c| c.graceful_shutdown()).await
+                }
+                _ => {
+                    tracing::debug!(%peer, "closed: nothing sent within header_timeout, or gone");
+                    Ok(())
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
             open.decrement(1.0);
             drop(permit);
@@ -125,10 +138,9 @@ pub async fn serve(
     drop(listener);
     let grace = grace();
     tracing::info!(grace = ?grace, "stopped accepting; letting requests in flight finish");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = drain.send(true);
+    drop(draining);
+    if tokio::time::timeout(grace, drain.closed()).await.is_err() {
         tracing::warn!("requests still in flight after {grace:?}; closing them");
     }
 }
@@ -136,21 +148,49 @@ pub async fn serve(
 /// What an HTTP/2 (h2c) caller sends first; anything else is read as HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Returns once the first bytes tell HTTP/1 from the HTTP/2 preface (hyper's version detection
-/// reads them with no timeout of its own); an error if the caller closed first.
-async fn protocol_known(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The protocol, once the first bytes tell HTTP/1 from the HTTP/2 preface; an error if the caller
+/// closed first. Peeked, not read: hyper then reads the request whole from the socket (behind
+/// hyper-util's auto-detection its first read was the sniffed bytes alone, which doubled its
+/// 8 KB read buffer on every connection).
+async fn protocol_of(stream: &tokio::net::TcpStream) -> std::io::Result<Protocol> {
     let mut start = [0u8; H2_PREFACE.len()];
     loop {
         let n = stream.peek(&mut start).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if n == H2_PREFACE.len() || start[..n] != H2_PREFACE[..n] {
-            return Ok(());
+        if start[..n] != H2_PREFACE[..n] {
+            return Ok(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Protocol::Http2);
         }
         // Part of the preface so far: peek returns at once while nothing new arrives.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Serves `connection` to its end; once the drain starts, asks it (`stop`) to finish the
+/// requests it has and close.
+async fn until_drained<C, E>(
+    connection: C,
+    draining: &mut watch::Receiver<bool>,
+    stop: impl FnOnce(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        _ = draining.wait_for(|&drain| drain) => stop(connection.as_mut()),
+    }
+    connection.await
 }
 
 /// Answers a connection over `max_connections` with a 503 and closes it: a precise refusal,

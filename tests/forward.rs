@@ -250,3 +250,22 @@ async fn refusals_send_nothing_upstream() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_callers_without_tls_are_served() {
+    let org = Org::start().await;
+    let proxy =
+        Proxy::start(&(org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "")));
+    let connect_to = format!("acme.my.salesforce.com:80:{}", proxy.addr);
+    let reply = curl(&[
+        "--http2-prior-knowledge",
+        "--connect-to",
+        &connect_to,
+        LIMITS,
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = org.mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].session_valid, "the session went upstream");
+}
