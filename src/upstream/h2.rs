@@ -96,6 +96,9 @@ impl H2Connections {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, Failure> {
         let target = self.instance(&instance.0);
+        if target.http1.load(Ordering::Relaxed) {
+            return send_pooled(pooled, request).await;
+        }
         let mut retried = false;
         loop {
             let sender = match target.live() {
