@@ -340,12 +340,21 @@ impl<'a> Fields<'a> {
     }
 
     fn record_integer(&mut self, field: &Field, value: impl itoa::Integer + fmt::Debug) {
+        if is_log_metadata(field) {
+            return;
+        }
         if field.name() == "message" {
             return self.by_default(|v| v.record_debug(field, &value));
         }
         self.name(field);
         self.out.push_str(itoa::Buffer::new().format(value));
     }
+}
+
+/// `log.target`, `log.file`…: what tracing-log adds to a `log` record, written by the default
+/// format as the line's target, not as fields.
+fn is_log_metadata(field: &Field) -> bool {
+    field.name().starts_with("log.")
 }
 
 /// Bytes that `Debug` of a string writes as they are: printable ASCII but `"` and `\`.
@@ -416,7 +425,7 @@ fn write_thousandths(out: &mut String, whole: u64, fraction: u64) {
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() {
+        if self.result.is_err() || is_log_metadata(field) {
             return;
         }
         if field.name() == "message" {
@@ -446,7 +455,7 @@ impl Visit for Fields<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.result.is_err() {
+        if self.result.is_err() || is_log_metadata(field) {
             return;
         }
         if field.name() == "message" {
@@ -460,7 +469,7 @@ impl Visit for Fields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
+        if self.result.is_err() || is_log_metadata(field) {
             return;
         }
         if field.name() == "message" {

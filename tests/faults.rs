@@ -667,14 +667,32 @@ async fn an_instance_without_http2_is_served_over_http1() {
         seen.iter().all(|r| !r.http2 && r.session_valid),
         "HTTP/1.1, with the session"
     );
+    // The token request's connection, the one that learnt the instance has no HTTP/2, and at
+    // most one pooled HTTP/1.1 connection: not a new TLS handshake per request.
+    assert!(
+        org.mock.accepted_connections() <= 3,
+        "{} connections for 3 requests",
+        org.mock.accepted_connections()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn callers_waiting_for_an_unreachable_instance_share_one_connect_attempt() {
-    // Accepts TCP (the kernel does) but never answers the TLS handshake: each connect attempt
-    // lasts the whole connect timeout (10 s).
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // Accepts TCP but never answers the TLS handshake: each connect attempt lasts the whole
+    // connect timeout (10 s). It counts the attempts.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = silent.local_addr().expect("addr").port();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let listener = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
     let org = Org::start().await;
     let instance = format!("instance_url = \"https://127.0.0.1:{port}\"");
     let proxy = Proxy::start(
@@ -702,5 +720,10 @@ async fn callers_waiting_for_an_unreachable_instance_share_one_connect_attempt()
         "one connect attempt answered every caller waiting for it, not one attempt each in \
          turn: {took:?}"
     );
-    drop(silent);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the four callers shared one connect attempt"
+    );
+    listener.abort();
 }

@@ -528,6 +528,19 @@ clients = ["erp"]
             }
         }
 
+        /// Common Host headers take the shortcut; what it cannot vouch for does not.
+        #[test]
+        fn common_hosts_take_the_shortcut(name in "[a-z0-9-]{1,12}(\\.[a-z0-9-]{1,12}){0,3}", port in proptest::option::of(1u16..)) {
+            let value = match port {
+                Some(port) => format!("{name}:{port}"),
+                None => name.clone(),
+            };
+            prop_assert_eq!(simple_host(value.as_bytes()), Some(name.as_str()));
+            for odd in [format!("{name}@x"), format!("[{name}]"), name.to_uppercase() + "Q", format!("{name}:"), format!("{name}:123456")] {
+                prop_assert_eq!(simple_host(odd.as_bytes()), None, "{}", odd);
+            }
+        }
+
         /// No target makes the proxy panic, and whatever route it picks, the request can only
         /// go to the session's instance: the caller supplies the path and query, nothing else.
         #[test]

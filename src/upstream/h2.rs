@@ -32,6 +32,11 @@ use tokio_rustls::TlsConnector;
 use super::{HttpClient, error_chain};
 use crate::{body::ProxyBody, config::InstanceUrl};
 
+/// A ping this often on each connection...
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// ...must be answered within this, or the connection is closed.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Why a request got no answer: it could not be sent, or it was sent and the answer broke off.
 pub enum Failure {
     Connect(String),
@@ -129,96 +134,129 @@ impl H2Connections {
     }
 
     /// The instance's connection, opened now unless a request that waited with this one just
-    /// opened it; `None` if the instance does not speak HTTP/2.
+    /// opened it; `None` if the instance does not speak HTTP/2. The attempt runs as a task of its
+    /// own: a caller that leaves (or times out) while it runs does not cancel it for the others.
     async fn connect(
         &self,
-        target: &Instance,
+        target: &Arc<Instance>,
         authority: &Authority,
     ) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
-        let waited_from = Instant::now();
-        let mut last_failure = target.connecting.lock().await;
-        if target.http1.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        if let Some(sender) = target.live() {
-            return Ok(Some(sender));
-        }
-        // An attempt that failed while this request waited for it is its answer too: an
-        // unreachable instance costs one connect timeout, not one per waiting request in turn.
-        if let Some((_, why)) = last_failure.as_ref().filter(|(at, _)| *at >= waited_from) {
-            return Err(Failure::Connect(why.clone()));
-        }
-        let opened = match tokio::time::timeout(self.connect_timeout, self.open(authority)).await {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why))) => {
-                *last_failure = Some((Instant::now(), why.clone()));
-                return Err(Failure::Connect(why));
-            }
-            Err(_) => {
-                let why = format!("no connection within {}s", self.connect_timeout.as_secs());
-                *last_failure = Some((Instant::now(), why.clone()));
-                return Err(Failure::Connect(why));
-            }
-        };
-        match opened {
-            Some(sender) => {
-                let sender = Arc::new(sender);
-                target.sender.store(Some(sender.clone()));
-                Ok(Some(sender))
-            }
-            None => {
-                target.http1.store(true, Ordering::Relaxed);
-                Ok(None)
-            }
-        }
-    }
-
-    /// TCP, TLS and the HTTP/2 handshake; `None` if ALPN chose HTTP/1.1.
-    async fn open(&self, authority: &Authority) -> Result<Option<SendRequest<ProxyBody>>, Failure> {
-        let host = authority.host();
-        let port = authority.port_u16().unwrap_or(443);
-        let tcp = connect_tcp(host, port).await?;
-        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|e| Failure::Connect(format!("{host}: {e}")))?
-            .to_owned();
-        let tls =
-            self.tls.connect(name, tcp).await.map_err(|e| {
-                Failure::Connect(format!("TLS with {authority}: {}", error_chain(&e)))
-            })?;
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Ok(None);
-        }
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tls))
+        let attempt = tokio::spawn(connect(
+            target.clone(),
+            self.tls.clone(),
+            authority.clone(),
+            self.connect_timeout,
+        ));
+        attempt
             .await
-            .map_err(|e| {
-                Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e)))
-            })?;
-        let authority = authority.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%authority, error = %error_chain(&error), "instance connection closed");
-            }
-        });
-        Ok(Some(sender))
+            .unwrap_or_else(|_| Err(Failure::Connect("the connect task failed".into())))
     }
 }
 
-/// The first address of `host` that accepts, Nagle off.
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Failure> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses = tokio::net::lookup_host((bare, port))
+async fn connect(
+    target: Arc<Instance>,
+    tls: TlsConnector,
+    authority: Authority,
+    timeout: Duration,
+) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
+    let waited_from = Instant::now();
+    let mut last_failure = target.connecting.lock().await;
+    if target.http1.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    if let Some(sender) = target.live() {
+        return Ok(Some(sender));
+    }
+    // An attempt that failed while this request waited for it is its answer too: an
+    // unreachable instance costs one connect timeout, not one per waiting request in turn.
+    if let Some((_, why)) = last_failure.as_ref().filter(|(at, _)| *at >= waited_from) {
+        return Err(Failure::Connect(why.clone()));
+    }
+    let opened = match tokio::time::timeout(timeout, open(&tls, &authority, timeout)).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why))) => {
+            *last_failure = Some((Instant::now(), why.clone()));
+            return Err(Failure::Connect(why));
+        }
+        Err(_) => {
+            let why = format!("no connection within {}s", timeout.as_secs());
+            *last_failure = Some((Instant::now(), why.clone()));
+            return Err(Failure::Connect(why));
+        }
+    };
+    match opened {
+        Some(sender) => {
+            let sender = Arc::new(sender);
+            target.sender.store(Some(sender.clone()));
+            Ok(Some(sender))
+        }
+        None => {
+            target.http1.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+    }
+}
+
+/// TCP, TLS and the HTTP/2 handshake; `None` if ALPN chose HTTP/1.1.
+async fn open(
+    tls: &TlsConnector,
+    authority: &Authority,
+    timeout: Duration,
+) -> Result<Option<SendRequest<ProxyBody>>, Failure> {
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(443);
+    let tcp = connect_tcp(host, port, timeout).await?;
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|e| Failure::Connect(format!("{host}: {e}")))?
+        .to_owned();
+    let tls = tls
+        .connect(name, tcp)
         .await
-        .map_err(|e| Failure::Connect(format!("cannot resolve {host}: {e}")))?;
+        .map_err(|e| Failure::Connect(format!("TLS with {authority}: {}", error_chain(&e))))?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Ok(None);
+    }
+    let (sender, connection) = Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // A connection that went silent (no FIN, no GOAWAY: a NAT or load balancer forgot it)
+        // is found out by unanswered pings and closed, so the next request opens a new one.
+        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e))))?;
+    let authority = authority.clone();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%authority, error = %error_chain(&error), "instance connection closed");
+        }
+    });
+    Ok(Some(sender))
+}
+
+/// The first address of `host` that accepts, Nagle off. Each address gets its share of
+/// `timeout`: one that drops packets must not use it all up before the next is tried.
+async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Failure> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<_> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| Failure::Connect(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let share = timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
     let mut last = None;
     for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => {
+        match tokio::time::timeout(share, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(error) => last = Some(format!("tcp connect error: {error}")),
+            Ok(Err(error)) => last = Some(format!("tcp connect error: {error}")),
+            Err(_) => {
+                last = Some(format!(
+                    "tcp connect to {address}: no answer within {share:?}"
+                ))
+            }
         }
     }
     Err(Failure::Connect(
