@@ -13,7 +13,7 @@
 #  3. starts `sfproxy stand-in` as the token endpoint and sfproxy `run` on benches/sfproxy.toml
 #     (instance_url pinned to the upstream);
 #  4. starts the PEER, nginx as a reverse proxy with a static bearer (benches/peer.nginx.conf),
-#     with as many workers as sfproxy has tokio worker threads;
+#     with as many workers as sfproxy has serving threads;
 #  5. drives each with wrk at 16, 64 and 256 connections: direct (https to the upstream), nginx,
 #     sfproxy gateway form, sfproxy forward (absolute-form) form; in two core placements:
 #       shared: nothing pinned, wrk, upstream and proxy compete for every core;
@@ -220,13 +220,13 @@ start_sfproxy() { # a fresh process: empty session cache, empty pool
     die "sfproxy did not become ready"
 }
 
-# The tokio worker threads of sfproxy: what the peer's worker count must match.
-# (tokio names them tokio-rt-worker; older versions tokio-runtime-worker, cut to 15 characters.)
-tokio_workers() { cat /proc/"${PID[sfproxy]}"/task/*/comm | grep -c -E '^tokio-(rt-worker|runtime-w)'; }
+# The serving threads of sfproxy (one single-threaded runtime each, named sfproxy-worker): what
+# the peer's worker count must match.
+serving_threads() { cat /proc/"${PID[sfproxy]}"/task/*/comm | grep -c -x 'sfproxy-worker'; }
 
 start_peer() {
     local workers
-    workers=$(tokio_workers) || die "no tokio worker threads found in sfproxy"
+    workers=$(serving_threads) || die "no serving threads (sfproxy-worker) found in sfproxy"
     render "$HERE/peer.nginx.conf" "$RUN/peer.conf" "$workers"
     "${PIN_PROXY[@]}" nginx -c "$RUN/peer.conf" -e "$RUN/peer-error.log" &
     PID[peer]=$!
@@ -375,7 +375,7 @@ summarise() { # mode conns
 throughput() { # mode
     local mode=$1 c t
     check_targets
-    say "$mode: sfproxy has $(tokio_workers) tokio worker(s); the nginx peer as many workers;" \
+    say "$mode: sfproxy has $(serving_threads) serving thread(s); the nginx peer as many workers;" \
         "wrk -t$WRK_THREADS; $ROUNDS rounds of ${DURATION}s per cell after ${WARMUP}s of warm-up"
     local r
     for c in $CONNS; do
@@ -503,9 +503,9 @@ report() {
         "seconds before it). GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
     echo
     echo "Placement: **shared** = nothing pinned: wrk ($NPROC threads), the upstream ($NPROC workers) and the proxy" \
-        "($NPROC tokio workers / $NPROC nginx workers) compete for all $NPROC cores." \
+        "($NPROC serving threads / $NPROC nginx workers) compete for all $NPROC cores." \
         "**pinned** = wrk ($half thread(s)), the upstream ($half worker(s)) and the stand-in on CPU $LOAD_CPUS;" \
-        "the proxy under test alone on CPU $PROXY_CPUS ($((NPROC - half)) tokio worker(s) / as many nginx workers)." \
+        "the proxy under test alone on CPU $PROXY_CPUS ($((NPROC - half)) serving thread(s) / as many nginx workers)." \
         "In pinned mode *direct* is wrk and the upstream sharing CPU $LOAD_CPUS: the proxied rows add a stage on a core of its own."
     echo
     echo "CPU µs/req: CPU time (user+system) of the server under test per request (direct: the upstream;" \

@@ -25,6 +25,7 @@ use crate::{
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
     stack::{self, ProxyService},
+    workers::Workers,
 };
 
 /// How often warm sessions are looked at.
@@ -94,6 +95,7 @@ impl App {
                     "proxy.header_timeout",
                     old.header_timeout != new.header_timeout,
                 ),
+                ("proxy.workers", old.workers != new.workers),
             ] {
                 if changed {
                     tracing::warn!(
@@ -246,6 +248,8 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
     if let Some(listener) = admin {
         tokio::spawn(admin::serve(listener, app.clone(), prometheus));
     }
+    let workers = Workers::start(config.proxy.workers)
+        .map_err(|e| format!("cannot start the serving threads: {e}"))?;
     // Signal handlers before "ready": a signal right after start must not kill the process.
     let stop = server::stop_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let hangups = hangup_signals()?;
@@ -256,6 +260,7 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
         listen = %bound.proxy,
         admin = bound.admin.map(|a| a.to_string()),
         routes = config.routes.len(),
+        workers = config.proxy.workers,
         config = %app.path.display(),
         "sfproxy ready"
     );
@@ -276,7 +281,7 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
             app.serving.store(false, Ordering::Release);
         }
     };
-    server::serve(listener, &config.proxy, current, draining, grace).await;
+    server::serve(listener, &workers, &config.proxy, current, draining, grace).await;
     tracing::info!("sfproxy stopped");
     Ok(())
 }

@@ -49,6 +49,8 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bulk API 2.0 takes up to 150 MB per upload.
 pub const DEFAULT_MAX_BODY: ByteSize = ByteSize::mib(200);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// More serving threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
 /// hyper needs room for at least a request line and a few headers.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 1024 * 1024;
@@ -104,6 +106,7 @@ struct RawProxy {
     header_timeout: Option<Duration>,
     max_body: Option<ByteSize>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     intercept: Option<RawIntercept>,
 }
 
@@ -187,6 +190,8 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     pub max_body: u64,
     pub max_connections: usize,
+    /// Serving threads; by default one per core the process may use.
+    pub workers: usize,
     /// The CA for CONNECT interception; `None`: CONNECT is refused (405).
     pub intercept: Option<Arc<InterceptCa>>,
 }
@@ -490,6 +495,17 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             .max_connections
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
             .max(1),
+        workers: match raw.proxy.workers {
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "proxy.workers",
+                    format!("must be between 1 and {MAX_WORKERS}"),
+                ));
+            }
+            // The cores this process may run on (CPU affinity, a cgroup's CPU quota).
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
         intercept: raw
             .proxy
             .intercept
@@ -1141,6 +1157,18 @@ user = "u@acme.com"
         assert!(HostPattern::parse("a b").is_err());
         assert!(HostPattern::parse("acme.my.salesforce.com:443").is_err());
         assert!(HostPattern::parse("[::1]").unwrap().matches("[::1]"));
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(load("").unwrap().proxy.workers, cores);
+        assert_eq!(load("[proxy]\nworkers = 3\n").unwrap().proxy.workers, 3);
+        for bad in ["0", "1025"] {
+            let err = load(&format!("[proxy]\nworkers = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "proxy.workers");
+            assert!(err.message.contains("between 1 and 1024"), "{err}");
+        }
     }
 
     #[test]

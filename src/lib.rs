@@ -10,8 +10,11 @@ pub mod config;
 
 pub mod app;
 
-// Accepting connections, then the tower stack: trace, rescue, identify, route, session.
+// Accepting connections, the threads that serve them, then the tower stack: trace, rescue,
+// identify, route, session.
 pub mod server;
+
+pub mod workers;
 
 pub mod stack;
 

@@ -110,7 +110,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Accepting, the admin port, reloads and warm sessions; the proxy's connections are served
+    // on threads of their own (`sfproxy::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -31,6 +31,7 @@ use crate::{
     layer::identify::ClientAddr,
     metrics,
     stack::ProxyService,
+    workers::Workers,
 };
 
 /// hyper's own limit on the header section is this many times `max_header_bytes`: up to the
@@ -44,10 +45,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets connections finish for up to
-/// `grace()`. Each request is served by the stack `current()` returns when it arrives, so a
+/// `grace()`. Connections are accepted here and served on `workers`. Each request is served by the stack `current()` returns when it arrives, so a
 /// reload takes effect for new requests while requests in flight finish on the old stack.
 pub async fn serve(
     listener: TcpListener,
+    workers: &Workers,
     settings: &ProxySettings,
     current: impl Fn() -> ProxyService + Clone + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
@@ -103,10 +105,25 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
+        // Off this runtime's reactor, onto the serving thread's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "connection lost before it was served");
+                continue;
+            }
+        };
         let (http1, http2) = (http1.clone(), http2.clone());
         let mut draining = draining.clone();
         let header_timeout = settings.header_timeout;
-        tokio::spawn(async move {
+        workers.serve(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "connection lost before it was served");
+                    return;
+                }
+            };
             let open = ::metrics::gauge!(metrics::CONNECTIONS_OPEN);
             open.increment(1.0);
             // hyper's header timeout starts once it knows the protocol: a caller that connects

@@ -147,6 +147,43 @@ async fn warm_org_is_ready_only_after_its_session_is_minted_and_admin_is_apart()
     assert_eq!(health.error_code(), "PROXY_NO_ROUTE");
 }
 
+/// The serving threads of process `pid`, by their name.
+#[cfg(target_os = "linux")]
+fn serving_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|name| name.trim() == "sfproxy-worker")
+        })
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_sets_the_serving_threads_and_a_reload_leaves_them_until_restart() {
+    let org = Org::start().await;
+    let config = |workers: usize| {
+        org.config(&format!("workers = {workers}"), "") + &route("erp", &[HOST], USER, "")
+    };
+    let proxy = Proxy::start(&config(3));
+    let ready = proxy.wait_for_events("sfproxy ready", 1).await;
+    assert_eq!(ready[0]["workers"], 3);
+    assert_eq!(serving_threads(proxy.pid()), 3);
+    for _ in 0..4 {
+        assert_eq!(via(&proxy, &limits(HOST)).await.status, 200);
+    }
+
+    proxy.rewrite_config(&config(1));
+    proxy.signal("HUP").await;
+    proxy.wait_for_events(RELOADED, 1).await;
+    let warned = proxy.events("differs from the running value; takes effect on restart");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0]["key"], "proxy.workers");
+    assert_eq!(serving_threads(proxy.pid()), 3);
+    assert_eq!(via(&proxy, &limits(HOST)).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_catch_all_route_still_cannot_reach_the_admin_port() {
     let org = Org::start().await;

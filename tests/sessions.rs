@@ -33,7 +33,8 @@ async fn a_thousand_cold_callers_share_one_token_request() {
         "instance_url = \"https://127.0.0.1:{}\"",
         org.mock.addr().port()
     );
-    let proxy = Proxy::start(&(org.config("", &instance) + &route("erp", &[HOST], USER, "")));
+    let proxy =
+        Proxy::start(&(org.config("workers = 2", &instance) + &route("erp", &[HOST], USER, "")));
     // A slow login, so every caller arrives while the one token request is in flight.
     org.mock
         .fail_next_token_requests(1, TokenFailure::Delay(Duration::from_millis(500)));
@@ -76,9 +77,9 @@ async fn a_thousand_cold_callers_share_one_token_request() {
     );
     assert_eq!(
         org.mock.accepted_connections(),
-        2,
-        "1,000 requests arriving at once share one HTTP/2 connection to the instance (besides \
-         the token request's)"
+        3,
+        "1,000 requests arriving at once share one HTTP/2 connection to the instance per \
+         serving thread (2), besides the token request's"
     );
     proxy.wait_for_events("request", 1000).await;
     proxy.settle().await;

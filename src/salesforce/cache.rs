@@ -292,6 +292,7 @@ mod tests {
             header_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             max_connections: 100,
+            workers: 1,
             intercept: None,
         };
         let client = crate::upstream::build_client(&settings).unwrap();

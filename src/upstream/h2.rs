@@ -8,6 +8,9 @@
 //! it; a closed connection is replaced by the next request, and a request the closing connection
 //! never sent goes once more, on the new one. A failed attempt answers every request that waited
 //! for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
+//!
+//! Each serving thread (`workers`) has a connection of its own to each instance, driven by its
+//! own runtime: a request and its upstream stream never wait on another thread.
 
 use std::{
     sync::{
@@ -17,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response, uri::Authority};
 use hyper::{
     body::Incoming,
@@ -30,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{HttpClient, error_chain};
-use crate::{body::ProxyBody, config::InstanceUrl};
+use crate::{body::ProxyBody, config::InstanceUrl, workers};
 
 /// A ping this often on each connection...
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -47,9 +50,15 @@ pub enum Failure {
 pub struct H2Connections {
     tls: TlsConnector,
     connect_timeout: Duration,
-    /// Instances are few (one or two per org): a short list.
-    instances: Mutex<Vec<(Authority, Arc<Instance>)>>,
+    /// Per serving thread (`None`: any other thread), the instances it sent to. They are few
+    /// (one or two per org, times the threads): a short list, read without a lock on every
+    /// request, copied to add one under `adding`.
+    instances: ArcSwap<Vec<ThreadInstance>>,
+    adding: Mutex<()>,
 }
+
+/// A serving thread (`None`: any other), an instance, and that thread's connection to it.
+type ThreadInstance = (Option<usize>, Authority, Arc<Instance>);
 
 #[derive(Default)]
 struct Instance {
@@ -75,20 +84,31 @@ impl H2Connections {
         Self {
             tls: TlsConnector::from(Arc::new(tls)),
             connect_timeout,
-            instances: Mutex::default(),
+            instances: ArcSwap::default(),
+            adding: Mutex::default(),
         }
     }
 
+    /// This thread's connection state for `authority`.
     fn instance(&self, authority: &Authority) -> Arc<Instance> {
-        let mut instances = self
-            .instances
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, instance)) = instances.iter().find(|(a, _)| a == authority) {
-            return instance.clone();
+        let thread = workers::current();
+        let find = |list: &[ThreadInstance]| {
+            list.iter()
+                .find(|(t, a, _)| *t == thread && a == authority)
+                .map(|(_, _, instance)| instance.clone())
+        };
+        if let Some(instance) = find(&self.instances.load()) {
+            return instance;
+        }
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = self.instances.load_full();
+        if let Some(instance) = find(&list) {
+            return instance;
         }
         let instance = Arc::new(Instance::default());
-        instances.push((authority.clone(), instance.clone()));
+        let mut next = Vec::clone(&list);
+        next.push((thread, authority.clone(), instance.clone()));
+        self.instances.store(Arc::new(next));
         instance
     }
 

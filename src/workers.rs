@@ -1,0 +1,175 @@
+//! Serving threads: one single-threaded tokio runtime per core, each serving the caller
+//! connections handed to it, as nginx's worker processes do.
+//!
+//! On tokio's work-stealing runtime a request crossed threads several times (the caller's
+//! connection task, the upstream connection's task, hyper's task per upstream request), and
+//! each crossing was a wake-up of another thread: with wrk and the upstream on the same two
+//! cores that cost about a fifth of the throughput (README, Performance). Here a connection is
+//! served to its end on the thread it was given, and its requests go out on that thread's own
+//! upstream connection (`upstream::h2`), so a request stays on one thread.
+//!
+//! The price: a connection cannot move, so a few very busy keep-alive connections can load the
+//! threads unevenly; each new connection goes to the thread serving the fewest.
+
+use std::{
+    cell::Cell,
+    future::Future,
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread,
+    time::Duration,
+};
+
+use tokio::{runtime::Handle, sync::oneshot};
+
+/// How long a stopping thread lets its remaining tasks' blocking work run on.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
+thread_local! {
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The serving thread this code runs on (0, 1, …), `None` elsewhere.
+pub fn current() -> Option<usize> {
+    INDEX.get()
+}
+
+/// The serving threads; dropping this stops them (the tasks they still have are dropped).
+pub struct Workers {
+    threads: Vec<Worker>,
+}
+
+struct Worker {
+    runtime: Handle,
+    /// Connections handed to this thread and not yet finished.
+    open: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Workers {
+    /// Starts `count` threads (at least one), named `sfproxy-worker`.
+    pub fn start(count: usize) -> io::Result<Workers> {
+        let threads = (0..count.max(1))
+            .map(start_worker)
+            .collect::<io::Result<_>>()?;
+        Ok(Workers { threads })
+    }
+
+    /// Runs `connection` to its end on the thread serving the fewest connections. It is built
+    /// here but first polled there: sockets it opens from inside belong to that thread.
+    pub fn serve(&self, connection: impl Future<Output = ()> + Send + 'static) {
+        let Some(worker) = self
+            .threads
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let open = Done(worker.open.clone());
+        worker.runtime.spawn(async move {
+            let _open = open;
+            connection.await;
+        });
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.threads {
+            if let Some(stop) = worker.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+}
+
+/// Counts a connection as finished when dropped, also when its thread stops first.
+struct Done(Arc<AtomicUsize>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn start_worker(index: usize) -> io::Result<Worker> {
+    let (started, runtime) = mpsc::sync_channel(1);
+    let (stop, stopped) = oneshot::channel::<()>();
+    thread::Builder::new()
+        .name("sfproxy-worker".into())
+        .spawn(move || {
+            INDEX.set(Some(index));
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = started.send(Err(error));
+                    return;
+                }
+            };
+            let _ = started.send(Ok(runtime.handle().clone()));
+            // Until told to stop, or the `Workers` is gone.
+            let _ = runtime.block_on(stopped);
+            runtime.shutdown_timeout(STOP_WAIT);
+        })?;
+    let runtime = runtime
+        .recv()
+        .map_err(|_| io::Error::other("a serving thread ended while starting"))??;
+    Ok(Worker {
+        runtime,
+        open: Arc::default(),
+        stop: Some(stop),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_busy_thread_and_run_there() {
+        let workers = Workers::start(2).unwrap();
+        assert_eq!(workers.threads.len(), 2);
+        let (held, hold) = tokio::sync::watch::channel(());
+        let (ran, mut on) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..4 {
+            let (mut hold, ran) = (hold.clone(), ran.clone());
+            workers.serve(async move {
+                let _ = ran.send(current());
+                let _ = hold.changed().await;
+            });
+        }
+        let mut threads = Vec::new();
+        for _ in 0..4 {
+            threads.push(on.recv().await.unwrap());
+        }
+        threads.sort();
+        assert_eq!(threads, [Some(0), Some(0), Some(1), Some(1)]);
+        assert_eq!(current(), None, "the test's own thread serves nothing");
+        drop(held);
+        // Finished connections no longer count: the next two are spread again.
+        while workers
+            .threads
+            .iter()
+            .any(|w| w.open.load(Ordering::Relaxed) > 0)
+        {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..2 {
+            let ran = ran.clone();
+            workers.serve(async move {
+                let _ = ran.send(current());
+                std::future::pending::<()>().await;
+            });
+        }
+        let (a, b) = (on.recv().await.unwrap(), on.recv().await.unwrap());
+        assert_ne!(a, b);
+    }
+}
