@@ -116,7 +116,7 @@ pub async fn serve(
         let (http1, http2) = (http1.clone(), http2.clone());
         let mut draining = draining.clone();
         let header_timeout = settings.header_timeout;
-        workers.serve(async move {
+        workers.serve(move || async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(error) => {

@@ -18,13 +18,12 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
-        mpsc,
     },
     thread,
     time::Duration,
 };
 
-use tokio::{runtime::Handle, sync::oneshot};
+use tokio::sync::mpsc;
 
 /// How long a stopping thread lets its remaining tasks' blocking work run on.
 const STOP_WAIT: Duration = Duration::from_millis(500);
@@ -43,11 +42,13 @@ pub struct Workers {
     threads: Vec<Worker>,
 }
 
+/// Builds a connection's task on the thread that runs it.
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Worker {
-    runtime: Handle,
+    jobs: mpsc::UnboundedSender<Job>,
     /// Connections handed to this thread and not yet finished.
     open: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
 }
 
 impl Workers {
@@ -59,9 +60,14 @@ impl Workers {
         Ok(Workers { threads })
     }
 
-    /// Runs `connection` to its end on the thread serving the fewest connections. It is built
-    /// here but first polled there: sockets it opens from inside belong to that thread.
-    pub fn serve(&self, connection: impl Future<Output = ()> + Send + 'static) {
+    /// Runs the future `connection()` makes to its end on the thread serving the fewest
+    /// connections. It is made there, not here: its memory comes from that thread's heap and
+    /// returns to it (the allocator reuses memory freed by the thread that allocated it at
+    /// once, memory from other threads only later), and its sockets belong to that thread.
+    pub fn serve<F>(&self, connection: impl FnOnce() -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         let Some(worker) = self
             .threads
             .iter()
@@ -71,20 +77,12 @@ impl Workers {
         };
         worker.open.fetch_add(1, Ordering::Relaxed);
         let open = Done(worker.open.clone());
-        worker.runtime.spawn(async move {
-            let _open = open;
-            connection.await;
-        });
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for worker in &mut self.threads {
-            if let Some(stop) = worker.stop.take() {
-                let _ = stop.send(());
-            }
-        }
+        let _ = worker.jobs.send(Box::new(move || {
+            tokio::spawn(async move {
+                let _open = open;
+                connection().await;
+            });
+        }));
     }
 }
 
@@ -98,34 +96,25 @@ impl Drop for Done {
 }
 
 fn start_worker(index: usize) -> io::Result<Worker> {
-    let (started, runtime) = mpsc::sync_channel(1);
-    let (stop, stopped) = oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (jobs, mut next) = mpsc::unbounded_channel::<Job>();
     thread::Builder::new()
         .name("sfproxy-worker".into())
         .spawn(move || {
             INDEX.set(Some(index));
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    let _ = started.send(Err(error));
-                    return;
+            // Until the `Workers` is gone.
+            runtime.block_on(async {
+                while let Some(job) = next.recv().await {
+                    job();
                 }
-            };
-            let _ = started.send(Ok(runtime.handle().clone()));
-            // Until told to stop, or the `Workers` is gone.
-            let _ = runtime.block_on(stopped);
+            });
             runtime.shutdown_timeout(STOP_WAIT);
         })?;
-    let runtime = runtime
-        .recv()
-        .map_err(|_| io::Error::other("a serving thread ended while starting"))??;
     Ok(Worker {
-        runtime,
+        jobs,
         open: Arc::default(),
-        stop: Some(stop),
     })
 }
 
@@ -141,7 +130,7 @@ mod tests {
         let (ran, mut on) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..4 {
             let (mut hold, ran) = (hold.clone(), ran.clone());
-            workers.serve(async move {
+            workers.serve(move || async move {
                 let _ = ran.send(current());
                 let _ = hold.changed().await;
             });
@@ -164,7 +153,7 @@ mod tests {
         }
         for _ in 0..2 {
             let ran = ran.clone();
-            workers.serve(async move {
+            workers.serve(move || async move {
                 let _ = ran.send(current());
                 std::future::pending::<()>().await;
             });

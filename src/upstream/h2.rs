@@ -1,4 +1,4 @@
-//! One HTTP/2 connection per instance, shared by every request to it.
+//! One HTTP/2 connection per instance and serving thread, shared by every request to it there.
 //!
 //! hyper-util's pooled client checks a connection out of its pool for every request (a lock, a
 //! hash of the host, a connect future built and dropped), and while no connection is up it opens
@@ -10,7 +10,9 @@
 //! for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
 //!
 //! Each serving thread (`workers`) has a connection of its own to each instance, driven by its
-//! own runtime: a request and its upstream stream never wait on another thread.
+//! own runtime: a request and its upstream stream never wait on another thread. The connections
+//! are the h2 crate's, each request's stream driven by the request's own future
+//! ([`super::stream`]).
 
 use std::{
     sync::{
@@ -20,25 +22,41 @@ use std::{
     time::{Duration, Instant},
 };
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use http::{Request, Response, uri::Authority};
-use hyper::{
-    body::Incoming,
-    client::conn::http2::{Builder, SendRequest},
+use ::h2::{
+    PingPong,
+    client::{Builder, SendRequest},
 };
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use http::{Request, Response, uri::Authority};
+use http_body::Body;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, sync::oneshot};
 use tokio_rustls::TlsConnector;
 
-use super::{HttpClient, error_chain};
-use crate::{body::ProxyBody, config::InstanceUrl, workers};
+use super::{
+    HttpClient, error_chain,
+    stream::{Answer, GiveUp, Pipe},
+};
+use crate::{
+    body::{self, ProxyBody},
+    config::InstanceUrl,
+    workers,
+};
 
 /// A ping this often on each connection...
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// ...must be answered within this, or the connection is closed.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Windows and buffers as hyper's HTTP/2 client has them: a 2 MB window per stream, 5 MB per
+/// connection, 1 MB of request body buffered per stream, 16 KB of response headers.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const SEND_BUFFER: usize = 1024 * 1024;
+const MAX_RESPONSE_HEADERS: u32 = 16 * 1024;
+/// Streams opened before the instance's SETTINGS tell its limit (RFC 9113's recommended floor).
+const INITIAL_STREAMS: usize = 100;
 
 /// Why a request got no answer: it could not be sent, or it was sent and the answer broke off.
 pub enum Failure {
@@ -60,9 +78,16 @@ pub struct H2Connections {
 /// A serving thread (`None`: any other), an instance, and that thread's connection to it.
 type ThreadInstance = (Option<usize>, Authority, Arc<Instance>);
 
+/// An open connection: new streams are opened through `send`.
+struct Live {
+    send: SendRequest<Bytes>,
+    /// Set by the connection's task when it ends.
+    closed: Arc<AtomicBool>,
+}
+
 #[derive(Default)]
 struct Instance {
-    sender: ArcSwapOption<SendRequest<ProxyBody>>,
+    sender: ArcSwapOption<Live>,
     /// Held while connecting, so that requests arriving meanwhile wait for that connection; it
     /// holds when the last attempt failed, and why.
     connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
@@ -71,8 +96,10 @@ struct Instance {
 }
 
 impl Instance {
-    fn live(&self) -> Option<Arc<SendRequest<ProxyBody>>> {
-        self.sender.load_full().filter(|s| !s.is_closed())
+    fn live(&self) -> Option<Arc<Live>> {
+        self.sender
+            .load_full()
+            .filter(|live| !live.closed.load(Ordering::Acquire))
     }
 }
 
@@ -118,37 +145,31 @@ impl H2Connections {
         &self,
         pooled: &HttpClient,
         instance: &InstanceUrl,
-        mut request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, Failure> {
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, Failure> {
         let target = self.instance(&instance.0);
         if target.http1.load(Ordering::Relaxed) {
             return send_pooled(pooled, request).await;
         }
         let mut retried = false;
         loop {
-            let sender = match target.live() {
-                Some(sender) => sender,
+            let live = match target.live() {
+                Some(live) => live,
                 // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future
                 // is kilobytes that every request's future would otherwise carry.
                 None => match Box::pin(self.connect(&target, &instance.0)).await? {
-                    Some(sender) => sender,
+                    Some(live) => live,
                     None => return send_pooled(pooled, request).await,
                 },
             };
-            let mut stream = (*sender).clone();
-            match stream.try_send_request(request).await {
-                Ok(response) => return Ok(response),
-                Err(mut error) => match error.take_message() {
-                    // The connection was closing and never sent it: once more, on a new one.
-                    Some(unsent) if !retried => {
-                        retried = true;
-                        target.sender.compare_and_swap(&Some(sender), None);
-                        request = unsent;
-                    }
-                    _ => {
-                        return Err(Failure::NoAnswer(error_chain(&error.into_error())));
-                    }
-                },
+            match live.send.clone().ready().await {
+                Ok(ready) => return send_on(ready, request).await,
+                // The connection was closing and the request not sent: once more, on a new one.
+                Err(_) if !retried => {
+                    retried = true;
+                    target.sender.compare_and_swap(&Some(live), None);
+                }
+                Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
             }
         }
     }
@@ -160,7 +181,7 @@ impl H2Connections {
         &self,
         target: &Arc<Instance>,
         authority: &Authority,
-    ) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
+    ) -> Result<Option<Arc<Live>>, Failure> {
         let attempt = tokio::spawn(connect(
             target.clone(),
             self.tls.clone(),
@@ -178,7 +199,7 @@ async fn connect(
     tls: TlsConnector,
     authority: Authority,
     timeout: Duration,
-) -> Result<Option<Arc<SendRequest<ProxyBody>>>, Failure> {
+) -> Result<Option<Arc<Live>>, Failure> {
     let waited_from = Instant::now();
     let mut last_failure = target.connecting.lock().await;
     if target.http1.load(Ordering::Relaxed) {
@@ -205,10 +226,10 @@ async fn connect(
         }
     };
     match opened {
-        Some(sender) => {
-            let sender = Arc::new(sender);
-            target.sender.store(Some(sender.clone()));
-            Ok(Some(sender))
+        Some(live) => {
+            let live = Arc::new(live);
+            target.sender.store(Some(live.clone()));
+            Ok(Some(live))
         }
         None => {
             target.http1.store(true, Ordering::Relaxed);
@@ -222,7 +243,7 @@ async fn open(
     tls: &TlsConnector,
     authority: &Authority,
     timeout: Duration,
-) -> Result<Option<SendRequest<ProxyBody>>, Failure> {
+) -> Result<Option<Live>, Failure> {
     let host = authority.host();
     let port = authority.port_u16().unwrap_or(443);
     let tcp = connect_tcp(host, port, timeout).await?;
@@ -236,23 +257,89 @@ async fn open(
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Ok(None);
     }
-    let (sender, connection) = Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        // A connection that went silent (no FIN, no GOAWAY: a NAT or load balancer forgot it)
-        // is found out by unanswered pings and closed, so the next request opens a new one.
-        .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tls))
+    let (send, mut connection) = Builder::new()
+        .initial_max_send_streams(INITIAL_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_header_list_size(MAX_RESPONSE_HEADERS)
+        .enable_push(false)
+        .handshake::<_, Bytes>(tls)
         .await
         .map_err(|e| Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e))))?;
+    let pings = connection.ping_pong();
+    let closed = Arc::new(AtomicBool::new(false));
     let authority = authority.clone();
+    let ended = closed.clone();
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%authority, error = %error_chain(&error), "instance connection closed");
+        let outcome = tokio::select! {
+            served = &mut connection => served.map_err(|e| error_chain(&e)),
+            why = keep_alive(pings) => Err(why),
+        };
+        ended.store(true, Ordering::Release);
+        if let Err(error) = outcome {
+            tracing::debug!(%authority, %error, "instance connection closed");
         }
     });
-    Ok(Some(sender))
+    Ok(Some(Live { send, closed }))
+}
+
+/// Pings every [`KEEP_ALIVE_INTERVAL`], also while idle; returns why the connection must close.
+/// A connection that went silent (no FIN, no GOAWAY: a NAT or load balancer forgot it) is found
+/// out by an unanswered ping and closed, so the next request opens a new one.
+async fn keep_alive(pings: Option<PingPong>) -> String {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(::h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return error_chain(&error),
+            Err(_) => {
+                return format!(
+                    "no answer to a ping within {}s",
+                    KEEP_ALIVE_TIMEOUT.as_secs()
+                );
+            }
+        }
+    }
+}
+
+/// Sends `request` as a new stream: its headers now, its body (if any) under flow control, and
+/// waits for the answer's headers.
+async fn send_on(
+    mut ready: SendRequest<Bytes>,
+    request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, Failure> {
+    let (head, body) = request.into_parts();
+    let end = body.is_end_stream();
+    let (answer, send) = ready
+        .send_request(Request::from_parts(head, ()), end)
+        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
+    let give_up = if end {
+        None
+    } else {
+        let (give_up, on_give_up) = oneshot::channel();
+        let mut pipe = Box::pin(Pipe::new(body, send, on_give_up));
+        // A body already in memory (one kept for a replay) is sent here at once; one still
+        // arriving from the caller is sent by a task of its own while the answer is awaited.
+        if std::future::poll_fn(|cx| std::task::Poll::Ready(pipe.as_mut().poll(cx)))
+            .await
+            .is_pending()
+        {
+            tokio::spawn(pipe);
+        }
+        Some(give_up)
+    };
+    let give_up = GiveUp::new(give_up);
+    let response = answer
+        .await
+        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
+    give_up.answered();
+    let (head, recv) = response.into_parts();
+    let body = Answer::new(recv, &head.headers);
+    Ok(Response::from_parts(head, body::boxed(body)))
 }
 
 /// The first address of `host` that accepts, Nagle off. Each address gets its share of
@@ -287,12 +374,13 @@ async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
 async fn send_pooled(
     pooled: &HttpClient,
     request: Request<ProxyBody>,
-) -> Result<Response<Incoming>, Failure> {
-    pooled.request(request).await.map_err(|error| {
+) -> Result<Response<ProxyBody>, Failure> {
+    let response = pooled.request(request).await.map_err(|error| {
         if error.is_connect() {
             Failure::Connect(error_chain(&error))
         } else {
             Failure::NoAnswer(error_chain(&error))
         }
-    })
+    })?;
+    Ok(response.map(body::boxed))
 }

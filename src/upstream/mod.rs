@@ -27,11 +27,12 @@ use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
 
 mod h2;
+mod stream;
 
-use h2::{Failure, H2Connections};
+use self::h2::{Failure, H2Connections};
 
 use crate::{
-    body::{self, ProxyBody},
+    body::ProxyBody,
     config::{InstanceUrl, ProxySettings},
     error::ProxyError,
     layer::route::RouteMatch,
@@ -254,7 +255,7 @@ impl Service<Request<ProxyBody>> for Upstream {
             handles
                 .upstream_duration
                 .record(started.elapsed().as_secs_f64());
-            let (mut parts, incoming) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
             if let Some((used, limit)) = parts
                 .headers
                 .get("sforce-limit-info")
@@ -265,7 +266,7 @@ impl Service<Request<ProxyBody>> for Upstream {
                 handles.api_limit.set(limit as f64);
             }
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body::boxed(incoming)))
+            Ok(Response::from_parts(parts, body))
         })
     }
 }
