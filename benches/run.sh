@@ -42,6 +42,8 @@ started_at=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
+# The code measured, read before the report (rewritten by this run) makes the tree dirty.
+REV=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')
 DURATION=${DURATION:-2}
 ROUNDS=${ROUNDS:-7}
 WARMUP=${WARMUP:-3}
@@ -494,7 +496,7 @@ report() {
     cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
     echo "# sfproxy load benchmark, $DATE, nproc $NPROC"
     echo
-    echo "\`bash benches/run.sh\` at $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')." \
+    echo "\`bash benches/run.sh\` at $REV." \
         "$cpu_model; $(uname -sr); $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }');" \
         "sfproxy log level $SFPROXY_LOG (nginx peer: default access log); upstream HTTP/2: $([ "$UPSTREAM_H2" = 1 ] && echo "offered by ALPN, as Salesforce's instances do: sfproxy uses it, the nginx peer speaks HTTP/1.1 (it cannot proxy to HTTP/2)" || echo "off: HTTP/1.1 for both proxies")."
     echo "Each cell: wrk with the same threads and connections, ${WARMUP} s warm-up, then ${ROUNDS} rounds of ${DURATION} s" \

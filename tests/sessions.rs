@@ -8,7 +8,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use sfproxy::mock_org::{MockUser, TokenFailure};
-use support::{Org, Proxy, USER, curl, route};
+use support::{Org, Proxy, USER, curl, header, route};
 
 const HOST: &str = "acme.my.salesforce.com";
 
@@ -196,6 +196,26 @@ async fn post_body_is_replayed_intact() {
         .collect();
     assert_eq!(posts.len(), 2, "the POST was sent twice in all");
     assert!(posts.iter().all(|p| p.body_len == 100_000));
+
+    // Sent chunked and kept whole (for a replay): the instance gets it with its length.
+    let chunked = ["-H", "Transfer-Encoding: chunked"];
+    let reply = curl(
+        &[
+            &["-x", &proxy.url(), "--data-binary", &data][..],
+            &chunked,
+            &[&echo],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let sent = org.mock.requests().pop().unwrap();
+    assert_eq!((sent.method.as_str(), sent.body_len), ("POST", 100_000));
+    assert_eq!(
+        header(&sent.headers, "content-length").as_deref(),
+        Some("100000")
+    );
+    assert_eq!(header(&sent.headers, "transfer-encoding"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -28,7 +28,7 @@ use ::h2::{
 };
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
-use http::{Request, Response, uri::Authority};
+use http::{HeaderValue, Method, Request, Response, header::CONTENT_LENGTH, uri::Authority};
 use http_body::Body;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -312,8 +312,21 @@ async fn send_on(
     mut ready: SendRequest<Bytes>,
     request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Failure> {
-    let (head, body) = request.into_parts();
+    let (mut head, body) = request.into_parts();
     let end = body.is_end_stream();
+    // As hyper's client does: a body of known size (one kept for a replay, say, that arrived
+    // chunked) goes with its `Content-Length`.
+    if let Some(length) = body.size_hint().exact() {
+        let has_payload = !matches!(
+            head.method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+        );
+        if length != 0 || has_payload {
+            head.headers
+                .entry(CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(length));
+        }
+    }
     let (answer, send) = ready
         .send_request(Request::from_parts(head, ()), end)
         .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
