@@ -31,7 +31,7 @@ use crate::{
     layer::identify::ClientAddr,
     metrics,
     stack::ProxyService,
-    workers::Workers,
+    workers::{self, Workers},
 };
 
 /// hyper's own limit on the header section is this many times `max_header_bytes`: up to the
@@ -100,7 +100,12 @@ pub async fn serve(
                 if let (Some(upgrade), Some(grant)) =
                     (upgrade, response.extensions_mut().remove::<TunnelGrant>())
                 {
-                    tokio::spawn(intercept::serve_tunnel(upgrade, grant, peer, current));
+                    // The tunnel outlives this connection: it counts on this thread instead.
+                    let busy = workers::Busy::here();
+                    tokio::spawn(async move {
+                        intercept::serve_tunnel(upgrade, grant, peer, current).await;
+                        drop(busy);
+                    });
                 }
                 Ok::<_, Infallible>(response)
             }

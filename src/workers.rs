@@ -12,7 +12,7 @@
 //! threads unevenly; each new connection goes to the thread serving the fewest.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     future::Future,
     io,
     sync::{
@@ -30,6 +30,8 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This serving thread's count of connections (and tunnels) it serves.
+    static OPEN: RefCell<Option<Arc<AtomicUsize>>> = const { RefCell::new(None) };
 }
 
 /// The serving thread this code runs on (0, 1, …), `None` elsewhere.
@@ -75,8 +77,7 @@ impl Workers {
         else {
             return;
         };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let open = Done(worker.open.clone());
+        let open = Busy::on(&worker.open);
         let _ = worker.jobs.send(Box::new(move || {
             tokio::spawn(async move {
                 let _open = open;
@@ -86,10 +87,23 @@ impl Workers {
     }
 }
 
-/// Counts a connection as finished when dropped, also when its thread stops first.
-struct Done(Arc<AtomicUsize>);
+/// Counts as one connection of its thread while held (also when its thread stops first).
+pub struct Busy(Arc<AtomicUsize>);
 
-impl Drop for Done {
+impl Busy {
+    fn on(open: &Arc<AtomicUsize>) -> Busy {
+        open.fetch_add(1, Ordering::Relaxed);
+        Busy(open.clone())
+    }
+
+    /// Work that outlives the connection it came from (a CONNECT tunnel, once its connection
+    /// has handed over the socket) counts on this serving thread while held; `None` elsewhere.
+    pub fn here() -> Option<Busy> {
+        OPEN.with_borrow(|open| open.as_ref().map(Busy::on))
+    }
+}
+
+impl Drop for Busy {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -100,10 +114,13 @@ fn start_worker(index: usize) -> io::Result<Worker> {
         .enable_all()
         .build()?;
     let (jobs, mut next) = mpsc::unbounded_channel::<Job>();
+    let open = Arc::<AtomicUsize>::default();
+    let counted = open.clone();
     thread::Builder::new()
         .name("sfproxy-worker".into())
         .spawn(move || {
             INDEX.set(Some(index));
+            OPEN.set(Some(counted));
             // Until the `Workers` is gone.
             runtime.block_on(async {
                 while let Some(job) = next.recv().await {
@@ -112,10 +129,7 @@ fn start_worker(index: usize) -> io::Result<Worker> {
             });
             runtime.shutdown_timeout(STOP_WAIT);
         })?;
-    Ok(Worker {
-        jobs,
-        open: Arc::default(),
-    })
+    Ok(Worker { jobs, open })
 }
 
 #[cfg(test)]
@@ -160,5 +174,34 @@ mod tests {
         }
         let (a, b) = (on.recv().await.unwrap(), on.recv().await.unwrap());
         assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_that_outlives_its_connection_still_counts() {
+        let workers = Workers::start(2).unwrap();
+        assert!(Busy::here().is_none(), "not a serving thread");
+        let (kept, mut tunnel) = tokio::sync::mpsc::unbounded_channel();
+        // The connection ends at once; what it hands over lives on.
+        workers.serve(move || async move {
+            let _ = kept.send(Busy::here());
+        });
+        let held = tunnel.recv().await.unwrap();
+        assert!(held.is_some());
+        let open = |i: usize| workers.threads[i].open.load(Ordering::Relaxed);
+        while open(0) + open(1) != 1 {
+            tokio::task::yield_now().await;
+        }
+        let (ran, mut on) = tokio::sync::mpsc::unbounded_channel();
+        workers.serve(move || async move {
+            let _ = ran.send(current());
+            std::future::pending::<()>().await;
+        });
+        assert_eq!(
+            on.recv().await.unwrap(),
+            Some(1),
+            "not to the thread with the tunnel"
+        );
+        drop(held);
+        assert_eq!(open(0), 0);
     }
 }

@@ -17,13 +17,13 @@
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use ::h2::{
-    PingPong,
+    PingPong, Reason,
     client::{Builder, SendRequest},
 };
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -83,6 +83,16 @@ struct Live {
     send: SendRequest<Bytes>,
     /// Set by the connection's task when it ends.
     closed: Arc<AtomicBool>,
+    /// Pieces of answers received: data arriving shows the connection alive without a ping.
+    received: Arc<AtomicU64>,
+}
+
+/// Why a request went without an answer from [`send_on`].
+enum Unanswered {
+    /// The instance refused the stream unprocessed (REFUSED_STREAM, or above a graceful GOAWAY's
+    /// last stream): the request, rebuilt, can go once more.
+    Refused(Box<Request<ProxyBody>>),
+    Failed(Failure),
 }
 
 #[derive(Default)]
@@ -145,13 +155,15 @@ impl H2Connections {
         &self,
         pooled: &HttpClient,
         instance: &InstanceUrl,
-        request: Request<ProxyBody>,
+        mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, Failure> {
         let target = self.instance(&instance.0);
         if target.http1.load(Ordering::Relaxed) {
             return send_pooled(pooled, request).await;
         }
-        let mut retried = false;
+        // At most one resend of a request the instance refused unprocessed, and one new
+        // connection for a request the current one could not take.
+        let (mut resent, mut reconnected) = (false, false);
         loop {
             let live = match target.live() {
                 Some(live) => live,
@@ -162,14 +174,23 @@ impl H2Connections {
                     None => return send_pooled(pooled, request).await,
                 },
             };
-            match live.send.clone().ready().await {
-                Ok(ready) => return send_on(ready, request).await,
+            let ready = match live.send.clone().ready().await {
+                Ok(ready) => ready,
                 // The connection was closing and the request not sent: once more, on a new one.
-                Err(_) if !retried => {
-                    retried = true;
+                Err(_) if !reconnected => {
+                    reconnected = true;
                     target.sender.compare_and_swap(&Some(live), None);
+                    continue;
                 }
                 Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
+            };
+            match send_on(ready, request, !resent, &live.received).await {
+                Ok(response) => return Ok(response),
+                Err(Unanswered::Refused(again)) => {
+                    resent = true;
+                    request = *again;
+                }
+                Err(Unanswered::Failed(failure)) => return Err(failure),
             }
         }
     }
@@ -269,49 +290,75 @@ async fn open(
         .map_err(|e| Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e))))?;
     let pings = connection.ping_pong();
     let closed = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
     let authority = authority.clone();
-    let ended = closed.clone();
+    let (ended, alive) = (closed.clone(), received.clone());
     tokio::spawn(async move {
         let outcome = tokio::select! {
             served = &mut connection => served.map_err(|e| error_chain(&e)),
-            why = keep_alive(pings) => Err(why),
+            why = keep_alive(pings, &alive) => Err(why),
         };
         ended.store(true, Ordering::Release);
         if let Err(error) = outcome {
             tracing::debug!(%authority, %error, "instance connection closed");
         }
     });
-    Ok(Some(Live { send, closed }))
+    Ok(Some(Live {
+        send,
+        closed,
+        received,
+    }))
 }
 
-/// Pings every [`KEEP_ALIVE_INTERVAL`], also while idle; returns why the connection must close.
-/// A connection that went silent (no FIN, no GOAWAY: a NAT or load balancer forgot it) is found
-/// out by an unanswered ping and closed, so the next request opens a new one.
-async fn keep_alive(pings: Option<PingPong>) -> String {
+/// Pings after [`KEEP_ALIVE_INTERVAL`] without answer data, also while idle; returns why the
+/// connection must close. A connection that went silent (no FIN, no GOAWAY: a NAT or load
+/// balancer forgot it) is found out by an unanswered ping and closed, so the next request opens
+/// a new one. While answer data keeps arriving the connection is alive, and a pong may be queued
+/// behind megabytes of it on a slow link: that is no reason to close.
+async fn keep_alive(pings: Option<PingPong>, received: &AtomicU64) -> String {
     let Some(mut pings) = pings else {
         return std::future::pending().await;
     };
+    let arrived = || received.load(Ordering::Relaxed);
+    let mut seen = arrived();
     loop {
         tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
-        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(::h2::Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return error_chain(&error),
-            Err(_) => {
-                return format!(
-                    "no answer to a ping within {}s",
-                    KEEP_ALIVE_TIMEOUT.as_secs()
-                );
+        let now = arrived();
+        if now != seen {
+            seen = now;
+            continue;
+        }
+        let pong = pings.ping(::h2::Ping::opaque());
+        tokio::pin!(pong);
+        loop {
+            match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pong.as_mut()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) => return error_chain(&error),
+                Err(_) => {
+                    let now = arrived();
+                    if now == seen {
+                        return format!(
+                            "no answer to a ping within {}s",
+                            KEEP_ALIVE_TIMEOUT.as_secs()
+                        );
+                    }
+                    seen = now;
+                }
             }
         }
+        seen = arrived();
     }
 }
 
 /// Sends `request` as a new stream: its headers now, its body (if any) under flow control, and
-/// waits for the answer's headers.
+/// waits for the answer's headers. A bodyless request the instance refuses unprocessed comes
+/// back to be sent again if `resendable`.
 async fn send_on(
     mut ready: SendRequest<Bytes>,
     request: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, Failure> {
+    resendable: bool,
+    received: &Arc<AtomicU64>,
+) -> Result<Response<ProxyBody>, Unanswered> {
     let (mut head, body) = request.into_parts();
     let end = body.is_end_stream();
     // As hyper's client does: a body of known size (one kept for a replay, say, that arrived
@@ -327,9 +374,17 @@ async fn send_on(
                 .or_insert_with(|| HeaderValue::from(length));
         }
     }
+    // h2 takes the head: a copy to send again, if it may be.
+    let copy = (resendable && end).then(|| {
+        let mut copy = Request::new(body::empty());
+        *copy.method_mut() = head.method.clone();
+        *copy.uri_mut() = head.uri.clone();
+        *copy.headers_mut() = head.headers.clone();
+        copy
+    });
     let (answer, send) = ready
         .send_request(Request::from_parts(head, ()), end)
-        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
+        .map_err(|e| Unanswered::Failed(Failure::NoAnswer(error_chain(&e))))?;
     let give_up = if end {
         None
     } else {
@@ -346,13 +401,27 @@ async fn send_on(
         Some(give_up)
     };
     let give_up = GiveUp::new(give_up);
-    let response = answer
-        .await
-        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
+    let response = match answer.await {
+        Ok(response) => response,
+        Err(error) => {
+            return Err(match copy {
+                Some(copy) if refused_unprocessed(&error) => Unanswered::Refused(Box::new(copy)),
+                _ => Unanswered::Failed(Failure::NoAnswer(error_chain(&error))),
+            });
+        }
+    };
     give_up.answered();
     let (head, recv) = response.into_parts();
-    let body = Answer::new(recv, &head.headers);
+    let body = Answer::new(recv, &head.headers, received.clone());
     Ok(Response::from_parts(head, body::boxed(body)))
+}
+
+/// The instance did not process the stream (RFC 9113 §8.7): it refused it, or it sent a graceful
+/// GOAWAY whose last stream came before it (h2 fails those, and streams still queued for a
+/// free slot, with that GOAWAY).
+fn refused_unprocessed(error: &::h2::Error) -> bool {
+    error.reason() == Some(Reason::REFUSED_STREAM)
+        || (error.is_go_away() && error.is_remote() && error.reason() == Some(Reason::NO_ERROR))
 }
 
 /// The first address of `host` that accepts, Nagle off. Each address gets its share of
@@ -396,4 +465,122 @@ async fn send_pooled(
         }
     })?;
     Ok(response.map(body::boxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::h2::server::{self, SendResponse};
+    use tokio::sync::mpsc;
+
+    type Accepted = (Request<::h2::RecvStream>, SendResponse<Bytes>);
+
+    /// A client connection to an in-memory instance that takes one stream at a time; the
+    /// instance's streams come out of the channel, and a message on `goaway` makes it go away
+    /// gracefully.
+    async fn instance() -> (
+        SendRequest<Bytes>,
+        mpsc::UnboundedReceiver<Accepted>,
+        oneshot::Sender<()>,
+    ) {
+        let (client, io) = tokio::io::duplex(64 * 1024);
+        let (streams, accepted) = mpsc::unbounded_channel();
+        let (goaway, mut going) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut server = server::Builder::new()
+                .max_concurrent_streams(1)
+                .handshake::<_, Bytes>(io)
+                .await
+                .unwrap();
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    accepted = server.accept() => match accepted {
+                        Some(Ok(stream)) => { let _ = streams.send(stream); }
+                        _ => break,
+                    },
+                    told = &mut going, if !asked => {
+                        asked = true;
+                        if told.is_ok() {
+                            server.graceful_shutdown();
+                        }
+                    }
+                }
+            }
+        });
+        let (send, connection) = ::h2::client::handshake(client).await.unwrap();
+        tokio::spawn(connection);
+        (send, accepted, goaway)
+    }
+
+    fn get(path: &str) -> Request<ProxyBody> {
+        let mut request = Request::new(body::empty());
+        *request.uri_mut() = format!("https://instance.example{path}").parse().unwrap();
+        request
+            .headers_mut()
+            .insert("x-kept", HeaderValue::from_static("yes"));
+        request
+    }
+
+    async fn request(
+        to: &SendRequest<Bytes>,
+        path: &str,
+    ) -> Result<Response<ProxyBody>, Unanswered> {
+        let ready = to.clone().ready().await.unwrap();
+        send_on(ready, get(path), true, &Arc::default()).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_comes_back_whole_to_be_sent_again() {
+        let (send, mut accepted, _goaway) = instance().await;
+        let sending = tokio::spawn(async move { send_on_refused(&send).await });
+        let (_request, mut respond) = accepted.recv().await.unwrap();
+        respond.send_reset(Reason::REFUSED_STREAM);
+        let again = sending.await.unwrap();
+        assert_eq!(again.uri().path(), "/refused");
+        assert_eq!(again.headers()["x-kept"], "yes");
+        assert!(again.body().is_end_stream());
+    }
+
+    async fn send_on_refused(send: &SendRequest<Bytes>) -> Request<ProxyBody> {
+        match request(send, "/refused").await {
+            Err(Unanswered::Refused(again)) => *again,
+            Err(Unanswered::Failed(_)) => panic!("failed, not refused"),
+            Ok(_) => panic!("answered"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_queued_behind_the_stream_limit_comes_back_when_the_instance_goes_away() {
+        let (send, mut accepted, goaway) = instance().await;
+        let first = tokio::spawn({
+            let send = send.clone();
+            async move { request(&send, "/first").await.is_ok() }
+        });
+        let (_request, mut respond) = accepted.recv().await.unwrap();
+        // The instance takes one stream at a time: this one waits inside h2 for a free slot.
+        let queued = tokio::spawn(async move {
+            match request(&send, "/queued").await {
+                Err(Unanswered::Refused(again)) => again.uri().path().to_owned(),
+                _ => "not refused".to_owned(),
+            }
+        });
+        tokio::task::yield_now().await;
+        goaway.send(()).unwrap();
+        assert_eq!(queued.await.unwrap(), "/queued");
+        // The stream it had taken before going away is still answered.
+        let ok = http::Response::builder().status(200).body(()).unwrap();
+        respond.send_response(ok, true).unwrap();
+        assert!(first.await.unwrap(), "the first request answered");
+    }
+
+    #[test]
+    fn only_unprocessed_streams_count_as_refused() {
+        let refused = ::h2::Error::from(Reason::REFUSED_STREAM);
+        assert!(refused_unprocessed(&refused));
+        assert!(!refused_unprocessed(&::h2::Error::from(
+            Reason::INTERNAL_ERROR
+        )));
+        assert!(!refused_unprocessed(&::h2::Error::from(Reason::CANCEL)));
+    }
 }

@@ -8,6 +8,10 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -145,10 +149,12 @@ pub struct Answer {
     /// Still to come, from `Content-Length` (h2 holds the data to it), as hyper's own HTTP/2
     /// body reports it.
     remaining: Option<u64>,
+    /// The connection's count of pieces received (its keep-alive reads it).
+    received: Arc<AtomicU64>,
 }
 
 impl Answer {
-    pub fn new(recv: RecvStream, headers: &HeaderMap) -> Self {
+    pub fn new(recv: RecvStream, headers: &HeaderMap, received: Arc<AtomicU64>) -> Self {
         let remaining = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -157,6 +163,7 @@ impl Answer {
             recv,
             data_done: false,
             remaining,
+            received,
         }
     }
 }
@@ -173,6 +180,7 @@ impl Body for Answer {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.received.fetch_add(1, Ordering::Relaxed);
                     if let Some(remaining) = &mut self.remaining {
                         *remaining = remaining.saturating_sub(data.len() as u64);
                     }
@@ -281,7 +289,7 @@ mod tests {
         sending.send_data(Bytes::from_static(b"ok"), true).unwrap();
         let (head, recv) = answer.await.unwrap().into_parts();
         assert_eq!(head.status, 201);
-        let body = Answer::new(recv, &head.headers);
+        let body = Answer::new(recv, &head.headers, Arc::default());
         assert_eq!(body.size_hint().exact(), Some(2));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
     }
