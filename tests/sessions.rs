@@ -211,6 +211,10 @@ async fn post_body_is_replayed_intact() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let sent = org.mock.requests().pop().unwrap();
     assert_eq!((sent.method.as_str(), sent.body_len), ("POST", 100_000));
+    assert!(
+        sent.http2,
+        "over HTTP/1.1 hyper would add the length itself"
+    );
     assert_eq!(
         header(&sent.headers, "content-length").as_deref(),
         Some("100000")

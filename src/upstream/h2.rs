@@ -513,8 +513,10 @@ mod tests {
         (send, accepted, goaway)
     }
 
+    /// A bodyless DELETE: the copy to resend must keep more than GET's defaults.
     fn get(path: &str) -> Request<ProxyBody> {
         let mut request = Request::new(body::empty());
+        *request.method_mut() = Method::DELETE;
         *request.uri_mut() = format!("https://instance.example{path}").parse().unwrap();
         request
             .headers_mut()
@@ -537,6 +539,7 @@ mod tests {
         let (_request, mut respond) = accepted.recv().await.unwrap();
         respond.send_reset(Reason::REFUSED_STREAM);
         let again = sending.await.unwrap();
+        assert_eq!(again.method(), Method::DELETE);
         assert_eq!(again.uri().path(), "/refused");
         assert_eq!(again.headers()["x-kept"], "yes");
         assert!(again.body().is_end_stream());
@@ -572,6 +575,48 @@ mod tests {
         let ok = http::Response::builder().status(200).body(()).unwrap();
         respond.send_response(ok, true).unwrap();
         assert!(first.await.unwrap(), "the first request answered");
+    }
+
+    /// An in-memory connection whose instance end is never polled: pings go unanswered.
+    /// (The handle keeps the connection open: h2 closes one nothing refers to.)
+    async fn silent_connection() -> (PingPong, SendRequest<Bytes>, tokio::io::DuplexStream) {
+        let (client, silent) = tokio::io::duplex(64 * 1024);
+        let (send, mut connection) = ::h2::client::handshake(client).await.unwrap();
+        let pings = connection.ping_pong().unwrap();
+        tokio::spawn(connection);
+        (pings, send, silent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_answers_nothing_is_given_up_within_two_intervals_and_a_timeout() {
+        let (pings, _send, _silent) = silent_connection().await;
+        let started = tokio::time::Instant::now();
+        let why = keep_alive(Some(pings), &AtomicU64::new(0)).await;
+        assert!(why.contains("no answer to a ping"), "{why}");
+        let took = started.elapsed();
+        assert!(
+            took >= KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT
+                && took <= 2 * KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT,
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answer_data_arriving_keeps_a_connection_whose_pong_is_late() {
+        let (pings, _send, _silent) = silent_connection().await;
+        let received = Arc::new(AtomicU64::new(0));
+        let arriving = received.clone();
+        // Nothing for the first interval, so the ping goes out; then data, but never the pong.
+        tokio::spawn(async move {
+            tokio::time::sleep(KEEP_ALIVE_INTERVAL + Duration::from_secs(5)).await;
+            loop {
+                arriving.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        let kept =
+            tokio::time::timeout(Duration::from_secs(300), keep_alive(Some(pings), &received));
+        assert!(kept.await.is_err(), "closed while data kept arriving");
     }
 
     #[test]

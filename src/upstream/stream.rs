@@ -323,8 +323,18 @@ mod tests {
 
     #[tokio::test]
     async fn an_answered_request_keeps_sending_its_body() {
-        let (_answer, give_up, body, _respond) = stream(chunks(b"all of it", 3)).await;
+        // The body's rest arrives only after the answer: giving up must not fire then.
+        let (more, rest) = tokio::sync::mpsc::unbounded_channel::<&'static [u8]>();
+        let frames = futures_util::stream::unfold(rest, |mut rest| async move {
+            let piece = rest.recv().await?;
+            Some((Ok(Frame::data(Bytes::from_static(piece))), rest))
+        });
+        let body = StreamBody::new(frames).boxed_unsync();
+        let (_answer, give_up, body, _respond) = stream(body).await;
+        more.send(b"all ").unwrap();
         GiveUp::new(Some(give_up)).answered();
+        more.send(b"of it").unwrap();
+        drop(more);
         assert_eq!(read(body).await, (b"all of it".to_vec(), None));
     }
 }
