@@ -23,10 +23,10 @@
 #  7. measures cold start (1,000 concurrent requests on an empty cache), a 100 MB upload
 #     streaming through sfproxy, and the latency of a session replay.
 #
-# Knobs (environment): DURATION (s per measured run, 2), ROUNDS (7: each row measures its four
-# targets one after another, this many times; a cell is the median run, its ratios the median of
-# the rounds' ratios, so a target is compared with its peer measured seconds apart on a noisy
-# machine), WARMUP (s per cell, before its first round, 3), CONNS ("16 64 256"),
+# Knobs (environment): DURATION (s per measured run, 2), ROUNDS (9: each row measures its four
+# targets one after another, this many times, odd rounds in one order and even rounds in the
+# reverse; a cell is the median run, its ratios the median of the rounds' ratios, so a target is
+# compared with its peer measured seconds apart on a noisy machine), WARMUP (s per cell, before its first round, 3), CONNS ("16 64 256"),
 # MODES ("shared pinned"), UPSTREAM_H2 (1, as shipped: the upstream offers HTTP/2 by ALPN, as
 # Salesforce's instances do, and sfproxy uses it; the nginx peer speaks HTTP/1.1 to it whatever
 # is offered, since nginx cannot proxy to an HTTP/2 upstream. 0: HTTP/1.1 only, for both),
@@ -45,7 +45,7 @@ ROOT=$(dirname "$HERE")
 # The code measured, read before the report (rewritten by this run) makes the tree dirty.
 REV=$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?')
 DURATION=${DURATION:-2}
-ROUNDS=${ROUNDS:-7}
+ROUNDS=${ROUNDS:-9}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-"16 64 256"}
 MODES=${MODES:-"shared pinned"}
@@ -382,7 +382,11 @@ throughput() { # mode
     local r
     for c in $CONNS; do
         for r in $(seq "$ROUNDS"); do
-            for t in direct nginx gateway forward; do cell "$mode" "$c" "$t" "$r"; done
+            # Odd rounds in one order, even rounds in the reverse: a machine growing faster or
+            # slower over a row favours no target.
+            local order=(direct nginx gateway forward)
+            [ $((r % 2)) = 0 ] && order=(forward gateway nginx direct)
+            for t in "${order[@]}"; do cell "$mode" "$c" "$t" "$r"; done
         done
         summarise "$mode" "$c"
         HWM["$mode $c"]=$(status_kb "${PID[sfproxy]}" VmHWM)
@@ -500,9 +504,9 @@ report() {
         "$cpu_model; $(uname -sr); $(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }');" \
         "sfproxy log level $SFPROXY_LOG (nginx peer: default access log); upstream HTTP/2: $([ "$UPSTREAM_H2" = 1 ] && echo "offered by ALPN, as Salesforce's instances do: sfproxy uses it, the nginx peer speaks HTTP/1.1 (it cannot proxy to HTTP/2)" || echo "off: HTTP/1.1 for both proxies")."
     echo "Each cell: wrk with the same threads and connections, ${WARMUP} s warm-up, then ${ROUNDS} rounds of ${DURATION} s" \
-        "measured, the four targets of a row one after another in each round; a cell shows the median of its rounds" \
-        "(errors: their sum), and each ratio is the median of the rounds' ratios (each against the peer measured" \
-        "seconds before it). GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
+        "measured, the four targets of a row one after another in each round (odd rounds direct, nginx, gateway," \
+        "forward; even rounds the reverse); a cell shows the median of its rounds (errors: their sum), and each" \
+        "ratio is the median of the rounds' ratios (each against the peer measured seconds apart in its round). GET /services/data/v61.0/limits (1 KB JSON). Latencies from wrk --latency."
     echo
     echo "Placement: **shared** = nothing pinned: wrk ($NPROC threads), the upstream ($NPROC workers) and the proxy" \
         "($NPROC serving threads / $NPROC nginx workers) compete for all $NPROC cores." \

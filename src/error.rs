@@ -75,6 +75,16 @@ pub enum ProxyError {
         instance: String,
         reason: String,
     },
+    /// The instance refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
+    /// stream above a graceful GOAWAY's last one): sending it again is safe.
+    #[error(
+        "the Salesforce instance {instance} of org {org:?} refused the request unprocessed: {reason}"
+    )]
+    UpstreamRefused {
+        org: String,
+        instance: String,
+        reason: String,
+    },
     #[error("the Salesforce instance {instance} of org {org:?} sent no answer within {after:?}")]
     UpstreamTimeout {
         org: String,
@@ -100,9 +110,9 @@ impl ProxyError {
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
             Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
-            Self::LoginRejected { .. } | Self::UpstreamUnreachable { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::LoginRejected { .. }
+            | Self::UpstreamUnreachable { .. }
+            | Self::UpstreamRefused { .. } => StatusCode::BAD_GATEWAY,
             Self::LoginUnavailable { .. }
             | Self::LoginBudgetExceeded { .. }
             | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +140,9 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
             Self::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
             Self::TooManyConnections { .. } => "PROXY_TOO_MANY_CONNECTIONS",
-            Self::UpstreamUnreachable { .. } => "PROXY_UPSTREAM_UNREACHABLE",
+            Self::UpstreamUnreachable { .. } | Self::UpstreamRefused { .. } => {
+                "PROXY_UPSTREAM_UNREACHABLE"
+            }
             Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             Self::Internal(_) => "PROXY_INTERNAL",
             Self::CallerGone(_) => "PROXY_CALLER_GONE",

@@ -194,6 +194,81 @@ async fn five_hundred_expired_callers_share_one_new_session() {
     assert_eq!(org.mock.requests().len(), 1 + 2 * callers);
 }
 
+/// RFC 9113 §8.7: a stream the instance refused was not processed, so it is safe to send again.
+/// sfproxy does so once, from the copy it keeps for a session replay; a body that streamed
+/// through is gone, and the caller hears the instance refused it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_the_instance_refused_unprocessed_is_sent_once_more_if_its_body_was_kept() {
+    let org = Org::start().await;
+    let refusing = Faulty::start(Fault::RefuseEveryOtherStream).await;
+    let ca_file = org.dir.path().join("all-cas.crt");
+    let cas = std::fs::read_to_string(&org.ca_file).unwrap() + &refusing.ca_pem;
+    std::fs::write(&ca_file, cas).unwrap();
+    let config = org.config("replay_limit = \"64KiB\"", "").replace(
+        &org.ca_file.display().to_string(),
+        &ca_file.display().to_string(),
+    ) + &org_block(
+        &org,
+        "refusing",
+        &format!("instance_url = \"{}\"", refusing.url()),
+    ) + &route_to(
+        "refusing",
+        "refusing",
+        &["refusing.my.salesforce.com"],
+        USER,
+        "",
+    );
+    let proxy = Proxy::start(&config);
+    let url = "http://refusing.my.salesforce.com/services/data/v61.0/sobjects/Account/001";
+
+    // Kept (under replay_limit): refused, sent once more, answered.
+    let kept = "k".repeat(10_000);
+    let args = [
+        "-x",
+        &proxy.url(),
+        "-X",
+        "PATCH",
+        "--data-binary",
+        &kept,
+        url,
+    ];
+    let reply = curl(&args).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({ "method": "PATCH", "bytes": 10_000 })
+    );
+    assert_eq!(refusing.requests.load(Ordering::SeqCst), 2);
+    let resent = "the instance refused the request unprocessed; sending it again";
+    assert_eq!(proxy.wait_for_events(resent, 1).await.len(), 1);
+
+    // Streamed (over replay_limit): refused, and not sent again.
+    let file = org.dir.path().join("large.bin");
+    std::fs::write(&file, vec![b's'; 200_000]).unwrap();
+    let data = format!("@{}", file.display());
+    let args = [
+        "-x",
+        &proxy.url(),
+        "-X",
+        "PATCH",
+        "--data-binary",
+        &data,
+        url,
+    ];
+    let reply = curl(&args).await;
+    assert_refusal(
+        &reply,
+        502,
+        "PROXY_UPSTREAM_UNREACHABLE",
+        &["refused the request unprocessed"],
+    );
+    assert_eq!(refusing.requests.load(Ordering::SeqCst), 3, "sent again");
+    assert_eq!(proxy.events(resent).len(), 1);
+    figures(
+        "instance refusing streams unprocessed: a kept PATCH sent twice, answered 200; a streamed one 502 after one attempt",
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
     let org = Org::start().await;

@@ -9,6 +9,7 @@
 //! `replay_limit` are, larger ones stream through and are not replayed (their session is still
 //! dropped, so the caller's retry gets a new one). A 401 saying the session "is not valid for use
 //! with the REST API" is a setup problem a new token cannot fix: it is passed on, not replayed.
+//! The same kept copy sends a request once more when the instance refused it unprocessed.
 
 use std::{
     future::Future,
@@ -163,8 +164,10 @@ where
         }
     };
 
-    let request = with_session(&parts, &matched, body::full(kept.clone()), &session);
-    let response = inner.ready().await?.call(request).await?;
+    let response = send_kept(&mut inner, || {
+        with_session(&parts, &matched, body::full(kept.clone()), &session)
+    })
+    .await?;
     let (response, expired) = inspect(response, path, org, &session).await?;
     if !expired {
         return Ok(response);
@@ -180,8 +183,33 @@ where
     )
     .increment(1);
     tracing::info!("session expired; replaying the request once with a new session");
-    let request = with_session(&parts, &matched, body::full(kept), &fresh);
-    inner.ready().await?.call(request).await
+    send_kept(&mut inner, || {
+        with_session(&parts, &matched, body::full(kept.clone()), &fresh)
+    })
+    .await
+}
+
+/// Sends a request whose body is kept, and once more if the instance refused it unprocessed
+/// (HTTP/2 REFUSED_STREAM, or above a graceful GOAWAY's last stream, as when an instance
+/// restarts): nothing of it was acted on. The copy kept for a replay serves; a streamed body
+/// is gone, so such a request is answered 502.
+async fn send_kept<S>(
+    inner: &mut S,
+    request: impl Fn() -> Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+{
+    match inner.ready().await?.call(request()).await {
+        Err(ProxyError::UpstreamRefused { reason, .. }) => {
+            tracing::info!(
+                reason,
+                "the instance refused the request unprocessed; sending it again"
+            );
+            inner.ready().await?.call(request()).await
+        }
+        answered => answered,
+    }
 }
 
 /// The caller's request with this session's credentials, replacing any the caller sent, and its
@@ -322,6 +350,70 @@ mod tests {
             r#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#
         ));
         assert!(!expired(r#"[{"errorCode":"NOT_FOUND"}]"#));
+    }
+
+    /// An upstream that refuses its first `refusals` requests unprocessed, and records what
+    /// each request it was sent carried.
+    fn upstream(
+        refusals: usize,
+        seen: Arc<std::sync::Mutex<Vec<(http::Method, String, Bytes)>>>,
+    ) -> impl Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError> {
+        tower::service_fn(move |request: Request<ProxyBody>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map_err(|e| ProxyError::Internal(e.to_string()))?
+                    .to_bytes();
+                let mut seen = seen.lock().unwrap();
+                let kept = parts.headers["x-kept"].to_str().unwrap().to_owned();
+                seen.push((parts.method, kept, body));
+                if seen.len() <= refusals {
+                    return Err(ProxyError::UpstreamRefused {
+                        org: "acme".into(),
+                        instance: "https://acme.my.salesforce.com".into(),
+                        reason: "stream error received: refused stream before processing any application logic".into(),
+                    });
+                }
+                Ok(Response::new(body::empty()))
+            }
+        })
+    }
+
+    fn kept_request() -> Request<ProxyBody> {
+        let mut request = Request::new(body::full("payload"));
+        *request.method_mut() = http::Method::DELETE;
+        request
+            .headers_mut()
+            .insert("x-kept", http::HeaderValue::from_static("yes"));
+        request
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_unprocessed_is_sent_once_more_whole() {
+        let seen = Arc::default();
+        let mut inner = upstream(1, Arc::clone(&seen));
+        let answer = send_kept(&mut inner, kept_request).await;
+        assert_eq!(answer.map(|r| r.status()).ok(), Some(StatusCode::OK));
+        let seen = seen.lock().unwrap();
+        let sent = (
+            http::Method::DELETE,
+            "yes".to_owned(),
+            Bytes::from("payload"),
+        );
+        assert_eq!(*seen, vec![sent.clone(), sent]);
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_twice_is_answered_with_the_refusal() {
+        let seen = Arc::default();
+        let mut inner = upstream(usize::MAX, Arc::clone(&seen));
+        let answer = send_kept(&mut inner, kept_request).await;
+        let error = answer.expect_err("answered");
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error.code(), "PROXY_UPSTREAM_UNREACHABLE");
+        assert_eq!(seen.lock().unwrap().len(), 2, "sent more than twice");
     }
 
     #[test]

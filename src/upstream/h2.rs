@@ -58,10 +58,12 @@ const MAX_RESPONSE_HEADERS: u32 = 16 * 1024;
 /// Streams opened before the instance's SETTINGS tell its limit (RFC 9113's recommended floor).
 const INITIAL_STREAMS: usize = 100;
 
-/// Why a request got no answer: it could not be sent, or it was sent and the answer broke off.
+/// Why a request got no answer: it could not be sent, it was sent and the answer broke off, or
+/// the instance refused it unprocessed (the session layer sends a request it kept once more).
 pub enum Failure {
     Connect(String),
     NoAnswer(String),
+    Refused(String),
 }
 
 /// The HTTP/2 connections of every instance requests went to.
@@ -85,14 +87,6 @@ struct Live {
     closed: Arc<AtomicBool>,
     /// Pieces of answers received: data arriving shows the connection alive without a ping.
     received: Arc<AtomicU64>,
-}
-
-/// Why a request went without an answer from [`send_on`].
-enum Unanswered {
-    /// The instance refused the stream unprocessed (REFUSED_STREAM, or above a graceful GOAWAY's
-    /// last stream): the request, rebuilt, can go once more.
-    Refused(Box<Request<ProxyBody>>),
-    Failed(Failure),
 }
 
 #[derive(Default)]
@@ -155,15 +149,14 @@ impl H2Connections {
         &self,
         pooled: &HttpClient,
         instance: &InstanceUrl,
-        mut request: Request<ProxyBody>,
+        request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, Failure> {
         let target = self.instance(&instance.0);
         if target.http1.load(Ordering::Relaxed) {
             return send_pooled(pooled, request).await;
         }
-        // At most one resend of a request the instance refused unprocessed, and one new
-        // connection for a request the current one could not take.
-        let (mut resent, mut reconnected) = (false, false);
+        // At most one new connection for a request the current one could not take.
+        let mut reconnected = false;
         loop {
             let live = match target.live() {
                 Some(live) => live,
@@ -184,14 +177,7 @@ impl H2Connections {
                 }
                 Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
             };
-            match send_on(ready, request, !resent, &live.received).await {
-                Ok(response) => return Ok(response),
-                Err(Unanswered::Refused(again)) => {
-                    resent = true;
-                    request = *again;
-                }
-                Err(Unanswered::Failed(failure)) => return Err(failure),
-            }
+            return send_on(ready, request, &live.received).await;
         }
     }
 
@@ -236,7 +222,7 @@ async fn connect(
     }
     let opened = match tokio::time::timeout(timeout, open(&tls, &authority, timeout)).await {
         Ok(Ok(opened)) => opened,
-        Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why))) => {
+        Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why) | Failure::Refused(why))) => {
             *last_failure = Some((Instant::now(), why.clone()));
             return Err(Failure::Connect(why));
         }
@@ -351,14 +337,12 @@ async fn keep_alive(pings: Option<PingPong>, received: &AtomicU64) -> String {
 }
 
 /// Sends `request` as a new stream: its headers now, its body (if any) under flow control, and
-/// waits for the answer's headers. A bodyless request the instance refuses unprocessed comes
-/// back to be sent again if `resendable`.
+/// waits for the answer's headers.
 async fn send_on(
     mut ready: SendRequest<Bytes>,
     request: Request<ProxyBody>,
-    resendable: bool,
     received: &Arc<AtomicU64>,
-) -> Result<Response<ProxyBody>, Unanswered> {
+) -> Result<Response<ProxyBody>, Failure> {
     let (mut head, body) = request.into_parts();
     let end = body.is_end_stream();
     // As hyper's client does: a body of known size (one kept for a replay, say, that arrived
@@ -374,17 +358,9 @@ async fn send_on(
                 .or_insert_with(|| HeaderValue::from(length));
         }
     }
-    // h2 takes the head: a copy to send again, if it may be.
-    let copy = (resendable && end).then(|| {
-        let mut copy = Request::new(body::empty());
-        *copy.method_mut() = head.method.clone();
-        *copy.uri_mut() = head.uri.clone();
-        *copy.headers_mut() = head.headers.clone();
-        copy
-    });
     let (answer, send) = ready
         .send_request(Request::from_parts(head, ()), end)
-        .map_err(|e| Unanswered::Failed(Failure::NoAnswer(error_chain(&e))))?;
+        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
     let give_up = if end {
         None
     } else {
@@ -403,12 +379,10 @@ async fn send_on(
     let give_up = GiveUp::new(give_up);
     let response = match answer.await {
         Ok(response) => response,
-        Err(error) => {
-            return Err(match copy {
-                Some(copy) if refused_unprocessed(&error) => Unanswered::Refused(Box::new(copy)),
-                _ => Unanswered::Failed(Failure::NoAnswer(error_chain(&error))),
-            });
+        Err(error) if refused_unprocessed(&error) => {
+            return Err(Failure::Refused(error_chain(&error)));
         }
+        Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
     };
     give_up.answered();
     let (head, recv) = response.into_parts();
@@ -513,48 +487,32 @@ mod tests {
         (send, accepted, goaway)
     }
 
-    /// A bodyless DELETE: the copy to resend must keep more than GET's defaults.
     fn get(path: &str) -> Request<ProxyBody> {
         let mut request = Request::new(body::empty());
-        *request.method_mut() = Method::DELETE;
         *request.uri_mut() = format!("https://instance.example{path}").parse().unwrap();
         request
-            .headers_mut()
-            .insert("x-kept", HeaderValue::from_static("yes"));
-        request
     }
 
-    async fn request(
-        to: &SendRequest<Bytes>,
-        path: &str,
-    ) -> Result<Response<ProxyBody>, Unanswered> {
+    async fn request(to: &SendRequest<Bytes>, path: &str) -> Result<Response<ProxyBody>, Failure> {
         let ready = to.clone().ready().await.unwrap();
-        send_on(ready, get(path), true, &Arc::default()).await
+        send_on(ready, get(path), &Arc::default()).await
+    }
+
+    fn refused(sent: Result<Response<ProxyBody>, Failure>) -> bool {
+        matches!(sent, Err(Failure::Refused(_)))
     }
 
     #[tokio::test]
-    async fn a_refused_stream_comes_back_whole_to_be_sent_again() {
+    async fn a_refused_stream_is_reported_as_refused_not_as_failed() {
         let (send, mut accepted, _goaway) = instance().await;
-        let sending = tokio::spawn(async move { send_on_refused(&send).await });
+        let sending = tokio::spawn(async move { refused(request(&send, "/refused").await) });
         let (_request, mut respond) = accepted.recv().await.unwrap();
         respond.send_reset(Reason::REFUSED_STREAM);
-        let again = sending.await.unwrap();
-        assert_eq!(again.method(), Method::DELETE);
-        assert_eq!(again.uri().path(), "/refused");
-        assert_eq!(again.headers()["x-kept"], "yes");
-        assert!(again.body().is_end_stream());
-    }
-
-    async fn send_on_refused(send: &SendRequest<Bytes>) -> Request<ProxyBody> {
-        match request(send, "/refused").await {
-            Err(Unanswered::Refused(again)) => *again,
-            Err(Unanswered::Failed(_)) => panic!("failed, not refused"),
-            Ok(_) => panic!("answered"),
-        }
+        assert!(sending.await.unwrap(), "not reported as refused");
     }
 
     #[tokio::test]
-    async fn a_request_queued_behind_the_stream_limit_comes_back_when_the_instance_goes_away() {
+    async fn a_request_queued_behind_the_stream_limit_is_refused_when_the_instance_goes_away() {
         let (send, mut accepted, goaway) = instance().await;
         let first = tokio::spawn({
             let send = send.clone();
@@ -562,15 +520,13 @@ mod tests {
         });
         let (_request, mut respond) = accepted.recv().await.unwrap();
         // The instance takes one stream at a time: this one waits inside h2 for a free slot.
-        let queued = tokio::spawn(async move {
-            match request(&send, "/queued").await {
-                Err(Unanswered::Refused(again)) => again.uri().path().to_owned(),
-                _ => "not refused".to_owned(),
-            }
-        });
+        let queued = tokio::spawn(async move { refused(request(&send, "/queued").await) });
         tokio::task::yield_now().await;
         goaway.send(()).unwrap();
-        assert_eq!(queued.await.unwrap(), "/queued");
+        assert!(
+            queued.await.unwrap(),
+            "the queued request not reported as refused"
+        );
         // The stream it had taken before going away is still answered.
         let ok = http::Response::builder().status(200).body(()).unwrap();
         respond.send_response(ok, true).unwrap();

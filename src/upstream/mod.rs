@@ -233,14 +233,23 @@ impl Service<Request<ProxyBody>> for Upstream {
             let response = match tokio::time::timeout(timeout, sent).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(failure)) => {
-                    let reason = match failure {
-                        Failure::Connect(why) => format!("cannot connect: {why}"),
-                        Failure::NoAnswer(why) => format!("no answer: {why}"),
-                    };
-                    return Err(ProxyError::UpstreamUnreachable {
-                        org: org.name.clone(),
-                        instance: instance.to_string(),
-                        reason,
+                    let (org, instance) = (org.name.clone(), instance.to_string());
+                    return Err(match failure {
+                        Failure::Connect(why) => ProxyError::UpstreamUnreachable {
+                            org,
+                            instance,
+                            reason: format!("cannot connect: {why}"),
+                        },
+                        Failure::NoAnswer(why) => ProxyError::UpstreamUnreachable {
+                            org,
+                            instance,
+                            reason: format!("no answer: {why}"),
+                        },
+                        Failure::Refused(reason) => ProxyError::UpstreamRefused {
+                            org,
+                            instance,
+                            reason,
+                        },
                     });
                 }
                 Err(_) => {

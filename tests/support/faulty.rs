@@ -1,6 +1,7 @@
 //! Upstreams that misbehave on purpose, for the fault suite: an instance that accepts TLS and
 //! then stalls, closes before answering, closes mid-answer, or presents a certificate nobody
-//! trusts. Each has its own throwaway CA (add `ca_pem` to the proxy's `ca_file` to trust it).
+//! trusts; or, over HTTP/2, refuses every other stream unprocessed. Each has its own throwaway CA
+//! (add `ca_pem` to the proxy's `ca_file` to trust it).
 
 use std::{
     net::SocketAddr,
@@ -26,6 +27,9 @@ pub enum Fault {
     CloseBeforeAnswer,
     /// Sends the head and part of the body, then closes.
     CloseMidAnswer,
+    /// Speaks HTTP/2; refuses its 1st, 3rd, 5th… stream (REFUSED_STREAM) without reading it, and
+    /// answers the others 200 with `{"method": …, "bytes": <body length>}`.
+    RefuseEveryOtherStream,
 }
 
 pub struct Faulty {
@@ -54,7 +58,10 @@ impl Faulty {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match fault {
+            Fault::RefuseEveryOtherStream => vec![b"h2".to_vec()],
+            _ => vec![b"http/1.1".to_vec()],
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -71,6 +78,9 @@ impl Faulty {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    if let Fault::RefuseEveryOtherStream = fault {
+                        return refuse_every_other_stream(tls, seen).await;
+                    }
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -84,7 +94,7 @@ impl Faulty {
                         Fault::Stall => {
                             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                         }
-                        Fault::CloseBeforeAnswer => {}
+                        Fault::CloseBeforeAnswer | Fault::RefuseEveryOtherStream => {}
                         Fault::CloseMidAnswer => {
                             let _ = tls
                                 .write_all(
@@ -112,5 +122,37 @@ impl Faulty {
 impl Drop for Faulty {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+async fn refuse_every_other_stream(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    seen: Arc<AtomicUsize>,
+) {
+    let Ok(mut connection) = h2::server::handshake(tls).await else {
+        return;
+    };
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        tokio::spawn(async move {
+            let (head, mut body) = request.into_parts();
+            let mut bytes = 0;
+            while let Some(Ok(piece)) = body.data().await {
+                bytes += piece.len();
+                let _ = body.flow_control().release_capacity(piece.len());
+            }
+            let answer = serde_json::json!({ "method": head.method.as_str(), "bytes": bytes });
+            let head = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+            if let Ok(mut send) = respond.send_response(head, false) {
+                let _ = send.send_data(answer.to_string().into(), true);
+            }
+        });
     }
 }
