@@ -221,18 +221,24 @@ async fn a_request_the_instance_refused_unprocessed_is_sent_once_more_if_its_bod
     let proxy = Proxy::start(&config);
     let url = "http://refusing.my.salesforce.com/services/data/v61.0/sobjects/Account/001";
 
+    let patch = async |bytes: usize| {
+        let file = org.dir.path().join(format!("{bytes}.bin"));
+        std::fs::write(&file, vec![b'b'; bytes]).unwrap();
+        let data = format!("@{}", file.display());
+        curl(&[
+            "-x",
+            &proxy.url(),
+            "-X",
+            "PATCH",
+            "--data-binary",
+            &data,
+            url,
+        ])
+        .await
+    };
+
     // Kept (under replay_limit): refused, sent once more, answered.
-    let kept = "k".repeat(10_000);
-    let args = [
-        "-x",
-        &proxy.url(),
-        "-X",
-        "PATCH",
-        "--data-binary",
-        &kept,
-        url,
-    ];
-    let reply = curl(&args).await;
+    let reply = patch(10_000).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.json(),
@@ -243,19 +249,7 @@ async fn a_request_the_instance_refused_unprocessed_is_sent_once_more_if_its_bod
     assert_eq!(proxy.wait_for_events(resent, 1).await.len(), 1);
 
     // Streamed (over replay_limit): refused, and not sent again.
-    let file = org.dir.path().join("large.bin");
-    std::fs::write(&file, vec![b's'; 200_000]).unwrap();
-    let data = format!("@{}", file.display());
-    let args = [
-        "-x",
-        &proxy.url(),
-        "-X",
-        "PATCH",
-        "--data-binary",
-        &data,
-        url,
-    ];
-    let reply = curl(&args).await;
+    let reply = patch(200_000).await;
     assert_refusal(
         &reply,
         502,
