@@ -45,8 +45,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then lets connections finish for up to
-/// `grace()`. Connections are accepted here and served on `workers`. Each request is served by the stack `current()` returns when it arrives, so a
-/// reload takes effect for new requests while requests in flight finish on the old stack.
+/// `grace()`. Connections are accepted here and served on `workers`. Each request is served by
+/// the stack `current()` returns when it arrives, so a reload takes effect for new requests
+/// while requests in flight finish on the old stack.
 pub async fn serve(
     listener: TcpListener,
     workers: &Workers,

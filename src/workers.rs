@@ -4,9 +4,9 @@
 //! On tokio's work-stealing runtime a request crossed threads several times (the caller's
 //! connection task, the upstream connection's task, hyper's task per upstream request), and
 //! each crossing was a wake-up of another thread: with wrk and the upstream on the same two
-//! cores that cost about a fifth of the throughput (README, Performance: 0.99 → 1.27 × nginx). Here a connection is
-//! served to its end on the thread it was given, and its requests go out on that thread's own
-//! upstream connection (`upstream::h2`), so a request stays on one thread.
+//! cores that cost about a fifth of the throughput (README, Performance: 0.99 → 1.27 × nginx).
+//! Here a connection is served to its end on the thread it was given, and its requests go out on
+//! that thread's own upstream connection (`upstream::h2`), so a request stays on one thread.
 //!
 //! The price: a connection cannot move, so a few very busy keep-alive connections can load the
 //! threads unevenly; each new connection goes to the thread serving the fewest.

@@ -201,23 +201,19 @@ async fn five_hundred_expired_callers_share_one_new_session() {
 async fn a_request_the_instance_refused_unprocessed_is_sent_once_more_if_its_body_was_kept() {
     let org = Org::start().await;
     let refusing = Faulty::start(Fault::RefuseEveryOtherStream).await;
-    let ca_file = org.dir.path().join("all-cas.crt");
-    let cas = std::fs::read_to_string(&org.ca_file).unwrap() + &refusing.ca_pem;
-    std::fs::write(&ca_file, cas).unwrap();
-    let config = org.config("replay_limit = \"64KiB\"", "").replace(
-        &org.ca_file.display().to_string(),
-        &ca_file.display().to_string(),
-    ) + &org_block(
-        &org,
-        "refusing",
-        &format!("instance_url = \"{}\"", refusing.url()),
-    ) + &route_to(
-        "refusing",
-        "refusing",
-        &["refusing.my.salesforce.com"],
-        USER,
-        "",
-    );
+    let config = Faulty::config_trusting(&org, "replay_limit = \"64KiB\"", &[&refusing])
+        + &org_block(
+            &org,
+            "refusing",
+            &format!("instance_url = \"{}\"", refusing.url()),
+        )
+        + &route_to(
+            "refusing",
+            "refusing",
+            &["refusing.my.salesforce.com"],
+            USER,
+            "",
+        );
     let proxy = Proxy::start(&config);
     let url = "http://refusing.my.salesforce.com/services/data/v61.0/sobjects/Account/001";
 
@@ -272,12 +268,7 @@ async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
     let untrusted = Faulty::start(Fault::Stall).await;
     let refused = closed_port();
     // Trust the stand-in and the faulty instances, except the one whose TLS must fail.
-    let ca_file = org.dir.path().join("all-cas.crt");
-    let mut cas = std::fs::read_to_string(&org.ca_file).unwrap();
-    for faulty in [&stall, &close_before, &close_mid] {
-        cas.push_str(&faulty.ca_pem);
-    }
-    std::fs::write(&ca_file, cas).unwrap();
+    let trusted = [&stall, &close_before, &close_mid];
 
     let pinned = |name: &str, url: &str| {
         org_block(&org, name, &format!("instance_url = \"{url}\""))
@@ -289,10 +280,8 @@ async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
                 "",
             )
     };
-    let config = org.config("request_timeout = \"1s\"", "").replace(
-        &org.ca_file.display().to_string(),
-        &ca_file.display().to_string(),
-    ) + &route("erp", &[HOST], USER, "")
+    let config = Faulty::config_trusting(&org, "request_timeout = \"1s\"", &trusted)
+        + &route("erp", &[HOST], USER, "")
         + &pinned("stall", &stall.url())
         + &pinned("closebefore", &close_before.url())
         + &pinned("closemid", &close_mid.url())

@@ -6,8 +6,9 @@
 //! Salesforce's instances speak HTTP/2, which multiplexes. Here the first request to an instance
 //! opens its connection while the others wait for it, and every later request is a stream on
 //! it; a closed connection is replaced by the next request, and a request the closing connection
-//! never sent goes once more, on the new one. A failed attempt answers every request that waited
-//! for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
+//! never sent goes once more, on the new one. A stream the instance refused unprocessed is
+//! reported as [`Failure::Refused`]: the session layer, which keeps the request, sends it again.
+//! A failed attempt answers every request that waited for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
 //!
 //! Each serving thread (`workers`) has a connection of its own to each instance, driven by its
 //! own runtime: a request and its upstream stream never wait on another thread. The connections

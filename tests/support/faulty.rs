@@ -13,6 +13,8 @@ use std::{
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sfproxy::pki;
+
+use super::Org;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -44,6 +46,21 @@ pub struct Faulty {
 impl Faulty {
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// `org.config(proxy_extra, "")` with a `ca_file` that trusts these instances as well as
+    /// the stand-in.
+    pub fn config_trusting(org: &Org, proxy_extra: &str, trusted: &[&Faulty]) -> String {
+        let ca_file = org.dir.path().join("all-cas.crt");
+        let mut cas = std::fs::read_to_string(&org.ca_file).unwrap();
+        for faulty in trusted {
+            cas.push_str(&faulty.ca_pem);
+        }
+        std::fs::write(&ca_file, cas).unwrap();
+        org.config(proxy_extra, "").replace(
+            &org.ca_file.display().to_string(),
+            &ca_file.display().to_string(),
+        )
     }
 
     pub async fn start(fault: Fault) -> Faulty {
