@@ -222,6 +222,14 @@ impl ProxyError {
 pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
     let d = description.to_ascii_lowercase();
     let hint = match error {
+        "invalid_grant" if d.contains("not admin approved") => {
+            "pre-authorize the user: Permitted Users = \"Admin approved users are pre-authorized\" \
+             and add the user's profile or permission set to the connected app"
+        }
+        "invalid_grant" if d.contains("inactive user") => {
+            "the integration user is frozen or deactivated: unfreeze or reactivate it in Setup > \
+             Users, or route to an active user"
+        }
         "invalid_grant" if d.contains("approved this consumer") => {
             "in the connected app's policies set Permitted Users to \"Admin approved users are \
              pre-authorized\" and add the user's profile or permission set"
@@ -245,6 +253,14 @@ pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
         "invalid_grant" if d.contains("rate exceeded") => {
             "Salesforce allows 3,600 logins per user per hour; wait, and check that nothing else \
              logs in as this user"
+        }
+        "expired_assertion" => {
+            "the assertion's exp was already past when Salesforce read it: sync this host's clock \
+             (NTP); exp is in UTC seconds"
+        }
+        "invalid_scope" => {
+            "the connected app does not allow the requested scope: select \"Manage user data via \
+             APIs (api)\" in the app's Selected OAuth Scopes"
         }
         "invalid_client_id" => {
             "check the org's client_id (the connected app's consumer key) and its login_url"
@@ -318,6 +334,13 @@ mod tests {
             ("invalid_grant", "login rate exceeded"),
             (
                 "invalid_app_access",
+                "user is not admin approved to access this app",
+            ),
+            ("invalid_scope", "the requested scope is not allowed"),
+            ("expired_assertion", "assertion expired"),
+            ("invalid_grant", "inactive user"),
+            (
+                "invalid_grant",
                 "user is not admin approved to access this app",
             ),
         ] {

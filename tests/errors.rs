@@ -28,7 +28,8 @@ use std::{
 
 use sfproxy::mock_org::{MockUser, TokenFailure};
 use support::{
-    Org, Proxy, Reply, USER, assert_refusal, closed_port, curl, org_block, route, route_to,
+    OTHER_USER, Org, Proxy, Reply, USER, assert_refusal, closed_port, curl, org_block, route,
+    route_to,
 };
 use tokio::net::TcpListener;
 
@@ -267,6 +268,55 @@ async fn login_rejected_ip_restricted() {
         },
     );
     login_rejected(&org, &config, "invalid_grant", "ip restricted", "IP").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_rejected_frozen_user() {
+    let org = Org::start().await;
+    let config = org.config("", "")
+        + &good_org(&org)
+        + &route("acme", &["acme.my.salesforce.com"], OTHER_USER, "");
+    org.mock.set_user_frozen(OTHER_USER, true);
+    login_rejected(
+        &org,
+        &config,
+        "invalid_grant",
+        "inactive user",
+        "frozen or deactivated",
+    )
+    .await;
+}
+
+/// The refusals the stand-in has no setting for, answered as Salesforce words them.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_rejected_scope_clock_and_approval() {
+    for (error, description, hint_says) in [
+        (
+            "invalid_scope",
+            "the requested scope is not allowed",
+            "Manage user data via APIs (api)",
+        ),
+        ("expired_assertion", "assertion expired", "clock (NTP)"),
+        (
+            "invalid_grant",
+            "user is not admin approved to access this app",
+            "Admin approved users are pre-authorized",
+        ),
+    ] {
+        let org = Org::start().await;
+        let config = org.config("", "")
+            + &good_org(&org)
+            + &route("acme", &["acme.my.salesforce.com"], USER, "");
+        org.mock.fail_next_token_requests(
+            1,
+            TokenFailure::OAuth {
+                status: 400,
+                error: error.into(),
+                description: description.into(),
+            },
+        );
+        login_rejected(&org, &config, error, description, hint_says).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

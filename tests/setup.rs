@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use sfproxy::mock_org::MockUser;
+use sfproxy::mock_org::{MockUser, TokenFailure};
 use support::{AUDIENCE, CONSUMER_KEY, OTHER_USER, Org, Proxy, USER, curl, route};
 
 const HOST: &str = "acme.my.salesforce.com";
@@ -494,6 +494,58 @@ async fn check_reports_each_failed_route_with_salesforce_error_and_hint() {
     assert!(stderr(&output).contains("nope"), "{}", stderr(&output));
     assert!(stderr(&output).contains("erp"), "{}", stderr(&output));
     assert_eq!(stdout(&output), "", "nothing checked");
+}
+
+/// The refusals added to the hint table: a frozen user, the app's scopes, clock skew, an
+/// approval missing; each line of `check` carries Salesforce's words and what to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_hints_at_frozen_users_scopes_clocks_and_approvals() {
+    let setup = CheckSetup::start().await;
+    setup.org.mock.set_user_frozen(OTHER_USER, true);
+    let output = setup.check(&route_in("acme", "wms", OTHER_USER), &[]).await;
+    let text = stdout(&output);
+    assert!(
+        text.contains("invalid_grant: inactive user")
+            && text.contains("(hint: the integration user is frozen or deactivated"),
+        "{text}"
+    );
+    setup.org.mock.set_user_frozen(OTHER_USER, false);
+
+    for (error, description, hint_says) in [
+        (
+            "invalid_scope",
+            "the requested scope is not allowed",
+            "Manage user data via APIs (api)",
+        ),
+        (
+            "expired_assertion",
+            "assertion expired",
+            "sync this host's clock",
+        ),
+        (
+            "invalid_grant",
+            "user is not admin approved to access this app",
+            "Admin approved users are pre-authorized",
+        ),
+    ] {
+        setup.org.mock.fail_next_token_requests(
+            1,
+            TokenFailure::OAuth {
+                status: 400,
+                error: error.into(),
+                description: description.into(),
+            },
+        );
+        let output = setup.check(&route_in("acme", "erp", USER), &[]).await;
+        assert_ne!(output.status.code(), Some(0));
+        let text = stdout(&output);
+        assert!(
+            text.starts_with(&format!("route=erp org=acme user={USER} FAILED: "))
+                && text.contains(&format!("{error}: {description} (hint: "))
+                && text.contains(hint_says),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

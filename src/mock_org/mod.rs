@@ -11,7 +11,7 @@
 mod rest;
 mod token;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -158,6 +158,17 @@ impl MockOrg {
         inner.failures.extend(std::iter::repeat_n(failure, n));
     }
 
+    /// Freezes (or unfreezes) a user: its logins get invalid_grant "inactive user", as
+    /// Salesforce answers for a frozen or deactivated user.
+    pub fn set_user_frozen(&self, username: &str, frozen: bool) {
+        let mut inner = self.state.inner();
+        if frozen {
+            inner.frozen.insert(username.to_owned());
+        } else {
+            inner.frozen.remove(username);
+        }
+    }
+
     /// Overrides the instance_url in token responses (default: `self.url()`).
     pub fn set_instance_url(&self, url: Option<String>) {
         self.state.inner().instance_url = url;
@@ -259,6 +270,8 @@ struct Inner {
     token_requests: usize,
     failures: VecDeque<TokenFailure>,
     instance_url: Option<String>,
+    /// Frozen or deactivated users: their logins are refused.
+    frozen: HashSet<String>,
     requests: Vec<SeenRequest>,
     api_usage: u64,
 }

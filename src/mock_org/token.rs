@@ -163,6 +163,9 @@ fn verify(state: &State, assertion: &str) -> Result<usize, Rejection> {
         .iter()
         .position(|u| u.username == sub)
         .ok_or(INVALID_ASSERTION)?;
+    if state.inner().frozen.contains(&sub) {
+        return Err(("invalid_grant", "inactive user"));
+    }
     if !state.users[index].approved {
         return Err(("invalid_grant", "user hasn't approved this consumer"));
     }
