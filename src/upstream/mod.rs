@@ -149,7 +149,7 @@ fn is_proxy_set(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers: `Connection`, every header it names (but the credentials and
-/// `Host`, [`is_proxy_set`]), and the fixed list. `Expect` goes too: the proxy already answered
+/// `Host`: `is_proxy_set`), and the fixed list. `Expect` goes too: the proxy already answered
 /// the caller's `100-continue` by reading the body, and forwards it whole. The session layer
 /// strips the caller's request before it adds the session; upstream strips again, finding
 /// nothing. Most messages carry none: one pass over the names finds that, without allocating.
