@@ -1,5 +1,8 @@
 //! Sessions end to end: one token request however many callers miss at once, and the replay
-//! when Salesforce says a session expired — once, with the body intact, never in a loop.
+//! when Salesforce says a session expired — once, with the body intact, never in a loop; and
+//! nothing a caller sends can strip the session or make each request cost a login.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns fail the test
 
 mod support;
 
@@ -119,11 +122,21 @@ async fn expired_session_is_renewed_and_the_request_replayed_once() {
     assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
     assert_eq!(org.mock.token_requests(), 2);
 
-    // An XML-speaking caller gets the same treatment (Salesforce answers the 401 in XML).
+    // An XML-speaking caller gets the same treatment (Salesforce answers the 401 in XML). On a
+    // proxy of its own: a session refused moments after the last renewal is kept (see
+    // `sessions_refused_at_once_cost_one_renewal_not_a_login_per_request`).
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
     org.mock.expire_sessions();
     let reply = curl(&["-x", &proxy.url(), "-H", "Accept: application/xml", &limits]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(org.mock.token_requests(), 3);
+    assert_eq!(org.mock.token_requests(), 2);
+    assert_eq!(
+        org.mock.requests().len(),
+        3,
+        "the expired attempt and its replay"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,4 +310,209 @@ async fn bulk_v1_gets_the_session_header_and_its_expiry_is_replayed() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(org.mock.token_requests(), 2);
     assert_eq!(org.mock.requests().len(), 3);
+}
+
+/// Sends `total` GETs for `path` to the proxy for `host`, `workers` at a time over kept-alive
+/// connections, each with `extra` headers; returns the statuses.
+async fn hammer(
+    proxy: &Proxy,
+    host: &'static str,
+    path: &str,
+    extra: &'static [(&'static str, &'static str)],
+    total: usize,
+    workers: usize,
+) -> Vec<u16> {
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = format!("http://{}{path}", proxy.addr).parse().unwrap();
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in (worker..total).step_by(workers) {
+                    let mut request = http::Request::get(uri.clone()).header("host", host);
+                    for (name, value) in extra {
+                        request = request.header(*name, *value);
+                    }
+                    let response = client
+                        .request(request.body(Empty::new()).unwrap())
+                        .await
+                        .expect("proxy answers");
+                    statuses.push(response.status().as_u16());
+                    response.into_body().collect().await.expect("body");
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    statuses
+}
+
+/// The hole of issue 13: `Connection` naming the header sfproxy puts the session in had the
+/// upstream stage strip it, so every request got 401, a login and a replay, until the login
+/// budget locked every client of the user out. The caller's hop-by-hop headers now go before the
+/// session is added.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_header_cannot_strip_the_session_or_spend_the_login_budget() {
+    const OTHER_HOST: &str = "wms.my.salesforce.com";
+    let org = Org::start().await;
+    let proxy = Proxy::start(
+        &(org.config("", "")
+            + &route("erp", &[HOST], USER, "")
+            + &route("wms", &[OTHER_HOST], USER, "")),
+    );
+    // Another client of the same user, served all along.
+    let other = {
+        let url = proxy.url();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            let target = format!("http://{OTHER_HOST}/services/data/v61.0/limits");
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(curl(&["-x", &url, &target]).await.status);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            statuses
+        });
+        (done, task)
+    };
+
+    let requests = 300;
+    let rest = hammer(
+        &proxy,
+        HOST,
+        "/services/data/v61.0/limits",
+        &[("connection", "keep-alive, authorization")],
+        requests,
+        8,
+    )
+    .await;
+    let bulk = hammer(
+        &proxy,
+        HOST,
+        "/services/async/61.0/job",
+        &[
+            ("connection", "keep-alive, X-SFDC-Session"),
+            ("x-sfdc-session", "callers-own"),
+        ],
+        requests,
+        8,
+    )
+    .await;
+    other.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let other = other.1.await.unwrap();
+
+    let tokens = org.mock.token_requests();
+    eprintln!(
+        "FIGURES: {} requests naming the session header in Connection: {} answered 200, {tokens} \
+         token request(s); the other client: {} of {} answered 200",
+        2 * requests,
+        rest.iter().chain(&bulk).filter(|s| **s == 200).count(),
+        other.iter().filter(|s| **s == 200).count(),
+        other.len(),
+    );
+    assert!(rest.iter().all(|s| *s == 200), "{rest:?}");
+    assert!(bulk.iter().all(|s| *s == 200), "{bulk:?}");
+    assert!(tokens <= 2, "{tokens} token requests");
+    assert!(
+        !other.is_empty() && other.iter().all(|s| *s == 200),
+        "{other:?}"
+    );
+
+    // Every request reached the stand-in once, with the proxy's live session where it belongs.
+    let seen = org.mock.requests();
+    assert_eq!(seen.len(), 2 * requests + other.len(), "nothing replayed");
+    assert!(
+        seen.iter().all(|r| r.session_valid),
+        "a dead session was sent"
+    );
+    let session = |r: &sfproxy::mock_org::SeenRequest, name| {
+        header(&r.headers, name).filter(|v| v.contains("00D"))
+    };
+    for r in &seen {
+        assert!(session(r, "authorization").is_some(), "{r:?}");
+        if r.path_and_query.starts_with("/services/async/") {
+            assert!(session(r, "x-sfdc-session").is_some(), "{r:?}");
+        }
+        assert_eq!(header(&r.headers, "connection"), None, "{r:?}");
+    }
+    // And after the loop, both clients are still served.
+    for host in [HOST, OTHER_HOST] {
+        let target = format!("http://{host}/services/data/v61.0/limits");
+        assert_eq!(curl(&["-x", &proxy.url(), &target]).await.status, 200);
+    }
+}
+
+/// Defence in depth, with a Salesforce that refuses every session: a session is renewed once,
+/// the replay's answer goes back whatever it is, a request whose own login minted its session
+/// is not replayed, and a session refused again moments after the last renewal is kept: not a
+/// login per request.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_refused_at_once_cost_one_renewal_not_a_login_per_request() {
+    let org = Org::start().await;
+    let proxy = start(&org, "");
+    let limits = url("/services/data/v61.0/limits");
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
+    assert_eq!(org.mock.token_requests(), 1);
+
+    org.mock.set_refuse_sessions(true);
+    // The cached session is refused: renewed once, replayed once, and the replay's 401 goes
+    // back: sent twice, never a third time.
+    let reply = curl(&["-x", &proxy.url(), &limits]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.json()[0]["errorCode"], "INVALID_SESSION_ID");
+    assert_eq!(
+        org.mock.requests().len(),
+        3,
+        "the first attempt and one replay"
+    );
+    assert_eq!(org.mock.token_requests(), 2);
+
+    // The new session is refused too, moments after it was minted: it is kept, and each caller
+    // gets its 401 after one attempt, with no login.
+    // Well within the 10 s the session is kept for, also on a slow machine.
+    let requests = 100;
+    let limits_path = "/services/data/v61.0/limits";
+    let started = std::time::Instant::now();
+    let statuses = hammer(&proxy, HOST, limits_path, &[], requests, 4).await;
+    eprintln!("{requests} refused requests in {:?}", started.elapsed());
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(org.mock.requests().len(), 3 + requests, "none replayed");
+    assert_eq!(org.mock.token_requests(), 2, "no login per request");
+
+    // Salesforce takes sessions again: the kept one serves at once.
+    org.mock.set_refuse_sessions(false);
+    assert_eq!(curl(&["-x", &proxy.url(), &limits]).await.status, 200);
+    assert_eq!(org.mock.token_requests(), 2);
+
+    // A cold proxy: the session its first request's own login minted is refused, and the
+    // answer goes back without a replay; the next session is kept like above.
+    let cold = start(&org, "");
+    org.mock.set_refuse_sessions(true);
+    let (tokens, seen) = (org.mock.token_requests(), org.mock.requests().len());
+    let reply = curl(&["-x", &cold.url(), &limits]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(org.mock.requests().len(), seen + 1, "not replayed");
+    assert_eq!(org.mock.token_requests(), tokens + 1);
+    let statuses = hammer(&cold, HOST, limits_path, &[], requests, 4).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        org.mock.requests().len(),
+        seen + 1 + requests,
+        "none replayed"
+    );
+    let cold_tokens = org.mock.token_requests() - tokens;
+    assert_eq!(cold_tokens, 2, "{cold_tokens} token requests");
+    eprintln!(
+        "FIGURES: a Salesforce refusing every session: {} requests on a warm proxy → 1 renewal \
+         (the first, replayed once); {} on a cold one → {cold_tokens} token requests, none \
+         replayed",
+        1 + requests,
+        1 + requests,
+    );
 }

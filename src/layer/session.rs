@@ -10,6 +10,14 @@
 //! dropped, so the caller's retry gets a new one). A 401 saying the session "is not valid for use
 //! with the REST API" is a setup problem a new token cannot fix: it is passed on, not replayed.
 //! The same kept copy sends a request once more when the instance refused it unprocessed.
+//!
+//! What a caller sends can never take the credentials away: its hop-by-hop headers, and every
+//! header its `Connection` names, are stripped here, before the session is added (a
+//! `Connection: authorization` would otherwise have the upstream stage strip the bearer, and each
+//! request would cost a login). Two more rules bound what an expiry answer can cost: a request
+//! whose session was minted by its own login is not replayed (a new session would not be
+//! different), and the cache keeps a session that "expires" again within seconds of the last
+//! drop ([`SessionCache::invalidate`]), so such a request is answered without a replay.
 
 use std::{
     future::Future,
@@ -30,10 +38,10 @@ use crate::{
     error::ProxyError,
     layer::{route::RouteMatch, trace::Notes},
     salesforce::{
-        cache::{LoginError, SessionCache},
+        cache::{LoginError, SessionCache, Source},
         token::{Session, TokenClient, TokenError},
     },
-    upstream::{Destination, error_chain},
+    upstream::{Destination, error_chain, strip_hop_by_hop},
 };
 
 /// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.
@@ -114,6 +122,9 @@ where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
 {
     let (mut parts, body) = request.into_parts();
+    // Before anything of sfproxy's is added: nothing the caller's `Connection` names can reach
+    // the credentials. Identify has read `Proxy-Authorization` already.
+    strip_hop_by_hop(&mut parts.headers);
     let matched = parts
         .extensions
         .remove::<RouteMatch>()
@@ -173,9 +184,20 @@ where
         return Ok(response);
     }
     Box::pin(cache.invalidate(org, user, &session)).await;
+    if source == Source::Minted {
+        tracing::warn!(
+            "Salesforce refused the session this request's own login just minted; the answer \
+             goes back, not replayed"
+        );
+        return Ok(response);
+    }
     let (fresh, _) = Box::pin(cache.get(org, user, tokens))
         .await
         .map_err(|e| login_error(org, user, &e))?;
+    if Arc::ptr_eq(&fresh, &session) {
+        // The cache kept it: it expired again within seconds of the last drop.
+        return Ok(response);
+    }
     note("replayed");
     metrics::counter!(
         crate::metrics::SESSION_REPLAYS,

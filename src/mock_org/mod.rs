@@ -169,6 +169,12 @@ impl MockOrg {
         }
     }
 
+    /// Answers every REST request as if its session were dead (401 `INVALID_SESSION_ID`; Bulk
+    /// 1.0: 400 `InvalidSessionId`), fresh ones included: a Salesforce that accepts no session.
+    pub fn set_refuse_sessions(&self, refuse: bool) {
+        self.state.inner().refuse_sessions = refuse;
+    }
+
     /// Overrides the instance_url in token responses (default: `self.url()`).
     pub fn set_instance_url(&self, url: Option<String>) {
         self.state.inner().instance_url = url;
@@ -272,6 +278,8 @@ struct Inner {
     instance_url: Option<String>,
     /// Frozen or deactivated users: their logins are refused.
     frozen: HashSet<String>,
+    /// Every session is answered as dead (`set_refuse_sessions`).
+    refuse_sessions: bool,
     requests: Vec<SeenRequest>,
     api_usage: u64,
 }

@@ -90,6 +90,7 @@ pub(super) async fn handle(
             body_len: body.len,
             session_valid: user.is_some(),
         });
+        let user = user.filter(|_| !inner.refuse_sessions);
         let served = user.is_some_and(|u| bulk || state.users.get(u).is_some_and(|u| u.rest_api));
         if served {
             inner.api_usage += 1;

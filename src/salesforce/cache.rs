@@ -5,8 +5,11 @@
 //! expired. Misses go through moka's entry API: however many callers miss at once, one token
 //! request runs and they all get its result (never read-then-insert, which races). Invalidation
 //! removes only the session that failed, so a caller holding an old token cannot evict the fresh
-//! one a concurrent replay already minted. Every login passes the [`LoginGuard`]: remembered
-//! failures, the hourly budget, and bounded retries of transient failures.
+//! one a concurrent replay already minted. A young session reported expired within the
+//! [spacing](super::guard::REMINT_SPACING) of the last drop is kept while it is that young:
+//! however often fresh sessions "expire", that costs at most one login per spacing. Every
+//! login passes the [`LoginGuard`]: remembered failures, the hourly budget, and bounded retries
+//! of transient failures.
 
 use std::{
     sync::Arc,
@@ -231,13 +234,30 @@ impl SessionCache {
         }
     }
 
-    /// Drops `expired` if it is still the cached session for (org, user).
+    /// Drops `expired` if it is still the cached session for (org, user), unless it is a young
+    /// session reported expired within seconds of the last drop ([`LoginGuard::may_drop`]):
+    /// that one is kept, so repeated reports cost no login each; callers find it still cached.
     pub async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
         self.sessions
             .entry(Key::new(org, user))
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(entry) if Arc::ptr_eq(entry.value(), expired) => Op::Remove,
+                    Some(entry) if Arc::ptr_eq(entry.value(), expired) => {
+                        if self
+                            .guard
+                            .may_drop(org, user, expired.minted_at, Instant::now())
+                        {
+                            Op::Remove
+                        } else {
+                            tracing::warn!(
+                                org = %org.name, user,
+                                age = ?expired.minted_at.elapsed(),
+                                "Salesforce refused a session minted moments after the last one \
+                                 it refused; kept, not renewed, for now"
+                            );
+                            Op::Nop
+                        }
+                    }
                     _ => Op::Nop,
                 };
                 std::future::ready(op)
@@ -327,6 +347,34 @@ mod tests {
             InstanceUrl::parse(&mock.url()).unwrap(),
             "the instance comes from the token response"
         );
+    }
+
+    #[tokio::test]
+    async fn a_young_session_expiring_again_is_not_reminted_for_every_caller() {
+        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (first, _) = cache.get(&org, "u", &tokens).await.unwrap();
+        // The first expiry is renewed, at once.
+        cache.invalidate(&org, "u", &first).await;
+        let (second, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        assert_eq!(source, Source::Minted);
+        assert_eq!(mock.token_requests(), 2);
+
+        // The replacement "expires" too, reported by many callers at once and one by one: it
+        // is kept, they all share it, and no login is made.
+        let reports = (0..50).map(|_| async {
+            cache.invalidate(&org, "u", &second).await;
+            cache.get(&org, "u", &tokens).await.unwrap()
+        });
+        for (session, source) in futures_util::future::join_all(reports).await {
+            assert!(Arc::ptr_eq(&session, &second));
+            assert_eq!(source, Source::Cache);
+        }
+        for _ in 0..50 {
+            cache.invalidate(&org, "u", &second).await;
+            let (session, _) = cache.get(&org, "u", &tokens).await.unwrap();
+            assert!(Arc::ptr_eq(&session, &second));
+        }
+        assert_eq!(mock.token_requests(), 2, "one re-mint in all");
     }
 
     #[tokio::test]

@@ -7,6 +7,8 @@
 //! (with `Retry-After`) until its backoff ends; and no (org, user) may spend more than its budget
 //! in any sliding hour. A remembered failure belongs to the org settings it happened with, so a
 //! reload that fixes the org clears it; the budget follows the user whatever the settings.
+//! Expiry answers are spaced too: a session Salesforce refuses again within
+//! [`REMINT_SPACING`] of the last drop is kept, not re-minted ([`LoginGuard::may_drop`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,6 +20,11 @@ use crate::{config::Org, salesforce::token::TokenError};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
+/// A session younger than this is dropped for an expiry answer only if no session of its (org,
+/// user) was dropped within this long: expiry answers cost at most one login per spacing, 360
+/// an hour, well inside the default budget, however many requests they answer.
+pub const REMINT_SPACING: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 pub struct LoginGuard {
     users: Mutex<HashMap<(String, String), UserState>>,
@@ -28,6 +35,8 @@ struct UserState {
     /// When each token request of the last hour was made, oldest first.
     attempts: VecDeque<Instant>,
     failure: Option<Remembered>,
+    /// When a session was last dropped for an expiry answer.
+    dropped: Option<Instant>,
 }
 
 struct Remembered {
@@ -95,7 +104,52 @@ impl LoginGuard {
         backoff
     }
 
+    /// Whether a session minted at `minted_at`, reported expired at `now`, may be dropped (and
+    /// so cost a login); a drop is remembered. Refused only when the session is younger than
+    /// [`REMINT_SPACING`] and another was dropped within it: a first expiry is always renewed,
+    /// a session that "expires" again moments later waits until it is that old.
+    pub fn may_drop(&self, org: &Org, user: &str, minted_at: Instant, now: Instant) -> bool {
+        let young = now.saturating_duration_since(minted_at) < REMINT_SPACING;
+        self.with(org, user, |state| {
+            let recent = state
+                .dropped
+                .is_some_and(|t| now.saturating_duration_since(t) < REMINT_SPACING);
+            if young && recent {
+                return false;
+            }
+            state.dropped = Some(now);
+            true
+        })
+    }
+
     pub fn clear(&self, org: &Org, user: &str) {
         self.with(org, user, |state| state.failure = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_young_session_expiring_again_is_kept_until_the_spacing_passes() {
+        let guard = LoginGuard::default();
+        let app = crate::pki::connected_app_cert("t", 1).unwrap();
+        let org = Org::for_tests("https://login.example", "ck", &app.key_pem);
+        let t0 = Instant::now();
+        let later = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        // A first expiry is renewed however young the session.
+        assert!(guard.may_drop(&org, "u", t0, later(0.1)));
+        // Its replacement, reported moments later (by any number of callers), is kept.
+        for at in [0.3, 1.0, 9.9] {
+            assert!(!guard.may_drop(&org, "u", later(0.2), later(at)), "{at}");
+        }
+        // Once the spacing has passed since the last drop, it may go.
+        assert!(guard.may_drop(&org, "u", later(0.2), later(10.2)));
+        // A session past the spacing is always dropped: it is not the one that just replaced
+        // another.
+        assert!(guard.may_drop(&org, "u", later(0.0), later(10.3)));
+        // Other users are not affected.
+        assert!(guard.may_drop(&org, "v", later(10.3), later(10.4)));
     }
 }

@@ -142,9 +142,17 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Removes hop-by-hop headers: `Connection`, every header it names, and the fixed list.
-/// `Expect` goes too: the proxy already answered the caller's `100-continue` by reading the
-/// body, and forwards it whole. Most messages carry none: one pass over the names finds that.
+/// What sfproxy sets itself on the way to Salesforce: a `Connection` list never removes these
+/// (the session layer replaces the caller's own anyway), so no caller can strip the session.
+fn is_proxy_set(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "authorization" | "x-sfdc-session" | "host")
+}
+
+/// Removes hop-by-hop headers: `Connection`, every header it names (but the credentials and
+/// `Host`: `is_proxy_set`), and the fixed list. `Expect` goes too: the proxy already answered
+/// the caller's `100-continue` by reading the body, and forwards it whole. The session layer
+/// strips the caller's request before it adds the session; upstream strips again, finding
+/// nothing. Most messages carry none: one pass over the names finds that, without allocating.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let found: Vec<HeaderName> = headers
         .keys()
@@ -160,6 +168,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !is_proxy_set(name))
         .collect();
     for name in named.iter().chain(&found) {
         headers.remove(name);
@@ -299,10 +308,14 @@ mod tests {
         "expect",
     ];
 
+    /// What a `Connection` list must never remove.
+    const PROXY_SET: &[&str] = &["authorization", "x-sfdc-session", "host"];
+
     fn header_name() -> impl Strategy<Value = String> {
         prop_oneof![
             proptest::sample::select(HOP_BY_HOP).prop_map(str::to_owned),
-            proptest::sample::select(&["authorization", "accept", "content-type", "x-custom"][..])
+            proptest::sample::select(PROXY_SET).prop_map(str::to_owned),
+            proptest::sample::select(&["accept", "content-type", "x-custom"][..])
                 .prop_map(str::to_owned),
             "[a-z][a-z0-9-]{0,12}",
         ]
@@ -310,7 +323,7 @@ mod tests {
 
     proptest! {
         /// Whatever the caller sends, no hop-by-hop header and nothing `Connection` names
-        /// survives, and every other header is kept as it was.
+        /// survives but the credentials and `Host`, and every other header is kept as it was.
         #[test]
         fn rewriting_headers_strips_exactly_the_hop_by_hop_ones(
             headers in proptest::collection::vec((header_name(), "[ -~]{0,20}"), 0..12),
@@ -336,6 +349,8 @@ mod tests {
                 .filter(|n| !n.is_empty())
                 .collect();
             strip_hop_by_hop(&mut map);
+            let named: Vec<String> =
+                named.into_iter().filter(|n| !PROXY_SET.contains(&n.as_str())).collect();
             for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
                 prop_assert!(!map.contains_key(name), "{name} survived");
             }
@@ -365,5 +380,22 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn a_connection_list_cannot_remove_the_credentials_or_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Authorization, x-sfdc-session, HOST, x-other"),
+        );
+        headers.insert("authorization", HeaderValue::from_static("Bearer 00D!x"));
+        headers.insert("x-sfdc-session", HeaderValue::from_static("00D!x"));
+        headers.insert("host", HeaderValue::from_static("acme.my.salesforce.com"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "host", "x-sfdc-session"]);
     }
 }
