@@ -433,4 +433,32 @@ mod tests {
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["accept"]);
     }
+
+    #[test]
+    fn failures_are_told_by_class_without_the_socket_details() {
+        use std::io::{Error, ErrorKind};
+        let refused = Error::new(
+            ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        assert_eq!(
+            failure_class(&refused, "instance"),
+            "connection refused by the instance"
+        );
+        let untrusted = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(
+            failure_class(&untrusted, "token endpoint"),
+            "the token endpoint's TLS certificate is not trusted"
+        );
+        let timed_out = Error::new(ErrorKind::TimedOut, "10.0.0.1:443");
+        assert_eq!(failure_class(&timed_out, "instance"), "timed out");
+        let other = Error::other("something at 10.0.0.1:443");
+        assert_eq!(
+            failure_class(&other, "instance"),
+            "the connection to the instance failed"
+        );
+    }
 }
