@@ -890,8 +890,8 @@ async fn one_callers_oversized_headers_are_refused_and_the_shared_connection_kee
     assert!(received < 30_000, "{received} bytes reached the instance");
     figures(&format!(
         "one caller's 56 KB of headers (instance limit {SMALL_HEADER_LIST} B): 431 locally, \
-         nothing sent; {downloads} downloads of 1 MiB in flight and {others} other requests on \
-         the shared connection: all 200, complete"
+         nothing sent (the instance received {received} bytes in all); {downloads} downloads of \
+         1 MiB in flight and {others} other requests on the shared connection: all 200, complete"
     ));
 }
 
