@@ -139,6 +139,8 @@ struct RawOrg {
     #[serde(default, with = "humantime_serde")]
     rejected_backoff: Option<Duration>,
     max_logins_per_hour: Option<u32>,
+    /// Where a token response's `instance_url` may point besides the defaults.
+    instance_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +211,8 @@ pub struct Org {
     pub assertion_ttl: Duration,
     /// When set, the upstream for this org whatever the token response says.
     pub instance_url: Option<InstanceUrl>,
+    /// Which `instance_url` of a token response sessions may be sent to.
+    pub instances: InstancePolicy,
     /// Mint sessions at start and keep them fresh; readiness waits for them.
     pub warm: bool,
     /// Where the key was read from, for `sfproxy check`'s permission warning.
@@ -218,7 +222,7 @@ pub struct Org {
     pub rejected_backoff: Duration,
     pub max_logins_per_hour: u32,
     /// Digest of every setting that makes a session (login URL, audience, client id, key,
-    /// instance): sessions survive a reload exactly when it is unchanged.
+    /// instance, instance hosts): sessions survive a reload exactly when it is unchanged.
     pub settings_id: [u8; 32],
     pub metrics: OrgMetrics,
 }
@@ -241,6 +245,10 @@ impl Org {
             session_ttl: Duration::from_secs(60),
             assertion_ttl: Duration::from_secs(60),
             instance_url: None,
+            instances: InstancePolicy::new(
+                &login_url.parse().unwrap_or_else(|e| panic!("{e}")),
+                Vec::new(),
+            ),
             warm: false,
             key_file: None,
             login_timeout: Duration::from_secs(5),
@@ -394,6 +402,112 @@ impl InstanceUrl {
 impl fmt::Display for InstanceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "https://{}", self.0)
+    }
+}
+
+/// The domains Salesforce serves orgs' instances and My Domains from (`acme.my.salesforce.com`,
+/// `na123.salesforce.com`, Experience Cloud `*.force.com`, legacy `*.cloudforce.com` and
+/// `*.database.com`, Government Cloud Plus Defense `*.salesforce.mil` / `*.force.mil`, and the
+/// Alibaba-operated China cloud `*.sfcrmproducts.cn` / `*.sfcrmapps.cn`). Source: Salesforce Help,
+/// "Allow the Required Domains" and "My Domain URL Formats"; their Setup, Sites and content
+/// domains (`salesforce-setup.com`, `site.com`, `salesforce-sites.com`, `force-user-content.com`,
+/// ...) serve no API and are left out.
+pub const SALESFORCE_DOMAINS: &[&str] = &[
+    "salesforce.com",
+    "force.com",
+    "cloudforce.com",
+    "database.com",
+    "salesforce.mil",
+    "force.mil",
+    "sfcrmproducts.cn",
+    "sfcrmapps.cn",
+];
+
+/// `host` (lower-case, no trailing dot) is one of [`SALESFORCE_DOMAINS`] or under one.
+pub fn is_salesforce_host(host: &str) -> bool {
+    SALESFORCE_DOMAINS.iter().any(|domain| {
+        host.strip_suffix(domain)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    })
+}
+
+/// A host and port, lower-case, without the trailing dot; the port 443 when not given.
+fn host_and_port(authority: &Authority) -> (String, u16) {
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    (host, authority.port_u16().unwrap_or(443))
+}
+
+/// One `instance_hosts` entry: `"host"`, `"*.domain"` (subdomains only), either with `:port`
+/// (else port 443 only, as https has it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHost {
+    host: HostPattern,
+    port: u16,
+}
+
+impl InstanceHost {
+    fn parse(raw: &str) -> Result<Self, String> {
+        let entry = raw.trim();
+        let (host, port) = match entry.rsplit_once(':') {
+            // A bracketed IPv6 address without a port has colons but ends with `]`.
+            Some((host, port)) if !entry.ends_with(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{raw:?}: {port:?} is not a port (1-65535)"))?;
+                (host, port)
+            }
+            _ => (entry, 443),
+        };
+        let pattern = HostPattern::parse(host).map_err(|_| {
+            format!("{raw:?} is not an instance host (use \"host\", \"*.domain\" or \"host:port\")")
+        })?;
+        if pattern == HostPattern::Any {
+            return Err(format!(
+                "{raw:?} would send sessions wherever a token response points: name the hosts \
+                 or \"*.domain\""
+            ));
+        }
+        Ok(Self {
+            host: pattern,
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.matches(host)
+    }
+}
+
+/// Where sessions of an org may be sent when the token response names the instance: a hostile or
+/// mistaken token endpoint must not make sfproxy dial (and report on) any host and port it likes.
+/// By default, port 443 under [`SALESFORCE_DOMAINS`] when `login_url` is a Salesforce host, and
+/// the login host and port itself when it is not (a stand-in); plus the `instance_hosts` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePolicy {
+    /// `login_url`'s host and port when it is not a Salesforce host on 443.
+    login: Option<(String, u16)>,
+    listed: Vec<InstanceHost>,
+}
+
+impl InstancePolicy {
+    pub fn new(login_url: &Uri, listed: Vec<InstanceHost>) -> Self {
+        let login = login_url
+            .authority()
+            .map(host_and_port)
+            .filter(|(host, port)| !(*port == 443 && is_salesforce_host(host)));
+        Self { login, listed }
+    }
+
+    /// Whether a session may be sent to `instance`.
+    pub fn allows(&self, instance: &InstanceUrl) -> bool {
+        let (host, port) = host_and_port(&instance.0);
+        let default = match &self.login {
+            None => port == 443 && is_salesforce_host(&host),
+            Some((login_host, login_port)) => *login_host == host && *login_port == port,
+        };
+        default || self.listed.iter().any(|entry| entry.matches(&host, port))
     }
 }
 
@@ -700,10 +814,20 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         .map(|u| InstanceUrl::parse(u.trim().trim_end_matches('/')))
         .transpose()
         .map_err(|m| ConfigError::new(key("instance_url"), m))?;
+    let listed = raw
+        .instance_hosts
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| InstanceHost::parse(entry))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| ConfigError::new(key("instance_hosts"), m))?;
+    let instances = InstancePolicy::new(&login, listed);
     let client_id = raw.client_id.trim().to_owned();
     let settings_id = {
         let instance = instance_url.as_ref().map(ToString::to_string);
         let key_digest = sha256(&pem);
+        // A session kept across a reload must still be one the new policy allows.
+        let policy = format!("{instances:?}");
         let mut all = Vec::new();
         for part in [
             login_url.as_bytes(),
@@ -711,6 +835,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
             client_id.as_bytes(),
             &key_digest,
             instance.as_deref().unwrap_or("").as_bytes(),
+            policy.as_bytes(),
         ] {
             all.extend_from_slice(&(part.len() as u64).to_be_bytes());
             all.extend_from_slice(part);
@@ -730,6 +855,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
         )?,
         assertion_ttl,
         instance_url,
+        instances,
         warm: raw.warm,
         key_file,
         login_timeout: positive(
@@ -1157,6 +1283,131 @@ user = "u@acme.com"
         assert!(HostPattern::parse("a b").is_err());
         assert!(HostPattern::parse("acme.my.salesforce.com:443").is_err());
         assert!(HostPattern::parse("[::1]").unwrap().matches("[::1]"));
+    }
+
+    #[test]
+    fn salesforce_hosts_are_its_domains_and_their_subdomains_only() {
+        for host in [
+            "login.salesforce.com",
+            "acme.my.salesforce.com",
+            "acme--uat.sandbox.my.salesforce.com",
+            "na123.salesforce.com",
+            "salesforce.com",
+            "acme.my.salesforce.mil",
+            "site.force.com",
+            "acme.my.sfcrmproducts.cn",
+        ] {
+            assert!(is_salesforce_host(host), "{host}");
+        }
+        for host in [
+            "evilsalesforce.com",
+            "salesforce.com.evil.example",
+            "localhost",
+            "127.0.0.1",
+            "acme.my.site.com",
+            "salesforce-setup.com",
+        ] {
+            assert!(!is_salesforce_host(host), "{host}");
+        }
+    }
+
+    fn policy_for(login: &str, listed: &[&str]) -> InstancePolicy {
+        let listed = listed
+            .iter()
+            .map(|entry| InstanceHost::parse(entry).unwrap())
+            .collect();
+        InstancePolicy::new(&login.parse().unwrap(), listed)
+    }
+
+    fn allows(policy: &InstancePolicy, url: &str) -> bool {
+        policy.allows(&InstanceUrl::parse(url).unwrap())
+    }
+
+    #[test]
+    fn a_salesforce_login_allows_salesforce_instances_on_443_only() {
+        for login in [
+            "https://login.salesforce.com",
+            "https://acme.my.salesforce.com:443",
+            "https://acme.my.site.force.com/customers",
+        ] {
+            let policy = policy_for(login, &[]);
+            assert!(allows(&policy, "https://acme.my.salesforce.com"), "{login}");
+            assert!(
+                allows(&policy, "https://ACME.my.salesforce.com.:443"),
+                "{login}"
+            );
+            assert!(allows(&policy, "https://eu12.salesforce.com"), "{login}");
+            assert!(allows(&policy, "https://gov.my.salesforce.mil"), "{login}");
+            assert!(
+                !allows(&policy, "https://acme.my.salesforce.com:8443"),
+                "{login}"
+            );
+            assert!(!allows(&policy, "https://127.0.0.1"), "{login}");
+            assert!(!allows(&policy, "https://127.0.0.1:9"), "{login}");
+            assert!(!allows(&policy, "https://evilsalesforce.com"), "{login}");
+        }
+    }
+
+    #[test]
+    fn a_stand_in_login_allows_its_own_host_and_port_only() {
+        let policy = policy_for("https://localhost:8443", &[]);
+        assert!(allows(&policy, "https://localhost:8443"));
+        assert!(allows(&policy, "https://LOCALHOST:8443"));
+        assert!(!allows(&policy, "https://localhost:8444"));
+        assert!(!allows(&policy, "https://localhost"));
+        assert!(!allows(&policy, "https://127.0.0.1:8443"));
+        assert!(!allows(&policy, "https://acme.my.salesforce.com"));
+        // A Salesforce host on another port is not Salesforce's: its own host and port only.
+        let odd = policy_for("https://login.salesforce.com:8443", &[]);
+        assert!(allows(&odd, "https://login.salesforce.com:8443"));
+        assert!(!allows(&odd, "https://acme.my.salesforce.com"));
+    }
+
+    #[test]
+    fn listed_instance_hosts_add_hosts_domains_and_ports() {
+        let policy = policy_for(
+            "https://login.salesforce.com",
+            &[
+                "crm.example.com",
+                "*.gov.example",
+                "127.0.0.1:9443",
+                "[::1]:8443",
+            ],
+        );
+        assert!(allows(&policy, "https://crm.example.com"));
+        assert!(
+            !allows(&policy, "https://crm.example.com:8443"),
+            "no port: 443 only"
+        );
+        assert!(allows(&policy, "https://a.gov.example"));
+        assert!(!allows(&policy, "https://gov.example"), "subdomains only");
+        assert!(allows(&policy, "https://127.0.0.1:9443"));
+        assert!(!allows(&policy, "https://127.0.0.1:9444"));
+        assert!(allows(&policy, "https://[::1]:8443"));
+        assert!(
+            allows(&policy, "https://acme.my.salesforce.com"),
+            "the defaults stay"
+        );
+    }
+
+    #[test]
+    fn bad_instance_hosts_are_refused_naming_the_key() {
+        for bad in [
+            "*",
+            "a b",
+            "host:0",
+            "host:99999",
+            "host:x",
+            "https://host",
+            "",
+        ] {
+            let dir = key_file();
+            let text = format!("{ORG}instance_hosts = [{bad:?}]\n{ROUTE}");
+            let err = Config::from_toml(&text, dir.path()).unwrap_err();
+            assert_eq!(err.key, "orgs.acme.instance_hosts", "{bad}: {err}");
+        }
+        let config = load("").unwrap();
+        assert!(config.orgs["acme"].instances.listed.is_empty());
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub enum ProxyError {
     #[error("CONNECT is not supported")]
     ConnectUnsupported,
     /// Salesforce refused the JWT assertion (now, or within the remembered backoff).
-    #[error("Salesforce refused the login of {user:?} to org {org:?}: {error} ({description})")]
+    /// Salesforce's texts quoted: a crafted description cannot pass for fields of the log line.
+    #[error("Salesforce refused the login of {user:?} to org {org:?}: {error:?} ({description:?})")]
     LoginRejected {
         org: String,
         user: String,
@@ -69,6 +70,19 @@ pub enum ProxyError {
     /// The request line and headers are larger than `proxy.max_header_bytes`.
     #[error("the request headers are larger than the proxy's limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
+    /// The request's header list is larger than the instance takes on the connection every
+    /// request to it shares; it was not sent.
+    #[error(
+        "the request headers ({size} bytes as HTTP/2 counts them) are larger than the Salesforce \
+         instance {instance} of org {org:?} takes ({limit} bytes, the instance's limit); nothing \
+         was sent"
+    )]
+    InstanceHeadersTooLarge {
+        org: String,
+        instance: String,
+        size: usize,
+        limit: u32,
+    },
     #[error("the Salesforce instance {instance} of org {org:?} could not be reached: {reason}")]
     UpstreamUnreachable {
         org: String,
@@ -117,7 +131,9 @@ impl ProxyError {
             | Self::LoginBudgetExceeded { .. }
             | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HeadersTooLarge { .. } | Self::InstanceHeadersTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::CallerGone(_) => {
@@ -138,7 +154,9 @@ impl ProxyError {
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
             Self::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
-            Self::HeadersTooLarge { .. } => "PROXY_HEADERS_TOO_LARGE",
+            Self::HeadersTooLarge { .. } | Self::InstanceHeadersTooLarge { .. } => {
+                "PROXY_HEADERS_TOO_LARGE"
+            }
             Self::TooManyConnections { .. } => "PROXY_TOO_MANY_CONNECTIONS",
             Self::UpstreamUnreachable { .. } | Self::UpstreamRefused { .. } => {
                 "PROXY_UPSTREAM_UNREACHABLE"

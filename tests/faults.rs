@@ -302,15 +302,40 @@ async fn instance_faults_get_precise_codes_and_the_proxy_keeps_serving() {
     assert!(stalled_for < Duration::from_secs(5));
     good().await;
 
+    // The caller hears the failure's class, never the socket layer's words.
     for (name, says) in [
-        ("closebefore", "no answer"),
-        ("untrusted", "certificate"),
-        ("refused", "cannot connect"),
+        (
+            "closebefore",
+            "no answer: the instance closed the connection",
+        ),
+        (
+            "untrusted",
+            "cannot connect: the instance's TLS certificate is not trusted",
+        ),
+        (
+            "refused",
+            "cannot connect: connection refused by the instance",
+        ),
     ] {
         let reply = curl(&["-x", &proxy.url(), &fault(name)]).await;
         assert_refusal(&reply, 502, "PROXY_UPSTREAM_UNREACHABLE", &[says]);
+        for raw in [
+            "127.0.0.1",
+            "os error",
+            "tcp connect",
+            "Connection refused",
+            "invalid peer",
+        ] {
+            assert!(!reply.body.contains(raw), "{raw} in {}", reply.body);
+        }
         good().await;
     }
+    // The log keeps the details.
+    let refused_log = proxy
+        .wait_for_events("cannot connect: connection refused by the instance", 1)
+        .await;
+    let detail = refused_log[0]["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("127.0.0.1:{refused}")), "{detail}");
     assert_eq!(
         close_before.requests.load(Ordering::SeqCst),
         1,
@@ -785,4 +810,227 @@ async fn callers_waiting_for_an_unreachable_instance_share_a_connect_attempt() {
         "the four callers, two on each serving thread, shared one connect attempt per thread"
     );
     listener.abort();
+}
+
+/// Issue 13: seven 8 KB headers on the connection every request to an instance shares made the
+/// instance drop it (GOAWAY), failing hundreds of other callers' requests and cutting their
+/// downloads. A header list over the instance's advertised limit is refused here, and never
+/// reaches the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_callers_oversized_headers_are_refused_and_the_shared_connection_keeps_serving() {
+    use support::faulty::{DOWNLOAD_BYTES, SMALL_HEADER_LIST};
+    let org = Org::start().await;
+    let small = Faulty::start(Fault::SmallHeaderList).await;
+    // One serving thread: every request shares one connection to the instance.
+    let config = Faulty::config_trusting(&org, "workers = 1", &[&small])
+        + &org_block(
+            &org,
+            "small",
+            &format!("instance_url = \"{}\"", small.url()),
+        )
+        + &route_to("small", "small", &["small.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let base = "http://small.my.salesforce.com/services/data/v61.0";
+    let limits = format!("{base}/limits");
+    let reply = curl(&["-x", &proxy.url(), &limits]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let (downloads, others) = (6, 20);
+    let spawn_curl = |url: String| {
+        let proxy = proxy.url();
+        tokio::spawn(async move { curl(&["-x", &proxy, &url]).await })
+    };
+    let downloading: Vec<_> = (0..downloads)
+        .map(|_| spawn_curl(format!("{base}/download")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while small.requests.load(Ordering::SeqCst) < 1 + downloads {
+        assert!(Instant::now() < deadline, "the downloads did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asking: Vec<_> = (0..others).map(|_| spawn_curl(limits.clone())).collect();
+
+    let value = "x".repeat(8000);
+    let headers: Vec<String> = (0..7).map(|i| format!("X-Big-{i}: {value}")).collect();
+    let mut args = vec!["-x".to_owned(), proxy.url(), limits.clone()];
+    for header in &headers {
+        args.extend(["-H".to_owned(), header.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let big = curl(&args).await;
+
+    let mut cut = 0;
+    for download in downloading {
+        let reply = download.await.unwrap();
+        cut += usize::from(reply.status != 200 || reply.body.len() != DOWNLOAD_BYTES);
+    }
+    let mut failed = 0;
+    for other in asking {
+        failed += usize::from(other.await.unwrap().status != 200);
+    }
+    assert_eq!(
+        (cut, failed),
+        (0, 0),
+        "downloads cut, other requests failed (the big one got {})",
+        big.status
+    );
+    assert_refusal(
+        &big,
+        431,
+        "PROXY_HEADERS_TOO_LARGE",
+        &["the instance's limit", &SMALL_HEADER_LIST.to_string()],
+    );
+    assert_eq!(
+        small.requests.load(Ordering::SeqCst),
+        1 + downloads + others,
+        "every request but the big one reached the instance"
+    );
+    // 56 KB of headers are some 49 KB even Huffman-coded: the instance received far less in all.
+    let received = small.received_bytes.load(Ordering::SeqCst);
+    assert!(received < 30_000, "{received} bytes reached the instance");
+    figures(&format!(
+        "one caller's 56 KB of headers (instance limit {SMALL_HEADER_LIST} B): 431 locally, \
+         nothing sent (the instance received {received} bytes in all); {downloads} downloads of \
+         1 MiB in flight and {others} other requests on the shared connection: all 200, complete"
+    ));
+}
+
+/// A token endpoint's `instance_url` decides where sessions (and callers' requests) go: one that
+/// points at another host or port is refused and never dialled, and the caller is not told what
+/// that port said (no port probe).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_url_the_org_does_not_allow_is_refused_and_never_dialled() {
+    let org = Org::start().await;
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_port = trap.local_addr().unwrap().port();
+    let trap_url = format!("https://127.0.0.1:{trap_port}");
+    let proxy = Proxy::start(&(org.config("", "") + &route("erp", &[HOST], USER, "")));
+    org.mock.set_instance_url(Some(trap_url.clone()));
+
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_refusal(
+        &reply,
+        503,
+        "PROXY_LOGIN_UNAVAILABLE",
+        &["instance_url is not allowed", "[orgs.acme] instance_hosts"],
+    );
+    for raw in [&trap_port.to_string(), "127.0.0.1", "os error"] {
+        assert!(!reply.body.contains(raw), "{raw} in {}", reply.body);
+    }
+    // Remembered like any login failure: the next caller within the backoff gets it too.
+    let again = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(again.error_code(), "PROXY_LOGIN_UNAVAILABLE");
+    assert_eq!(org.mock.token_requests(), 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), trap.accept())
+            .await
+            .is_err(),
+        "sfproxy connected to the instance_url it refused"
+    );
+    let logged = proxy
+        .wait_for_events(
+            "the token response's instance_url is not an allowed instance",
+            1,
+        )
+        .await;
+    assert_eq!(
+        logged[0]["instance_url"],
+        trap_url.as_str(),
+        "the log names it"
+    );
+    assert!(org.mock.requests().is_empty());
+    figures(
+        "a token response's instance_url on another port: 503 twice, 1 token request, no connection to it",
+    );
+}
+
+/// `instance_hosts` allows an instance the defaults do not: here the stand-in itself under its
+/// address rather than the login URL's `localhost`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_listed_in_instance_hosts_is_served() {
+    let org = Org::start().await;
+    let instance = format!("127.0.0.1:{}", org.mock.addr().port());
+    org.mock
+        .set_instance_url(Some(format!("https://{instance}")));
+    let listed = format!("instance_hosts = [\"*.gov.example\", \"{instance}\"]");
+    let proxy = Proxy::start(&(org.config("", &listed) + &route("erp", &[HOST], USER, "")));
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(org.mock.requests().len(), 1);
+
+    // Without the entry, the same token response is refused.
+    let proxy = Proxy::start(&(org.config("", "") + &route("erp", &[HOST], USER, "")));
+    let reply = curl(&["-x", &proxy.url(), LIMITS]).await;
+    assert_refusal(&reply, 503, "PROXY_LOGIN_UNAVAILABLE", &["not allowed"]);
+    assert_eq!(org.mock.requests().len(), 1);
+}
+
+/// In the text log, Salesforce's `error` and `error_description` are quoted: a crafted
+/// description cannot pass for fields of the line (`outcome=ok`, `org=...`).
+#[tokio::test(flavor = "multi_thread")]
+async fn salesforce_refusal_texts_are_quoted_in_the_text_log() {
+    use std::io::BufRead;
+    let org = Org::start().await;
+    let forged = r#"ok outcome=ok org="evil" user=x"#;
+    org.mock.fail_next_token_requests(
+        1,
+        TokenFailure::OAuth {
+            status: 400,
+            error: "invalid_grant".into(),
+            description: forged.into(),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sfproxy.toml");
+    std::fs::write(&path, org.config("", "") + &route("erp", &[HOST], USER, "")).unwrap();
+    let mut child = std::process::Command::new(support::binary())
+        .args(["--log-format", "text", "run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, read) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| loop {
+        let line = read
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no {what} line"));
+        if line.contains(what) {
+            return line;
+        }
+    };
+    let ready = next_line("sfproxy ready");
+    let listen = ready
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("listen="))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let reply = curl(&["-x", &format!("http://{listen}"), LIMITS]).await;
+    assert_eq!(reply.error_code(), "PROXY_LOGIN_REJECTED");
+    let line = next_line("token request");
+    assert!(
+        line.contains(
+            r#"sf_error="invalid_grant" sf_error_description="ok outcome=ok org=\"evil\" user=x""#
+        ),
+        "{line}"
+    );
+    let refused = next_line("PROXY_LOGIN_REJECTED");
+    assert!(
+        refused.contains(r#"("ok outcome=ok org=\"evil\" user=x")"#),
+        "{refused}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -774,9 +774,17 @@ async fn reload_keeps_sessions_of_unchanged_orgs_and_renews_changed_ones() {
         "the old session was not sent"
     );
 
-    // login_url changed to another name of the same stand-in: a new session that works.
+    // login_url changed to another name of the same stand-in: a new session that works. (Its
+    // token response still names the instance `localhost`, no longer the login host itself:
+    // allowed by `instance_hosts`.)
     let url = org.mock.url();
-    let other_login = base.replace(&url, &url.replace("localhost", "127.0.0.1"));
+    let instance_hosts = format!(
+        "[orgs.acme]\ninstance_hosts = [\"localhost:{}\"]\n",
+        org.mock.addr().port()
+    );
+    let other_login = base
+        .replace(&url, &url.replace("localhost", "127.0.0.1"))
+        .replace("[orgs.acme]\n", &instance_hosts);
     assert_ne!(other_login, base);
     reload(other_login.clone()).await;
     let reply = via(&proxy, &limits(HOST)).await;

@@ -143,12 +143,15 @@ impl TokenClient {
                 org = %org.name, user, outcome = "ok", instance = %session.instance,
                 "token request"
             ),
+            // As `&str`, not `%`: the text format quotes (and escapes) them, so a crafted
+            // `error_description` cannot pass for more fields of the line.
             Err(TokenError::Rejected { error, description }) => tracing::warn!(
-                org = %org.name, user, outcome = "rejected", sf_error = %error,
-                sf_error_description = %description, "token request"
+                org = %org.name, user, outcome = "rejected", sf_error = error.as_str(),
+                sf_error_description = description.as_str(), "token request"
             ),
             Err(TokenError::Unavailable(reason) | TokenError::Transient(reason)) => tracing::warn!(
-                org = %org.name, user, outcome = "unavailable", reason = %reason, "token request"
+                org = %org.name, user, outcome = "unavailable", reason = reason.as_str(),
+                "token request"
             ),
         }
         outcome
@@ -174,10 +177,13 @@ impl TokenClient {
             } else {
                 "no answer from"
             };
+            // The caller hears the class of failure; the log keeps the socket's details.
+            let detail = crate::upstream::error_chain(&e);
+            tracing::warn!(org = %org.name, detail = detail.as_str(), "{what} the token endpoint");
             TokenError::Transient(format!(
                 "{what} {}: {}",
                 org.token_url,
-                crate::upstream::error_chain(&e)
+                crate::upstream::failure_class(&e, "token endpoint")
             ))
         })?;
         let status = response.status();
@@ -232,9 +238,26 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
         })?;
         let instance = match (&org.instance_url, success.instance_url) {
             (Some(pinned), _) => pinned.clone(),
-            (None, Some(url)) => InstanceUrl::parse(url.trim_end_matches('/')).map_err(|m| {
-                TokenError::Unavailable(format!("the token response's instance_url {m}"))
-            })?,
+            (None, Some(url)) => {
+                let instance = InstanceUrl::parse(url.trim_end_matches('/')).map_err(|m| {
+                    TokenError::Unavailable(format!("the token response's instance_url {m}"))
+                })?;
+                if !org.instances.allows(&instance) {
+                    // The caller is not told where it pointed (no host or port to probe with).
+                    tracing::warn!(
+                        org = %org.name, instance_url = %instance,
+                        "the token response's instance_url is not an allowed instance"
+                    );
+                    return Err(TokenError::Unavailable(format!(
+                        "the token response's instance_url is not allowed: sfproxy sends \
+                         sessions to Salesforce's own domains on port 443 (to the login host \
+                         itself when login_url is not Salesforce's); if the instance is yours, \
+                         list its host in [orgs.{}] instance_hosts",
+                        org.name
+                    )));
+                }
+                instance
+            }
             (None, None) => {
                 return Err(TokenError::Unavailable(
                     "the token response has no instance_url; pin [orgs.X] instance_url".to_owned(),
@@ -350,6 +373,33 @@ mod tests {
                 "only 5xx is worth a retry: {status} {body}"
             );
         }
+    }
+
+    #[test]
+    fn an_instance_url_outside_the_allowed_ones_is_refused_without_naming_it() {
+        for url in [
+            "https://127.0.0.1:9",
+            "https://localhost",
+            "https://evil.example",
+        ] {
+            let body = format!(r#"{{"access_token":"t","instance_url":"{url}"}}"#);
+            let refused = parse(&org(None), StatusCode::OK, &Bytes::from(body.into_bytes()));
+            let Err(TokenError::Unavailable(reason)) = refused else {
+                panic!("{url} allowed");
+            };
+            assert!(reason.contains("not allowed") && reason.contains("instance_hosts"));
+            assert!(!reason.contains(&url[8..]), "{reason}");
+        }
+        // Pinned: the operator's choice, whatever the token response says.
+        let pinned = parse_str(
+            &org(Some("https://127.0.0.1:9443")),
+            200,
+            r#"{"access_token":"t","instance_url":"https://127.0.0.1:9"}"#,
+        );
+        assert_eq!(
+            pinned.unwrap().instance.to_string(),
+            "https://127.0.0.1:9443"
+        );
     }
 
     #[test]

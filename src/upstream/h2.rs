@@ -10,6 +10,11 @@
 //! reported as [`Failure::Refused`]: the session layer, which keeps the request, sends it again.
 //! A failed attempt answers every request that waited for it. An instance that does not offer `h2` by ALPN is left to the pooled client (HTTP/1.1).
 //!
+//! One request must not break the connection the others share: a header list larger than the
+//! instance takes (its `SETTINGS_MAX_HEADER_LIST_SIZE`, read from its first SETTINGS before the
+//! connection is used) is refused here rather than sent, since an instance answers one with a
+//! GOAWAY that cuts every stream on the connection.
+//!
 //! Each serving thread (`workers`) has a connection of its own to each instance, driven by its
 //! own runtime: a request and its upstream stream never wait on another thread. The connections
 //! are the h2 crate's, each request's stream driven by the request's own future
@@ -18,7 +23,7 @@
 use std::{
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -37,8 +42,8 @@ use tokio::{net::TcpStream, sync::oneshot};
 use tokio_rustls::TlsConnector;
 
 use super::{
-    HttpClient, error_chain,
-    stream::{Answer, GiveUp, Pipe},
+    HttpClient, error_chain, failure_class,
+    stream::{Answer, GiveUp, Pipe, Watched},
 };
 use crate::{
     body::{self, ProxyBody},
@@ -58,13 +63,46 @@ const SEND_BUFFER: usize = 1024 * 1024;
 const MAX_RESPONSE_HEADERS: u32 = 16 * 1024;
 /// Streams opened before the instance's SETTINGS tell its limit (RFC 9113's recommended floor).
 const INITIAL_STREAMS: usize = 100;
+/// The largest request header list (RFC 9113 §6.5.2 size) sent to an instance that does not
+/// advertise `SETTINGS_MAX_HEADER_LIST_SIZE`. Salesforce documents 16,384 bytes for a request's
+/// URI and recommends headers under 8,000; 32 KiB holds the longest URI it takes and twice those
+/// headers, and stays well below the 56 KB at which an instance was seen to answer GOAWAY for the
+/// whole shared connection.
+pub const DEFAULT_MAX_HEADER_LIST: u32 = 32 * 1024;
 
-/// Why a request got no answer: it could not be sent, it was sent and the answer broke off, or
-/// the instance refused it unprocessed (the session layer sends a request it kept once more).
+/// What broke, for the caller (`reason`: the failure's class, see [`super::failure_class`]) and
+/// for the log (`detail`: the whole error chain, addresses and OS errors included).
+#[derive(Clone)]
+pub struct Broken {
+    pub reason: String,
+    pub detail: String,
+}
+
+impl Broken {
+    fn new(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            reason: failure_class(error, "instance"),
+            detail: error_chain(error),
+        }
+    }
+
+    fn plain(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a request got no answer: it could not be sent, it was sent and the answer broke off, the
+/// instance refused it unprocessed (the session layer sends a request it kept once more), or its
+/// headers are larger than the instance takes (it was not sent: on the shared connection, the
+/// instance's answer to that would be a GOAWAY failing every other request on it).
 pub enum Failure {
-    Connect(String),
-    NoAnswer(String),
+    Connect(Broken),
+    NoAnswer(Broken),
     Refused(String),
+    HeadersTooLarge { size: usize, limit: u32 },
 }
 
 /// The HTTP/2 connections of every instance requests went to.
@@ -88,6 +126,9 @@ struct Live {
     closed: Arc<AtomicBool>,
     /// Pieces of answers received: data arriving shows the connection alive without a ping.
     received: Arc<AtomicU64>,
+    /// The largest header list the instance takes: its `SETTINGS_MAX_HEADER_LIST_SIZE`, else
+    /// [`DEFAULT_MAX_HEADER_LIST`].
+    max_header_list: Arc<AtomicU32>,
 }
 
 #[derive(Default)]
@@ -95,7 +136,7 @@ struct Instance {
     sender: ArcSwapOption<Live>,
     /// Held while connecting, so that requests arriving meanwhile wait for that connection; it
     /// holds when the last attempt failed, and why.
-    connecting: tokio::sync::Mutex<Option<(Instant, String)>>,
+    connecting: tokio::sync::Mutex<Option<(Instant, Broken)>>,
     /// The instance chose HTTP/1.1: its requests go through the pooled client.
     http1: AtomicBool,
 }
@@ -176,9 +217,10 @@ impl H2Connections {
                     target.sender.compare_and_swap(&Some(live), None);
                     continue;
                 }
-                Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
+                Err(error) => return Err(Failure::NoAnswer(Broken::new(&error))),
             };
-            return send_on(ready, request, &live.received).await;
+            let limit = live.max_header_list.load(Ordering::Relaxed);
+            return send_on(ready, request, &live.received, limit).await;
         }
     }
 
@@ -196,9 +238,10 @@ impl H2Connections {
             authority.clone(),
             self.connect_timeout,
         ));
-        attempt
-            .await
-            .unwrap_or_else(|_| Err(Failure::Connect("the connect task failed".into())))
+        attempt.await.unwrap_or_else(|_| {
+            let why = "the connect task failed";
+            Err(Failure::Connect(Broken::plain(why, why)))
+        })
     }
 }
 
@@ -223,12 +266,20 @@ async fn connect(
     }
     let opened = match tokio::time::timeout(timeout, open(&tls, &authority, timeout)).await {
         Ok(Ok(opened)) => opened,
-        Ok(Err(Failure::Connect(why) | Failure::NoAnswer(why) | Failure::Refused(why))) => {
+        Ok(Err(failure)) => {
+            let why = match failure {
+                Failure::Connect(why) | Failure::NoAnswer(why) => why,
+                Failure::Refused(why) => Broken::plain(why.clone(), why),
+                Failure::HeadersTooLarge { .. } => Broken::plain("no connection", "no connection"),
+            };
             *last_failure = Some((Instant::now(), why.clone()));
             return Err(Failure::Connect(why));
         }
         Err(_) => {
-            let why = format!("no connection within {}s", timeout.as_secs());
+            let why = Broken::plain(
+                "timed out",
+                format!("no connection within {}s", timeout.as_secs()),
+            );
             *last_failure = Some((Instant::now(), why.clone()));
             return Err(Failure::Connect(why));
         }
@@ -256,15 +307,21 @@ async fn open(
     let port = authority.port_u16().unwrap_or(443);
     let tcp = connect_tcp(host, port, timeout).await?;
     let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-        .map_err(|e| Failure::Connect(format!("{host}: {e}")))?
+        .map_err(|e| Failure::Connect(Broken::plain("not a host name", format!("{host}: {e}"))))?
         .to_owned();
-    let tls = tls
-        .connect(name, tcp)
-        .await
-        .map_err(|e| Failure::Connect(format!("TLS with {authority}: {}", error_chain(&e))))?;
+    let tls = tls.connect(name, tcp).await.map_err(|e| {
+        let why = Broken::new(&e);
+        Failure::Connect(Broken::plain(
+            why.reason,
+            format!("TLS with {authority}: {}", why.detail),
+        ))
+    })?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Ok(None);
     }
+    let max_header_list = Arc::new(AtomicU32::new(DEFAULT_MAX_HEADER_LIST));
+    let (settings_seen, first_settings) = oneshot::channel();
+    let tls = Watched::new(tls, max_header_list.clone(), settings_seen);
     let (send, mut connection) = Builder::new()
         .initial_max_send_streams(INITIAL_STREAMS)
         .initial_window_size(STREAM_WINDOW)
@@ -274,7 +331,13 @@ async fn open(
         .enable_push(false)
         .handshake::<_, Bytes>(tls)
         .await
-        .map_err(|e| Failure::Connect(format!("HTTP/2 with {authority}: {}", error_chain(&e))))?;
+        .map_err(|e| {
+            let why = Broken::new(&e);
+            Failure::Connect(Broken::plain(
+                why.reason,
+                format!("HTTP/2 with {authority}: {}", why.detail),
+            ))
+        })?;
     let pings = connection.ping_pong();
     let closed = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
@@ -290,10 +353,19 @@ async fn open(
             tracing::debug!(%authority, %error, "instance connection closed");
         }
     });
+    // The instance's limits come in its first SETTINGS, right after the handshake: a request
+    // sent before would be measured against the default instead.
+    if first_settings.await.is_err() {
+        return Err(Failure::Connect(Broken::plain(
+            "the instance closed the connection",
+            "closed before its HTTP/2 SETTINGS",
+        )));
+    }
     Ok(Some(Live {
         send,
         closed,
         received,
+        max_header_list,
     }))
 }
 
@@ -338,11 +410,12 @@ async fn keep_alive(pings: Option<PingPong>, received: &AtomicU64) -> String {
 }
 
 /// Sends `request` as a new stream: its headers now, its body (if any) under flow control, and
-/// waits for the answer's headers.
+/// waits for the answer's headers. A header list larger than `max_header_list` is not sent.
 async fn send_on(
     mut ready: SendRequest<Bytes>,
     request: Request<ProxyBody>,
     received: &Arc<AtomicU64>,
+    max_header_list: u32,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut head, body) = request.into_parts();
     let end = body.is_end_stream();
@@ -359,9 +432,22 @@ async fn send_on(
                 .or_insert_with(|| HeaderValue::from(length));
         }
     }
+    let size = header_list_size(&head);
+    if size > max_header_list as usize {
+        return Err(Failure::HeadersTooLarge {
+            size,
+            limit: max_header_list,
+        });
+    }
     let (answer, send) = ready
         .send_request(Request::from_parts(head, ()), end)
-        .map_err(|e| Failure::NoAnswer(error_chain(&e)))?;
+        .map_err(|e| {
+            if refused_unprocessed(&e) {
+                Failure::Refused(error_chain(&e))
+            } else {
+                Failure::NoAnswer(Broken::new(&e))
+            }
+        })?;
     let give_up = if end {
         None
     } else {
@@ -383,7 +469,7 @@ async fn send_on(
         Err(error) if refused_unprocessed(&error) => {
             return Err(Failure::Refused(error_chain(&error)));
         }
-        Err(error) => return Err(Failure::NoAnswer(error_chain(&error))),
+        Err(error) => return Err(Failure::NoAnswer(Broken::new(&error))),
     };
     give_up.answered();
     let (head, recv) = response.into_parts();
@@ -391,12 +477,29 @@ async fn send_on(
     Ok(Response::from_parts(head, body::boxed(body)))
 }
 
-/// The instance did not process the stream (RFC 9113 §8.7): it refused it, or it sent a graceful
-/// GOAWAY whose last stream came before it (h2 fails those, and streams still queued for a
-/// free slot, with that GOAWAY).
+/// The instance did not process the stream (RFC 9113 §8.7): it refused it, or it sent a GOAWAY
+/// whose last stream came before it, graceful or not (§6.8: streams above the last one were not
+/// processed, whatever the error code). h2 fails exactly those, and streams still queued for a
+/// free slot, with the GOAWAY itself; the streams at or below it that the closing connection
+/// cuts fail with a broken pipe instead, and their callers hear the instance closed it.
 fn refused_unprocessed(error: &::h2::Error) -> bool {
-    error.reason() == Some(Reason::REFUSED_STREAM)
-        || (error.is_go_away() && error.is_remote() && error.reason() == Some(Reason::NO_ERROR))
+    error.reason() == Some(Reason::REFUSED_STREAM) || (error.is_go_away() && error.is_remote())
+}
+
+/// The size of the header list as the instance counts it (RFC 9113 §6.5.2): each field's name
+/// and value plus 32, pseudo-header fields included.
+fn header_list_size(head: &http::request::Parts) -> usize {
+    const FIELD: usize = 32;
+    let path = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let authority = head.uri.authority().map_or(0, |a| a.as_str().len());
+    let pseudo = (":method".len() + head.method.as_str().len())
+        + (":scheme".len() + "https".len())
+        + (":authority".len() + authority)
+        + (":path".len() + path)
+        + 4 * FIELD;
+    head.headers.iter().fold(pseudo, |size, (name, value)| {
+        size + name.as_str().len() + value.len() + FIELD
+    })
 }
 
 /// The first address of `host` that accepts, Nagle off. Each address gets its share of
@@ -405,7 +508,12 @@ async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<_> = tokio::net::lookup_host((bare, port))
         .await
-        .map_err(|e| Failure::Connect(format!("cannot resolve {host}: {e}")))?
+        .map_err(|e| {
+            Failure::Connect(Broken::plain(
+                "DNS lookup failed",
+                format!("cannot resolve {host}: {e}"),
+            ))
+        })?
         .collect();
     let share = timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
     let mut last = None;
@@ -415,17 +523,24 @@ async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStre
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Ok(Err(error)) => last = Some(format!("tcp connect error: {error}")),
+            Ok(Err(error)) => {
+                let reason = failure_class(&error, "instance");
+                last = Some(Broken::plain(
+                    reason,
+                    format!("tcp connect to {address}: {error}"),
+                ));
+            }
             Err(_) => {
-                last = Some(format!(
-                    "tcp connect to {address}: no answer within {share:?}"
+                last = Some(Broken::plain(
+                    "timed out",
+                    format!("tcp connect to {address}: no answer within {share:?}"),
                 ))
             }
         }
     }
-    Err(Failure::Connect(
-        last.unwrap_or_else(|| format!("{host} has no address")),
-    ))
+    Err(Failure::Connect(last.unwrap_or_else(|| {
+        Broken::plain("DNS lookup failed", format!("{host} has no address"))
+    })))
 }
 
 async fn send_pooled(
@@ -434,9 +549,9 @@ async fn send_pooled(
 ) -> Result<Response<ProxyBody>, Failure> {
     let response = pooled.request(request).await.map_err(|error| {
         if error.is_connect() {
-            Failure::Connect(error_chain(&error))
+            Failure::Connect(Broken::new(&error))
         } else {
-            Failure::NoAnswer(error_chain(&error))
+            Failure::NoAnswer(Broken::new(&error))
         }
     })?;
     Ok(response.map(body::boxed))
@@ -451,16 +566,16 @@ mod tests {
     type Accepted = (Request<::h2::RecvStream>, SendResponse<Bytes>);
 
     /// A client connection to an in-memory instance that takes one stream at a time; the
-    /// instance's streams come out of the channel, and a message on `goaway` makes it go away
-    /// gracefully.
+    /// instance's streams come out of the channel, and a reason on `goaway` makes it go away:
+    /// gracefully for `NO_ERROR`, at once with that error for any other.
     async fn instance() -> (
         SendRequest<Bytes>,
         mpsc::UnboundedReceiver<Accepted>,
-        oneshot::Sender<()>,
+        oneshot::Sender<Reason>,
     ) {
         let (client, io) = tokio::io::duplex(64 * 1024);
         let (streams, accepted) = mpsc::unbounded_channel();
-        let (goaway, mut going) = oneshot::channel::<()>();
+        let (goaway, mut going) = oneshot::channel::<Reason>();
         tokio::spawn(async move {
             let mut server = server::Builder::new()
                 .max_concurrent_streams(1)
@@ -476,8 +591,10 @@ mod tests {
                     },
                     told = &mut going, if !asked => {
                         asked = true;
-                        if told.is_ok() {
-                            server.graceful_shutdown();
+                        match told {
+                            Ok(Reason::NO_ERROR) => server.graceful_shutdown(),
+                            Ok(reason) => server.abrupt_shutdown(reason),
+                            Err(_) => {}
                         }
                     }
                 }
@@ -496,7 +613,7 @@ mod tests {
 
     async fn request(to: &SendRequest<Bytes>, path: &str) -> Result<Response<ProxyBody>, Failure> {
         let ready = to.clone().ready().await.unwrap();
-        send_on(ready, get(path), &Arc::default()).await
+        send_on(ready, get(path), &Arc::default(), DEFAULT_MAX_HEADER_LIST).await
     }
 
     fn refused(sent: Result<Response<ProxyBody>, Failure>) -> bool {
@@ -523,7 +640,7 @@ mod tests {
         // The instance takes one stream at a time: this one waits inside h2 for a free slot.
         let queued = tokio::spawn(async move { refused(request(&send, "/queued").await) });
         tokio::task::yield_now().await;
-        goaway.send(()).unwrap();
+        goaway.send(Reason::NO_ERROR).unwrap();
         assert!(
             queued.await.unwrap(),
             "the queued request not reported as refused"
@@ -532,6 +649,61 @@ mod tests {
         let ok = http::Response::builder().status(200).body(()).unwrap();
         respond.send_response(ok, true).unwrap();
         assert!(first.await.unwrap(), "the first request answered");
+    }
+
+    #[tokio::test]
+    async fn a_goaway_for_an_error_refuses_the_streams_it_did_not_take_and_fails_the_others_plainly()
+     {
+        let (send, mut accepted, goaway) = instance().await;
+        let first = tokio::spawn({
+            let send = send.clone();
+            async move { request(&send, "/first").await }
+        });
+        let (_request, _respond) = accepted.recv().await.unwrap();
+        let queued = tokio::spawn(async move { refused(request(&send, "/queued").await) });
+        tokio::task::yield_now().await;
+        // As an instance does when one stream's header block overwhelms it.
+        goaway.send(Reason::ENHANCE_YOUR_CALM).unwrap();
+        assert!(
+            queued.await.unwrap(),
+            "the stream above the GOAWAY's last one: resent"
+        );
+        match first.await.unwrap() {
+            Err(Failure::NoAnswer(why)) => {
+                assert_eq!(
+                    why.reason, "the instance closed the connection",
+                    "{}",
+                    why.detail
+                );
+            }
+            _ => panic!("the stream the instance had taken fails with no answer"),
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_over_the_instances_limit_are_not_sent() {
+        let (send, mut accepted, _goaway) = instance().await;
+        let mut big = get("/big");
+        big.headers_mut()
+            .insert("x-big", HeaderValue::from_str(&"x".repeat(1000)).unwrap());
+        // :method GET, :scheme https, :authority instance.example, :path /big, x-big: 1000 x.
+        let size = (7 + 3) + (7 + 5) + (10 + 16) + (5 + 4) + (5 + 1000) + 5 * 32;
+        let ready = send.clone().ready().await.unwrap();
+        let sent = send_on(ready, big, &Arc::default(), size as u32 - 1).await;
+        assert!(
+            matches!(sent, Err(Failure::HeadersTooLarge { size: s, limit }) if s == size && limit as usize == size - 1)
+        );
+        let ready = send.clone().ready().await.unwrap();
+        let mut big = get("/big");
+        big.headers_mut()
+            .insert("x-big", HeaderValue::from_str(&"x".repeat(1000)).unwrap());
+        let sending = tokio::spawn(async move {
+            let _ = send_on(ready, big, &Arc::default(), size as u32).await;
+        });
+        let (request, _respond) = accepted.recv().await.unwrap();
+        assert_eq!(request.uri().path(), "/big", "at the limit: sent");
+        assert!(accepted.try_recv().is_err(), "the one over it never was");
+        sending.abort();
     }
 
     /// An in-memory connection whose instance end is never polled: pings go unanswered.

@@ -4,13 +4,17 @@
 //! hyper's HTTP/2 client does the same behind a channel to the connection's task and a task of
 //! its own per request (to await the answer and hand it back): two more hand-offs and a spawn
 //! for every request. Driven from the request's own future, a stream costs neither.
+//!
+//! The connection's bytes from the instance pass through [`Watched`], which reads the instance's
+//! `SETTINGS_MAX_HEADER_LIST_SIZE`: the h2 crate keeps the peer's value to itself.
 
 use std::{
     future::Future,
+    io,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
 };
@@ -19,7 +23,10 @@ use ::h2::{Reason, RecvStream, SendStream};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::oneshot;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::oneshot,
+};
 
 use crate::body::ProxyBody;
 
@@ -209,6 +216,164 @@ impl Body for Answer {
     }
 }
 
+const FRAME_HEADER: usize = 9;
+const SETTINGS: u8 = 0x4;
+const ACK: u8 = 0x1;
+const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+const SETTING: usize = 6;
+
+/// The instance's side of an HTTP/2 connection, passed through unchanged while its frames are
+/// followed (a few comparisons per frame, payloads skipped): every SETTINGS frame's
+/// `SETTINGS_MAX_HEADER_LIST_SIZE` is stored in `max_header_list`, and `first_settings` fires
+/// once the first SETTINGS frame (the instance's connection preface) has been read.
+pub struct Watched<T> {
+    io: T,
+    frames: Frames,
+    max_header_list: Arc<AtomicU32>,
+    first_settings: Option<oneshot::Sender<()>>,
+}
+
+/// Where the byte stream is in the frame sequence.
+#[derive(Default)]
+struct Frames {
+    header: [u8; FRAME_HEADER],
+    header_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload: usize,
+    /// The current frame is a SETTINGS frame (not an ACK): its payload is read, setting by setting.
+    settings: bool,
+    setting: [u8; SETTING],
+    setting_len: usize,
+}
+
+/// What a run of bytes held.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Seen {
+    /// The last `SETTINGS_MAX_HEADER_LIST_SIZE` value among them.
+    max_header_list: Option<u32>,
+    /// A SETTINGS frame ended among them.
+    settings_ended: bool,
+}
+
+impl Frames {
+    fn read(&mut self, mut bytes: &[u8]) -> Seen {
+        let mut seen = Seen::default();
+        while !bytes.is_empty() {
+            if self.payload == 0 && self.header_len < FRAME_HEADER {
+                let take = (FRAME_HEADER - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&bytes[..take]);
+                self.header_len += take;
+                bytes = &bytes[take..];
+                if self.header_len < FRAME_HEADER {
+                    break;
+                }
+                let [l0, l1, l2, kind, flags, ..] = self.header;
+                self.payload = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+                self.settings = kind == SETTINGS && flags & ACK == 0;
+                self.setting_len = 0;
+                if self.payload == 0 {
+                    self.end_frame(&mut seen);
+                }
+                continue;
+            }
+            let take = self.payload.min(bytes.len());
+            if self.settings {
+                for &byte in &bytes[..take] {
+                    self.setting[self.setting_len] = byte;
+                    self.setting_len += 1;
+                    if self.setting_len == SETTING {
+                        self.setting_len = 0;
+                        let [i0, i1, v0, v1, v2, v3] = self.setting;
+                        if u16::from_be_bytes([i0, i1]) == SETTINGS_MAX_HEADER_LIST_SIZE {
+                            seen.max_header_list = Some(u32::from_be_bytes([v0, v1, v2, v3]));
+                        }
+                    }
+                }
+            }
+            self.payload -= take;
+            bytes = &bytes[take..];
+            if self.payload == 0 {
+                self.end_frame(&mut seen);
+            }
+        }
+        seen
+    }
+
+    fn end_frame(&mut self, seen: &mut Seen) {
+        seen.settings_ended |= self.settings;
+        self.header_len = 0;
+        self.settings = false;
+    }
+}
+
+impl<T> Watched<T> {
+    pub fn new(
+        io: T,
+        max_header_list: Arc<AtomicU32>,
+        first_settings: oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            io,
+            frames: Frames::default(),
+            max_header_list,
+            first_settings: Some(first_settings),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let seen = this.frames.read(&buf.filled()[before..]);
+        if let Some(max) = seen.max_header_list {
+            this.max_header_list.store(max, Ordering::Relaxed);
+        }
+        if seen.settings_ended {
+            if let Some(first) = this.first_settings.take() {
+                let _ = first.send(());
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,5 +501,50 @@ mod tests {
         more.send(b"of it").unwrap();
         drop(more);
         assert_eq!(read(body).await, (b"all of it".to_vec(), None));
+    }
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len().to_be_bytes();
+        let mut frame = vec![len[5], len[6], len[7], kind, flags, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn the_max_header_list_size_is_read_from_settings_however_the_bytes_arrive() {
+        // SETTINGS: MAX_CONCURRENT_STREAMS 100, MAX_HEADER_LIST_SIZE 8192; then a DATA frame whose
+        // payload looks like a setting, a SETTINGS ACK, and an empty SETTINGS.
+        let mut bytes = frame(SETTINGS, 0, &[0, 3, 0, 0, 0, 100, 0, 6, 0, 0, 0x20, 0]);
+        bytes.extend(frame(0x0, 0, &[0, 6, 0, 0, 0, 1]));
+        bytes.extend(frame(SETTINGS, ACK, &[]));
+        let whole = Frames::default().read(&bytes);
+        assert_eq!(
+            whole,
+            Seen {
+                max_header_list: Some(8192),
+                settings_ended: true
+            }
+        );
+        for size in [1, 2, 5, 7, 10] {
+            let mut frames = Frames::default();
+            let mut found = None;
+            let mut ended = false;
+            for piece in bytes.chunks(size) {
+                let seen = frames.read(piece);
+                found = seen.max_header_list.or(found);
+                ended |= seen.settings_ended;
+            }
+            assert_eq!((found, ended), (Some(8192), true), "pieces of {size}");
+        }
+        let mut frames = Frames::default();
+        let without = frames.read(&frame(SETTINGS, 0, &[0, 3, 0, 0, 0, 100]));
+        assert_eq!(without.max_header_list, None);
+        assert!(without.settings_ended);
+        let later = frames.read(&frame(SETTINGS, 0, &[0, 6, 0, 0, 0x40, 0]));
+        assert_eq!(
+            later.max_header_list,
+            Some(16384),
+            "a later SETTINGS is followed too"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Upstreams that misbehave on purpose, for the fault suite: an instance that accepts TLS and
 //! then stalls, closes before answering, closes mid-answer, or presents a certificate nobody
-//! trusts; or, over HTTP/2, refuses every other stream unprocessed. Each has its own throwaway CA
-//! (add `ca_pem` to the proxy's `ca_file` to trust it).
+//! trusts; or, over HTTP/2, refuses every other stream unprocessed, or takes only small header
+//! lists and drops the whole connection for a large one. Each has its own throwaway CA (add
+//! `ca_pem` to the proxy's `ca_file` to trust it).
 
 use std::{
     net::SocketAddr,
@@ -32,7 +33,16 @@ pub enum Fault {
     /// Speaks HTTP/2; refuses its 1st, 3rd, 5th… stream (REFUSED_STREAM) without reading it, and
     /// answers the others 200 with `{"method": …, "bytes": <body length>}`.
     RefuseEveryOtherStream,
+    /// Speaks HTTP/2 and advertises `SETTINGS_MAX_HEADER_LIST_SIZE` [`SMALL_HEADER_LIST`]; a
+    /// header block over four times that makes it answer GOAWAY (h2's "header list way too
+    /// large", ENHANCE_YOUR_CALM) and close the connection, cutting every stream on it, as a
+    /// Salesforce instance did with 56 KB of headers. `/download` answers [`DOWNLOAD_BYTES`] in
+    /// 16 KiB pieces 10 ms apart; any other path `{"method": …, "bytes": <body length>}`.
+    SmallHeaderList,
 }
+
+pub const SMALL_HEADER_LIST: u32 = 8 * 1024;
+pub const DOWNLOAD_BYTES: usize = 1024 * 1024;
 
 pub struct Faulty {
     pub addr: SocketAddr,
@@ -40,6 +50,8 @@ pub struct Faulty {
     pub ca_pem: String,
     /// Requests it has read.
     pub requests: Arc<AtomicUsize>,
+    /// Bytes it has received on all its connections (TLS records included).
+    pub received_bytes: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -76,14 +88,15 @@ impl Faulty {
         .with_single_cert(certs, key)
         .unwrap();
         config.alpn_protocols = match fault {
-            Fault::RefuseEveryOtherStream => vec![b"h2".to_vec()],
+            Fault::RefuseEveryOtherStream | Fault::SmallHeaderList => vec![b"h2".to_vec()],
             _ => vec![b"http/1.1".to_vec()],
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
-        let seen = requests.clone();
+        let received_bytes = Arc::new(AtomicUsize::new(0));
+        let (seen, counted) = (requests.clone(), received_bytes.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -91,12 +104,20 @@ impl Faulty {
                 };
                 let acceptor = acceptor.clone();
                 let seen = seen.clone();
+                let tcp = Counted {
+                    io: tcp,
+                    count: counted.clone(),
+                };
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    if let Fault::RefuseEveryOtherStream = fault {
-                        return refuse_every_other_stream(tls, seen).await;
+                    match fault {
+                        Fault::RefuseEveryOtherStream => {
+                            return refuse_every_other_stream(tls, seen).await;
+                        }
+                        Fault::SmallHeaderList => return small_header_list(tls, seen).await,
+                        _ => {}
                     }
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -111,7 +132,9 @@ impl Faulty {
                         Fault::Stall => {
                             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
                         }
-                        Fault::CloseBeforeAnswer | Fault::RefuseEveryOtherStream => {}
+                        Fault::CloseBeforeAnswer
+                        | Fault::RefuseEveryOtherStream
+                        | Fault::SmallHeaderList => {}
                         Fault::CloseMidAnswer => {
                             let _ = tls
                                 .write_all(
@@ -131,6 +154,7 @@ impl Faulty {
             addr,
             ca_pem: ca.cert_pem,
             requests,
+            received_bytes,
             task,
         }
     }
@@ -142,10 +166,96 @@ impl Drop for Faulty {
     }
 }
 
-async fn refuse_every_other_stream(
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    seen: Arc<AtomicUsize>,
-) {
+type Tls = tokio_rustls::server::TlsStream<Counted>;
+
+/// A connection that counts the bytes it receives.
+struct Counted {
+    io: tokio::net::TcpStream,
+    count: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        self.count
+            .fetch_add(buf.filled().len() - before, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+async fn small_header_list(tls: Tls, seen: Arc<AtomicUsize>) {
+    let Ok(mut connection) = h2::server::Builder::new()
+        .max_header_list_size(SMALL_HEADER_LIST)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+    else {
+        return;
+    };
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        seen.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let download = request.uri().path().ends_with("/download");
+            let (head, mut body) = request.into_parts();
+            let mut bytes = 0;
+            while let Some(Ok(piece)) = body.data().await {
+                bytes += piece.len();
+                let _ = body.flow_control().release_capacity(piece.len());
+            }
+            let answer = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/octet-stream")
+                .body(())
+                .unwrap();
+            let Ok(mut send) = respond.send_response(answer, false) else {
+                return;
+            };
+            if !download {
+                let answer = serde_json::json!({ "method": head.method.as_str(), "bytes": bytes });
+                let _ = send.send_data(answer.to_string().into(), true);
+                return;
+            }
+            const PIECE: usize = 16 * 1024;
+            for i in 0..DOWNLOAD_BYTES / PIECE {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                let last = i + 1 == DOWNLOAD_BYTES / PIECE;
+                if send.send_data(vec![b'd'; PIECE].into(), last).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn refuse_every_other_stream(tls: Tls, seen: Arc<AtomicUsize>) {
     let Ok(mut connection) = h2::server::handshake(tls).await else {
         return;
     };
