@@ -878,6 +878,18 @@ async fn connect_targets_must_be_host_port_443_or_80() {
         ),
         (HOST.to_owned(), 400, "PROXY_BAD_REQUEST", "no port"),
         (
+            "/services/data".to_owned(),
+            400,
+            "PROXY_BAD_REQUEST",
+            "a path",
+        ),
+        (
+            format!("u@{HOST}:443"),
+            400,
+            "PROXY_BAD_REQUEST",
+            "user information",
+        ),
+        (
             format!("https://{HOST}:443/"),
             400,
             "PROXY_BAD_REQUEST",
@@ -937,7 +949,7 @@ async fn connect_targets_must_be_host_port_443_or_80() {
         .iter()
         .filter_map(|e| e["code"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(codes.len(), 6, "each refusal logged: {codes:?}");
+    assert_eq!(codes.len(), 8, "each refusal logged: {codes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,7 +166,7 @@ fn connect_port(uri: &Uri) -> Result<u16, ProxyError> {
         )))
     };
     let Some(authority) = uri.authority() else {
-        return bad("no host");
+        return bad("a path, not an authority");
     };
     if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty()) {
         return bad("a URL, not an authority");
