@@ -33,6 +33,16 @@ pub enum ProxyError {
     },
     #[error("CONNECT is not supported")]
     ConnectUnsupported,
+    /// A CONNECT where no tunnel can be opened whatever its target (on an HTTP/2 connection,
+    /// inside a tunnel): why.
+    #[error("{0}")]
+    ConnectRefused(&'static str),
+    /// A CONNECT to a port sfproxy opens no tunnel to.
+    #[error(
+        "sfproxy opens tunnels to port 443 (https, with [proxy.intercept]) and port 80 (plain \
+         http) only, not to {host}:{port}"
+    )]
+    TunnelPortRefused { host: String, port: u16 },
     /// Salesforce refused the JWT assertion (now, or within the remembered backoff).
     /// Salesforce's texts quoted: a crafted description cannot pass for fields of the log line.
     #[error("Salesforce refused the login of {user:?} to org {org:?}: {error:?} ({description:?})")]
@@ -67,6 +77,9 @@ pub enum ProxyError {
     /// More connections are open than `proxy.max_connections`.
     #[error("the proxy has {limit} connections open, its limit; try again shortly")]
     TooManyConnections { limit: usize },
+    /// The process has no file descriptor left for a new connection.
+    #[error("the proxy is out of file descriptors (its open files limit); try again shortly")]
+    OutOfDescriptors,
     /// The request line and headers are larger than `proxy.max_header_bytes`.
     #[error("the request headers are larger than the proxy's limit of {limit} bytes")]
     HeadersTooLarge { limit: usize },
@@ -123,13 +136,15 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
-            Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ConnectUnsupported | Self::ConnectRefused(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TunnelPortRefused { .. } => StatusCode::FORBIDDEN,
             Self::LoginRejected { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamRefused { .. } => StatusCode::BAD_GATEWAY,
             Self::LoginUnavailable { .. }
             | Self::LoginBudgetExceeded { .. }
-            | Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::TooManyConnections { .. }
+            | Self::OutOfDescriptors => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge { .. } | Self::InstanceHeadersTooLarge { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -147,9 +162,9 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) => "PROXY_BAD_REQUEST",
             Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
-            Self::NoRoute { .. } => "PROXY_NO_ROUTE",
+            Self::NoRoute { .. } | Self::TunnelPortRefused { .. } => "PROXY_NO_ROUTE",
             Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
-            Self::ConnectUnsupported => "PROXY_CONNECT_UNSUPPORTED",
+            Self::ConnectUnsupported | Self::ConnectRefused(_) => "PROXY_CONNECT_UNSUPPORTED",
             Self::LoginRejected { .. } => "PROXY_LOGIN_REJECTED",
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
@@ -157,7 +172,9 @@ impl ProxyError {
             Self::HeadersTooLarge { .. } | Self::InstanceHeadersTooLarge { .. } => {
                 "PROXY_HEADERS_TOO_LARGE"
             }
-            Self::TooManyConnections { .. } => "PROXY_TOO_MANY_CONNECTIONS",
+            Self::TooManyConnections { .. } | Self::OutOfDescriptors => {
+                "PROXY_TOO_MANY_CONNECTIONS"
+            }
             Self::UpstreamUnreachable { .. } | Self::UpstreamRefused { .. } => {
                 "PROXY_UPSTREAM_UNREACHABLE"
             }
@@ -170,9 +187,10 @@ impl ProxyError {
     /// What the caller reads: the failure, and what to do about it where that is known.
     fn message(&self) -> String {
         match self {
-            Self::ConnectUnsupported => "sfproxy does not open tunnels: send http:// URLs through \
-                the proxy (e.g. http://acme.my.salesforce.com/services/...); sfproxy speaks https \
-                to Salesforce itself"
+            Self::ConnectUnsupported => "sfproxy does not open https:// tunnels here (no \
+                [proxy.intercept]): send http:// URLs through the proxy (e.g. \
+                http://acme.my.salesforce.com/services/...), or tunnel plain http to port 80; \
+                sfproxy speaks https to Salesforce itself"
                 .to_owned(),
             Self::NoRoute { .. } => format!(
                 "{self}; the proxy only forwards to Salesforce orgs named by its configured routes"

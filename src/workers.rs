@@ -12,7 +12,7 @@
 //! threads unevenly; each new connection goes to the thread serving the fewest.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::Cell,
     future::Future,
     io,
     sync::{
@@ -30,8 +30,6 @@ const STOP_WAIT: Duration = Duration::from_millis(500);
 
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
-    /// This serving thread's count of connections (and tunnels) it serves.
-    static OPEN: RefCell<Option<Arc<AtomicUsize>>> = const { RefCell::new(None) };
 }
 
 /// The serving thread this code runs on (0, 1, …), `None` elsewhere.
@@ -63,7 +61,7 @@ impl Workers {
     }
 
     /// Runs the future `connection()` makes to its end on the thread serving the fewest
-    /// connections. It is made there, not here: its memory comes from that thread's heap and
+    /// connections (a connection that becomes a tunnel counts until the tunnel ends). It is made there, not here: its memory comes from that thread's heap and
     /// returns to it (the allocator reuses memory freed by the thread that allocated it at
     /// once, memory from other threads only later), and its sockets belong to that thread.
     pub fn serve<F>(&self, connection: impl FnOnce() -> F + Send + 'static)
@@ -88,18 +86,12 @@ impl Workers {
 }
 
 /// Counts as one connection of its thread while held (also when its thread stops first).
-pub struct Busy(Arc<AtomicUsize>);
+struct Busy(Arc<AtomicUsize>);
 
 impl Busy {
     fn on(open: &Arc<AtomicUsize>) -> Busy {
         open.fetch_add(1, Ordering::Relaxed);
         Busy(open.clone())
-    }
-
-    /// Work that outlives the connection it came from (a CONNECT tunnel, once its connection
-    /// has handed over the socket) counts on this serving thread while held; `None` elsewhere.
-    pub fn here() -> Option<Busy> {
-        OPEN.with_borrow(|open| open.as_ref().map(Busy::on))
     }
 }
 
@@ -115,12 +107,10 @@ fn start_worker(index: usize) -> io::Result<Worker> {
         .build()?;
     let (jobs, mut next) = mpsc::unbounded_channel::<Job>();
     let open = Arc::<AtomicUsize>::default();
-    let counted = open.clone();
     thread::Builder::new()
         .name("sfproxy-worker".into())
         .spawn(move || {
             INDEX.set(Some(index));
-            OPEN.set(Some(counted));
             // Until the `Workers` is gone.
             runtime.block_on(async {
                 while let Some(job) = next.recv().await {
@@ -174,34 +164,5 @@ mod tests {
         }
         let (a, b) = (on.recv().await.unwrap(), on.recv().await.unwrap());
         assert_ne!(a, b);
-    }
-
-    #[tokio::test]
-    async fn a_tunnel_that_outlives_its_connection_still_counts() {
-        let workers = Workers::start(2).unwrap();
-        assert!(Busy::here().is_none(), "not a serving thread");
-        let (kept, mut tunnel) = tokio::sync::mpsc::unbounded_channel();
-        // The connection ends at once; what it hands over lives on.
-        workers.serve(move || async move {
-            let _ = kept.send(Busy::here());
-        });
-        let held = tunnel.recv().await.unwrap();
-        assert!(held.is_some());
-        let open = |i: usize| workers.threads[i].open.load(Ordering::Relaxed);
-        while open(0) + open(1) != 1 {
-            tokio::task::yield_now().await;
-        }
-        let (ran, mut on) = tokio::sync::mpsc::unbounded_channel();
-        workers.serve(move || async move {
-            let _ = ran.send(current());
-            std::future::pending::<()>().await;
-        });
-        assert_eq!(
-            on.recv().await.unwrap(),
-            Some(1),
-            "not to the thread with the tunnel"
-        );
-        drop(held);
-        assert_eq!(open(0), 0);
     }
 }

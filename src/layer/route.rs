@@ -16,14 +16,14 @@ use std::{
 };
 
 use futures_util::future::Either;
-use http::{Method, Request, Response, header, uri::PathAndQuery};
+use http::{Method, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use tower::{Layer, Service};
 
 use crate::{
     body::{self, ProxyBody},
     config::Route,
     error::ProxyError,
-    intercept::{Intercept, Tunnel, TunnelGrant},
+    intercept::{Inside, Intercept, Tunnel, TunnelGrant},
     layer::{identify::Caller, trace::Notes},
 };
 
@@ -101,17 +101,37 @@ where
     }
 }
 
-/// CONNECT: a tunnel (200 with a [`TunnelGrant`]) when interception is on and some route serves
-/// the host for this caller; nothing is dialled either way.
+/// CONNECT: a tunnel (200 with a [`TunnelGrant`]) when the target is `host:443` with
+/// interception on or `host:80`, and some route serves the host for this caller; nothing is
+/// dialled either way.
 fn grant_tunnel(
     routes: &[Arc<Route>],
     intercept: Option<&Arc<Intercept>>,
     request: &Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // No tunnel inside a tunnel, and none at all without the CA.
-    let Some(intercept) = intercept.filter(|_| request.extensions().get::<Tunnel>().is_none())
-    else {
-        return Err(ProxyError::ConnectUnsupported);
+    if request.extensions().get::<Tunnel>().is_some() {
+        return Err(ProxyError::ConnectRefused(
+            "CONNECT inside a tunnel is not supported: send the requests themselves",
+        ));
+    }
+    // An HTTP/2 stream as a tunnel would share its connection's slot with every other stream.
+    if request.version() == Version::HTTP_2 {
+        return Err(ProxyError::ConnectRefused(
+            "CONNECT over HTTP/2 is not supported: open tunnels over HTTP/1.1, or send http:// \
+             URLs through the proxy without a tunnel",
+        ));
+    }
+    let port = connect_port(request.uri())?;
+    let inside = match (port, intercept) {
+        (80, _) => Inside::Plain,
+        (443, Some(intercept)) => Inside::Tls(intercept.clone()),
+        (443, None) => return Err(ProxyError::ConnectUnsupported),
+        (port, _) => {
+            return Err(ProxyError::TunnelPortRefused {
+                host: target_host(request)?.into_owned(),
+                port,
+            });
+        }
     };
     let caller = request
         .extensions()
@@ -131,9 +151,33 @@ fn grant_tunnel(
     response.extensions_mut().insert(TunnelGrant {
         host,
         caller: caller.clone(),
-        intercept: intercept.clone(),
+        inside,
     });
     Ok(response)
+}
+
+/// The port of a CONNECT target, which must be authority-form `host:port` (RFC 9110 §9.3.6):
+/// no scheme, no path, no user information, a port.
+fn connect_port(uri: &Uri) -> Result<u16, ProxyError> {
+    let bad = |why: &str| {
+        Err(ProxyError::BadRequest(format!(
+            "CONNECT needs a host:port target (e.g. acme.my.salesforce.com:443), not {:?}: {why}",
+            uri.to_string()
+        )))
+    };
+    let Some(authority) = uri.authority() else {
+        return bad("a path, not an authority");
+    };
+    if uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| !p.as_str().is_empty()) {
+        return bad("a URL, not an authority");
+    }
+    if authority.as_str().contains('@') {
+        return bad("user information");
+    }
+    match authority.port_u16() {
+        Some(port) => Ok(port),
+        None => bad("no port"),
+    }
 }
 
 fn choose(routes: &[Arc<Route>], request: &Request<ProxyBody>) -> Result<RouteMatch, ProxyError> {

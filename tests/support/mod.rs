@@ -261,6 +261,11 @@ impl Proxy {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Proxy {
+        Proxy::launch(config, env, None)
+    }
+
+    /// Starts the binary; with `fd_limit`, under that `RLIMIT_NOFILE` (set by `sh -c 'ulimit -n'`).
+    fn launch(config: &str, env: &[(&str, &str)], fd_limit: Option<u32>) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sfproxy.toml");
         std::fs::write(&path, config).expect("write config");
@@ -269,7 +274,19 @@ impl Proxy {
             .find(|(k, _)| *k == "RUST_LOG")
             .map_or_else(|| env_or("RUST_LOG", "trace"), |(_, v)| (*v).to_owned());
         let at_trace = rust_log == "trace";
-        let mut child = Command::new(binary())
+        let mut command = match fd_limit {
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    binary(),
+                ]);
+                sh
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(["--log-format", "json", "run", "--config"])
             .arg(&path)
             .env("RUST_LOG", &rust_log)
@@ -642,5 +659,27 @@ impl Proxy {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+// ---- Tunnels and limits.
+
+impl Proxy {
+    /// The real binary with at most `limit` open file descriptors (`RLIMIT_NOFILE`).
+    pub fn start_with_fd_limit(config: &str, limit: u32) -> Proxy {
+        Proxy::launch(config, &[], Some(limit))
+    }
+
+    /// The binary's resident memory now, in kB (`VmRSS`; Linux only, else 0).
+    pub fn rss_kb(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
