@@ -33,6 +33,12 @@ pub enum ProxyError {
     },
     #[error("CONNECT is not supported")]
     ConnectUnsupported,
+    /// A method Salesforce's APIs do not use (`TRACE` would reflect the bearer token).
+    #[error(
+        "the method {0} is not forwarded; sfproxy forwards GET, HEAD, POST, PUT, PATCH, DELETE \
+         and OPTIONS (and CONNECT host:port for a tunnel)"
+    )]
+    MethodNotAllowed(String),
     /// Salesforce refused the JWT assertion (now, or within the remembered backoff).
     #[error("Salesforce refused the login of {user:?} to org {org:?}: {error} ({description})")]
     LoginRejected {
@@ -109,7 +115,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
-            Self::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ConnectUnsupported | Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::LoginRejected { .. }
             | Self::UpstreamUnreachable { .. }
             | Self::UpstreamRefused { .. } => StatusCode::BAD_GATEWAY,
@@ -134,6 +140,7 @@ impl ProxyError {
             Self::NoRoute { .. } => "PROXY_NO_ROUTE",
             Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
             Self::ConnectUnsupported => "PROXY_CONNECT_UNSUPPORTED",
+            Self::MethodNotAllowed(_) => "PROXY_METHOD_NOT_ALLOWED",
             Self::LoginRejected { .. } => "PROXY_LOGIN_REJECTED",
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
@@ -206,6 +213,12 @@ impl ProxyError {
             // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if matches!(self, Self::MethodNotAllowed(_)) {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
         }
         if matches!(self, Self::AuthRequired(_)) {
             headers.insert(

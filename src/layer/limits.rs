@@ -7,6 +7,11 @@
 //! of an upstream error. A body that breaks off (the caller left mid-upload) makes the request
 //! fail as `PROXY_CALLER_GONE` (499), not as the upstream error it causes further down. Slow and
 //! oversized header sections hyper itself refuses earlier, in `server.rs`.
+//!
+//! Also first, before the caller is identified: what the request head itself makes unservable.
+//! Methods Salesforce's APIs do not use get 405 (`TRACE` would reflect the bearer token; a
+//! `CONNECT` that is not `host:port` asks for no tunnel), and a head RFC 9112 §3.2 says to refuse
+//! gets 400: two `Host`s, a `Host` with a bad port or trailing dots, two `Proxy-Authorization`s.
 
 use std::{
     future::Future,
@@ -17,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
@@ -96,6 +101,9 @@ where
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let (max_header_bytes, max_body) = (self.max_header_bytes, self.max_body);
+        if let Err(error) = check_head(&request) {
+            return Either::Right(Box::pin(std::future::ready(Err(error))));
+        }
         if header_bytes(&request) > max_header_bytes {
             return Either::Right(Box::pin(std::future::ready(Err(
                 ProxyError::HeadersTooLarge {
@@ -140,6 +148,82 @@ where
             }
         }))
     }
+}
+
+/// The method and the headers that say who and where: see the module doc.
+fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    let method = request.method();
+    let forwarded = matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+    );
+    if !forwarded {
+        // Only the authority form asks for a tunnel (a CONNECT inside one is refused by the
+        // route layer, which knows); `CONNECT /path` is no tunnel request.
+        let uri = request.uri();
+        let tunnel = *method == Method::CONNECT
+            && ((uri.scheme().is_none() && uri.authority().is_some())
+                || request
+                    .extensions()
+                    .get::<crate::intercept::Tunnel>()
+                    .is_some());
+        if !tunnel {
+            return Err(ProxyError::MethodNotAllowed(method.as_str().to_owned()));
+        }
+    }
+    let headers = request.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadRequest(
+                "two Host headers: send exactly one (RFC 9112 section 3.2)".into(),
+            ));
+        }
+        check_host(host.as_bytes())
+            .map_err(|why| ProxyError::BadRequest(format!("malformed Host header: {why}")))?;
+    }
+    if headers
+        .get_all(header::PROXY_AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ProxyError::BadRequest(
+            "two Proxy-Authorization headers: send one".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A `Host` value (or a target's authority) whose port, if any, is a number up to 65535 and
+/// whose name does not end in a dot: `acme.my.salesforce.com.` names the same host under another
+/// spelling, which only invites a mismatch between what routes see and what is logged.
+pub fn check_host(value: &[u8]) -> Result<(), &'static str> {
+    // The port follows the last ':' outside an IPv6 literal's brackets.
+    let name_end = match value.iter().rposition(|&b| b == b':' || b == b']') {
+        Some(at) if value[at] == b':' => {
+            let port = &value[at + 1..];
+            let digits = !port.is_empty() && port.iter().all(u8::is_ascii_digit);
+            let number = std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok());
+            if !digits || number.is_none() {
+                return Err("the port must be a number from 0 to 65535");
+            }
+            at
+        }
+        _ => value.len(),
+    };
+    if value[..name_end].ends_with(b".") {
+        return Err("the host name ends with a dot; send it without");
+    }
+    Ok(())
 }
 
 /// What went wrong with a request body, whoever was reading it at the time.
@@ -257,6 +341,72 @@ mod tests {
                 "GET".len() + request.uri().to_string().len() + 12 + "accept".len() + 3 + 4;
             assert_eq!(header_bytes(&request), expected, "{target}");
         }
+    }
+
+    #[test]
+    fn only_the_apis_methods_are_forwarded() {
+        let head = |method: &str, uri: &str| {
+            let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+            check_head(&request).map_err(|e| e.code())
+        };
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            assert_eq!(head(method, "/services/data"), Ok(()), "{method}");
+        }
+        assert_eq!(head("CONNECT", "acme.my.salesforce.com:443"), Ok(()));
+        for (method, uri) in [
+            ("TRACE", "/services/data"),
+            ("TRACE", "http://acme.my.salesforce.com/"),
+            ("CONNECT", "/services/data"),
+            ("CONNECT", "http://acme.my.salesforce.com/"),
+            ("PROPFIND", "/"),
+            ("get", "/"),
+        ] {
+            assert_eq!(
+                head(method, uri),
+                Err("PROXY_METHOD_NOT_ALLOWED"),
+                "{method} {uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_and_credentials_must_be_single_and_well_formed() {
+        let head = |headers: &[(&str, &str)]| {
+            let mut builder = Request::builder().uri("/services/data");
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            check_head(&builder.body(()).unwrap()).map_err(|e| e.to_string())
+        };
+        for good in [
+            "acme.my.salesforce.com",
+            "acme.my.salesforce.com:8080",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:3128",
+        ] {
+            assert_eq!(head(&[("host", good)]), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("acme.my.salesforce.com:", "port"),
+            ("acme.my.salesforce.com:http", "port"),
+            ("acme.my.salesforce.com:65536", "port"),
+            ("acme.my.salesforce.com:123456", "port"),
+            ("[::1]:", "port"),
+            ("acme.my.salesforce.com.", "dot"),
+            ("acme.my.salesforce.com.:443", "dot"),
+        ] {
+            let err = head(&[("host", bad)]).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let err = head(&[("host", "a.example"), ("host", "a.example")]).unwrap_err();
+        assert!(err.contains("two Host headers"), "{err}");
+        let err = head(&[
+            ("proxy-authorization", "Basic ZXJwOnM="),
+            ("proxy-authorization", "Basic d21zOnM="),
+        ])
+        .unwrap_err();
+        assert!(err.contains("two Proxy-Authorization"), "{err}");
     }
 
     #[tokio::test]
