@@ -296,8 +296,7 @@ async fn networks_that_together_cover_more_than_a_slash_8_refuse_to_start() {
     for (text, key) in cases {
         let path = dir.path().join("exposed.toml");
         std::fs::write(&path, text).unwrap();
-        let output = run(&["run", "--config", path.to_str().unwrap()], dir.path()).await;
-        let line = refused_config(&output);
+        let line = refused_config(&run_bounded(&path, dir.path()).await);
         assert!(line.contains(&format!(": {key}: has no secret")), "{line}");
         assert!(
             line.contains("cover more public address space than one /8"),
@@ -307,8 +306,7 @@ async fn networks_that_together_cover_more_than_a_slash_8_refuse_to_start() {
     }
     let line = {
         let path = dir.path().join("exposed.toml");
-        let output = run(&["run", "--config", path.to_str().unwrap()], dir.path()).await;
-        refused_config(&output)
+        refused_config(&run_bounded(&path, dir.path()).await)
     };
     assert!(line.contains("together with those of erp"), "{line}");
 

@@ -8,8 +8,10 @@
 //! | 400    | PROXY_BAD_REQUEST            | `caller_mistakes_are_refused_before_any_login`    |
 //! | 403    | PROXY_NO_ROUTE               | `caller_mistakes_are_refused_before_any_login`    |
 //! | 403    | PROXY_CLIENT_FORBIDDEN       | `unknown_callers_get_407_and_other_clients_403`   |
+//! | 400    | PROXY_BAD_REQUEST            | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
+//! | 405    | PROXY_METHOD_NOT_ALLOWED     | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
 //! | 405    | PROXY_CONNECT_UNSUPPORTED    | `caller_mistakes_are_refused_before_any_login`    |
-//! | 407    | PROXY_AUTH_REQUIRED          | `unknown_callers_get_407_and_other_clients_403`   |
+//! | 407    | PROXY_AUTH_REQUIRED          | `unknown_callers_get_407_and_other_clients_403`, `refused_credentials_get_one_answer_and_the_log_says_why` |
 //! | 502    | PROXY_LOGIN_REJECTED         | `login_rejected_*`                                |
 //! | 503    | PROXY_LOGIN_UNAVAILABLE      | `login_unavailable_*`                             |
 //! | 502    | PROXY_UPSTREAM_UNREACHABLE   | `instance_that_refuses_connections_is_502`        |
@@ -742,6 +744,8 @@ async fn methods_and_heads_that_must_be_refused_are_before_anything_is_sent() {
     let reply = curl(&["-x", &proxy.url(), "-X", "TRACE", LIMITS]).await;
     assert_refusal(&reply, 405, "PROXY_METHOD_NOT_ALLOWED", &["TRACE"]);
     replies.push(reply);
+    still_serves(&proxy, LIMITS, &[]).await;
+    good += 1;
     for (request, method) in [
         (
             "CONNECT /services/data/v61.0/limits HTTP/1.1\r\n\
@@ -771,9 +775,9 @@ async fn methods_and_heads_that_must_be_refused_are_before_anything_is_sent() {
             Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
         );
         replies.push(reply);
+        still_serves(&proxy, LIMITS, &[]).await;
+        good += 1;
     }
-    still_serves(&proxy, LIMITS, &[]).await;
-    good += 1;
 
     // 400: what RFC 9112 section 3.2 says to refuse, and an https:// URL outside a tunnel.
     let target = "GET http://acme.my.salesforce.com/services/data/v61.0/limits HTTP/1.1\r\n";
