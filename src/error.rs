@@ -18,6 +18,12 @@ pub enum ProxyError {
     /// The caller's request cannot be proxied as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// Framed by both `Content-Length` and `Transfer-Encoding` (request smuggling): answered with
+    /// `Connection: close`.
+    #[error(
+        "the request has both Content-Length and Transfer-Encoding; send one (RFC 9112 section 6.3)"
+    )]
+    AmbiguousFraming,
     /// The caller is not a known client, or its credentials are wrong.
     #[error("{0}")]
     AuthRequired(String),
@@ -112,7 +118,7 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::AmbiguousFraming => StatusCode::BAD_REQUEST,
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
             Self::ConnectUnsupported | Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -135,7 +141,7 @@ impl ProxyError {
     /// The `errorCode` of the body: part of the interface, callers match on it.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "PROXY_BAD_REQUEST",
+            Self::BadRequest(_) | Self::AmbiguousFraming => "PROXY_BAD_REQUEST",
             Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
             Self::NoRoute { .. } => "PROXY_NO_ROUTE",
             Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
@@ -213,6 +219,9 @@ impl ProxyError {
             // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if matches!(self, Self::AmbiguousFraming) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if matches!(self, Self::MethodNotAllowed(_)) {
             headers.insert(

@@ -28,7 +28,10 @@ use crate::{
     config::ProxySettings,
     error::ProxyError,
     intercept::{self, TunnelGrant},
-    layer::identify::ClientAddr,
+    layer::{
+        identify::ClientAddr,
+        limits::{AmbiguousFraming, FramingLog, FramingWatch},
+    },
     metrics,
     stack::ProxyService,
     workers::{self, Workers},
@@ -90,8 +93,13 @@ pub async fn serve(
             continue;
         };
         let current = current.clone();
+        let framing = Arc::new(FramingLog::default());
+        let heads = framing.clone();
         let per_request = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
+            if request.version() < http::Version::HTTP_2 && heads.next_is_ambiguous() {
+                request.extensions_mut().insert(AmbiguousFraming);
+            }
             // A CONNECT the stack grants becomes a tunnel once its 200 is on the wire.
             let upgrade =
                 (request.method() == Method::CONNECT).then(|| hyper::upgrade::on(&mut request));
@@ -137,6 +145,7 @@ pub async fn serve(
             // connection slot for ever.
             let served = match tokio::time::timeout(header_timeout, protocol_of(&stream)).await {
                 Ok(Ok(Protocol::Http1)) => {
+                    let stream = FramingWatch::new(stream, framing, header_limit);
                     let connection = http1
                         .serve_connection(TokioIo::new(stream), per_request)
                         .with_upgrades();

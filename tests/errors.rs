@@ -9,6 +9,7 @@
 //! | 403    | PROXY_NO_ROUTE               | `caller_mistakes_are_refused_before_any_login`    |
 //! | 403    | PROXY_CLIENT_FORBIDDEN       | `unknown_callers_get_407_and_other_clients_403`   |
 //! | 400    | PROXY_BAD_REQUEST            | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
+//! | 400    | PROXY_BAD_REQUEST            | `content_length_with_transfer_encoding_is_refused_and_the_connection_closed` |
 //! | 405    | PROXY_METHOD_NOT_ALLOWED     | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
 //! | 405    | PROXY_CONNECT_UNSUPPORTED    | `caller_mistakes_are_refused_before_any_login`    |
 //! | 407    | PROXY_AUTH_REQUIRED          | `unknown_callers_get_407_and_other_clients_403`, `refused_credentials_get_one_answer_and_the_log_says_why` |
@@ -906,4 +907,86 @@ async fn refused_credentials_get_one_answer_and_the_log_says_why() {
         3,
         "only wms's requests reached the org"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 400 and a closed connection: Content-Length and Transfer-Encoding together.
+
+/// Sends `request` on a fresh connection; what came back, and whether the proxy closed the
+/// connection (within 5 s) rather than waiting for more.
+async fn answer_and_close(proxy: &Proxy, request: &str) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_with_transfer_encoding_is_refused_and_the_connection_closed() {
+    let org = Org::start().await;
+    let config = org.config("", "") + &route("acme", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let post = "POST http://acme.my.salesforce.com/services/apexrest/echo HTTP/1.1\r\n\
+                Host: acme.my.salesforce.com\r\n";
+    let smuggled = "GET http://acme.my.salesforce.com/services/apexrest/echo/smuggled HTTP/1.1\r\n\
+                    Host: acme.my.salesforce.com\r\n\r\n";
+    let good = format!("{post}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    let mut replies = Vec::new();
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+        "Content-Length: 4\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n",
+    ] {
+        // Behind a good chunked request on the same connection, with a request hidden after it.
+        let request = format!("{good}{post}{framing}\r\n0\r\n\r\n{smuggled}");
+        let (answer, closed) = answer_and_close(&proxy, &request).await;
+        assert!(
+            closed,
+            "the connection is closed after the refusal: {answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+        let refusal = &answer[answer.rfind("HTTP/1.1 ").unwrap()..];
+        let reply = parse_raw(refusal);
+        assert_refusal(
+            &reply,
+            400,
+            "PROXY_BAD_REQUEST",
+            &["both Content-Length and Transfer-Encoding"],
+        );
+        assert_eq!(reply.header("connection").as_deref(), Some("close"));
+        replies.push(reply);
+        still_serves(&proxy, LIMITS, &[]).await;
+    }
+    let echoes: Vec<_> = org
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_and_query.contains("apexrest"))
+        .collect();
+    assert_eq!(
+        echoes.len(),
+        3,
+        "only the good chunked requests reached the org"
+    );
+    assert!(
+        echoes
+            .iter()
+            .all(|r| !r.path_and_query.contains("smuggled"))
+    );
+    assert_eq!(org.mock.token_requests(), 1);
+    assert_eq!(
+        refused_codes(&proxy, 3).await,
+        expected(&[("PROXY_BAD_REQUEST", 400); 3])
+    );
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }

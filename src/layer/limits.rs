@@ -12,11 +12,18 @@
 //! Methods Salesforce's APIs do not use get 405 (`TRACE` would reflect the bearer token; a
 //! `CONNECT` that is not `host:port` asks for no tunnel), and a head RFC 9112 §3.2 says to refuse
 //! gets 400: two `Host`s, a `Host` with a bad port or trailing dots, two `Proxy-Authorization`s.
+//!
+//! A request framed by both `Content-Length` and `Transfer-Encoding` is refused with 400 and its
+//! connection closed, as Envoy does: hyper reads such a request by its chunked framing and drops
+//! `Content-Length` from the header map, so the service cannot see it. [`FramingWatch`] reads
+//! the HTTP/1 bytes hyper reads and notes, head by head, which ones had both; the server marks
+//! those requests [`AmbiguousFraming`].
 
 use std::{
+    collections::VecDeque,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
 };
 
@@ -25,6 +32,7 @@ use futures_util::future::Either;
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::{Layer, Service};
 
 use crate::{
@@ -152,6 +160,9 @@ where
 
 /// The method and the headers that say who and where: see the module doc.
 fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    if request.extensions().get::<AmbiguousFraming>().is_some() {
+        return Err(ProxyError::AmbiguousFraming);
+    }
     let method = request.method();
     let forwarded = matches!(
         *method,
@@ -224,6 +235,240 @@ pub fn check_host(value: &[u8]) -> Result<(), &'static str> {
         return Err("the host name ends with a dot; send it without");
     }
     Ok(())
+}
+
+/// Marks a request whose head had both `Content-Length` and `Transfer-Encoding`.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
+
+/// What [`FramingWatch`] saw of one connection's request heads, in order: whether each had both
+/// `Content-Length` and `Transfer-Encoding`. The server takes one entry per request hyper hands
+/// it; hyper hands over every head it parsed, in order, and closes the connection on any it
+/// cannot parse, so the two stay in step. Once the watch cannot follow the bytes, it stops
+/// noting, and requests from then on are not marked.
+#[derive(Debug, Default)]
+pub struct FramingLog(Mutex<VecDeque<bool>>);
+
+impl FramingLog {
+    /// Whether the next request's head had both framings; `false` when the watch did not see it.
+    pub fn next_is_ambiguous(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or(false)
+    }
+
+    fn push(&self, ambiguous: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(ambiguous);
+    }
+}
+
+/// Where the watch is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailer,
+    /// Not HTTP/1 requests any more (a tunnel), or nothing the watch can follow.
+    Off,
+}
+
+/// The I/O of an HTTP/1 connection, passed through unchanged, its request heads read as they go
+/// by (see [`FramingLog`]). Bodies are skipped by their framing, not scanned.
+pub struct FramingWatch<T> {
+    inner: T,
+    state: Framing,
+    /// The head (or chunk line) read so far.
+    pending: Vec<u8>,
+    log: Arc<FramingLog>,
+    max_head: usize,
+}
+
+impl<T> FramingWatch<T> {
+    /// `max_head`: past this, hyper refuses the head itself and the watch stops.
+    pub fn new(inner: T, log: Arc<FramingLog>, max_head: usize) -> Self {
+        Self {
+            inner,
+            state: Framing::Head,
+            pending: Vec::new(),
+            log,
+            max_head,
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) {
+        // What followed a head in the same read (a body, the next request), fed again.
+        let mut carry: Vec<u8>;
+        let mut data = input;
+        while !data.is_empty() {
+            match self.state {
+                Framing::Off => return,
+                Framing::Body(n) | Framing::ChunkData(n) => {
+                    let skip = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
+                    data = &data[skip..];
+                    let left = n - skip as u64;
+                    self.state = match (self.state, left) {
+                        (Framing::Body(_), 0) => Framing::Head,
+                        (Framing::Body(_), _) => Framing::Body(left),
+                        (_, 0) => Framing::ChunkEnd,
+                        _ => Framing::ChunkData(left),
+                    };
+                }
+                Framing::ChunkEnd => match data.iter().position(|&b| b == b'\n') {
+                    Some(at) => {
+                        data = &data[at + 1..];
+                        self.state = Framing::ChunkSize;
+                    }
+                    None => return,
+                },
+                Framing::ChunkSize | Framing::Trailer => {
+                    let Some(at) = data.iter().position(|&b| b == b'\n') else {
+                        self.pending.extend_from_slice(data);
+                        if self.pending.len() > self.max_head {
+                            self.state = Framing::Off;
+                        }
+                        return;
+                    };
+                    self.pending.extend_from_slice(&data[..at]);
+                    data = &data[at + 1..];
+                    let line = std::mem::take(&mut self.pending);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = if self.state == Framing::Trailer {
+                        if line.is_empty() {
+                            Framing::Head
+                        } else {
+                            Framing::Trailer
+                        }
+                    } else {
+                        chunk_size(line).map_or(Framing::Off, |size| {
+                            if size == 0 {
+                                Framing::Trailer
+                            } else {
+                                Framing::ChunkData(size)
+                            }
+                        })
+                    };
+                }
+                Framing::Head => {
+                    self.pending.extend_from_slice(data);
+                    let mut buffered = std::mem::take(&mut self.pending);
+                    let Some((used, next)) = self.head(&buffered) else {
+                        self.pending = buffered;
+                        if self.pending.len() > self.max_head {
+                            self.state = Framing::Off;
+                        }
+                        return;
+                    };
+                    self.state = next;
+                    carry = buffered.split_off(used);
+                    data = &carry;
+                }
+            }
+        }
+    }
+
+    /// A complete head at the start of `bytes`: its length and the framing after it, noted in
+    /// the log. `None` while it is incomplete; a head httparse refuses turns the watch off.
+    fn head(&mut self, bytes: &[u8]) -> Option<(usize, Framing)> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        let used = match request.parse(bytes) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => return Some((bytes.len(), Framing::Off)),
+        };
+        let named = |name: &'static str| {
+            request
+                .headers
+                .iter()
+                .find(move |h| h.name.eq_ignore_ascii_case(name))
+        };
+        let chunked = named("transfer-encoding").is_some();
+        let length = named("content-length");
+        self.log.push(chunked && length.is_some());
+        let next = if request.method == Some("CONNECT") {
+            Framing::Off
+        } else if chunked {
+            Framing::ChunkSize
+        } else if let Some(length) = length {
+            std::str::from_utf8(length.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Framing::Off, |n| {
+                    if n == 0 {
+                        Framing::Head
+                    } else {
+                        Framing::Body(n)
+                    }
+                })
+        } else {
+            Framing::Head
+        };
+        Some((used, next))
+    }
+}
+
+/// The size at the start of a chunk line (`1a;ext=x`), in hex.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FramingWatch<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && this.state != Framing::Off {
+            this.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FramingWatch<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What went wrong with a request body, whoever was reading it at the time.
@@ -407,6 +652,47 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("two Proxy-Authorization"), "{err}");
+    }
+
+    /// The log a watch writes for `stream`, fed in pieces of `step` bytes.
+    fn heads(stream: &[u8], step: usize) -> Vec<bool> {
+        let log = Arc::new(FramingLog::default());
+        let mut watch = FramingWatch::new((), log.clone(), 64 * 1024);
+        for piece in stream.chunks(step) {
+            watch.feed(piece);
+        }
+        let seen: Vec<bool> = log.0.lock().unwrap().iter().copied().collect();
+        drop(watch);
+        seen
+    }
+
+    #[test]
+    fn the_watch_follows_bodies_and_notes_heads_with_both_framings() {
+        // A body that looks like a smuggling head is a body: skipped by its length.
+        let decoy = "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let stream = format!(
+            "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+             POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{decoy}\
+             POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x};ext=1\r\n{decoy}\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n\
+             POST /d HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\nTRANSFER-ENCODING: chunked\r\n\r\n\
+             0\r\n\r\n\
+             GET /e HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            decoy.len(),
+            decoy.len(),
+        );
+        for step in [1, 2, 7, 64, stream.len()] {
+            assert_eq!(
+                heads(stream.as_bytes(), step),
+                [false, false, false, true, false],
+                "step {step}"
+            );
+        }
+        // After a CONNECT the bytes are a tunnel's, and what is unreadable stops the watch.
+        let tunnel = format!("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n{decoy}");
+        assert_eq!(heads(tunnel.as_bytes(), 5), [false]);
+        let broken = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{decoy}");
+        assert_eq!(heads(broken.as_bytes(), 5), [false]);
     }
 
     #[tokio::test]
