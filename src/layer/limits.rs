@@ -357,6 +357,17 @@ impl<T> FramingWatch<T> {
                         })
                     };
                 }
+                // Most heads arrive whole in one read: read in place, nothing copied.
+                Framing::Head if self.pending.is_empty() => match self.head(data) {
+                    Some((used, next)) => {
+                        self.state = next;
+                        data = &data[used..];
+                    }
+                    None => {
+                        self.pending.extend_from_slice(data);
+                        return;
+                    }
+                },
                 Framing::Head => {
                     self.pending.extend_from_slice(data);
                     let mut buffered = std::mem::take(&mut self.pending);
