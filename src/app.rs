@@ -2,7 +2,9 @@
 //! outlives a reload — the session cache, the bound ports, readiness.
 //!
 //! A reload builds the new stack completely before swapping it in, so an invalid file changes
-//! nothing; requests in flight finish on the stack they started on. Sessions are keyed by their
+//! nothing; requests in flight finish on the stack they started on. It reads its files on a
+//! blocking thread, never on the runtime that accepts connections and serves the admin port: a
+//! slow disk or a network mount must not stall them. Sessions are keyed by their
 //! org's settings, so orgs whose login settings did not change keep their sessions.
 
 use std::{
@@ -79,9 +81,13 @@ impl App {
         self.active.load().service.clone()
     }
 
-    /// Re-reads the config file; on any error the running config stays.
-    pub fn reload(&self) -> Result<(), String> {
-        let outcome = build(&self.path, &self.sessions).map(|next| {
+    /// Re-reads the config file, off the async threads; on any error the running config stays.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (path, sessions) = (self.path.clone(), self.sessions.clone());
+        let built = tokio::task::spawn_blocking(move || build(&path, &sessions))
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
+        let outcome = built.map(|next| {
             // The ports and connection settings are those the process started with.
             let (old, new) = (&self.started, &next.config.proxy);
             for (key, changed) in [
@@ -306,7 +312,7 @@ fn hangup_signals() -> Result<Hangups, String> {
 async fn reload_on(mut hangups: Hangups, app: Arc<App>) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
-        let _ = app.reload();
+        let _ = app.reload().await;
     }
 }
 

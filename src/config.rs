@@ -520,9 +520,10 @@ impl Config {
 
     /// Reads and validates a config file; relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
+        let text = read_regular(path)
+            .map_err(|why| format!("cannot read: {why}"))
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "is not UTF-8".to_owned()))
+            .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base)
     }
@@ -685,16 +686,82 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
 fn load_intercept_ca(raw: RawIntercept, base: &Path) -> Result<InterceptCa, ConfigError> {
     let read = |key: &str, path: &Path| {
         let path = base.join(path);
-        std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::new(
-                format!("proxy.intercept.{key}"),
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })
+        read_file(&path)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", path.display()))
+            })
+            .map_err(|e| ConfigError::new(format!("proxy.intercept.{key}"), e))
     };
     let cert = read("ca_cert_file", &raw.ca_cert_file)?;
     let key = read("ca_key_file", &raw.ca_key_file)?;
     InterceptCa::from_pem(&cert, &key).map_err(|m| ConfigError::new("proxy.intercept", m))
+}
+
+/// The most any file the config names (the config itself, keys, certificates) may hold: they are
+/// a few KB, and a path to `/dev/zero` or a huge file must not fill the memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a file the config names: only a regular file, at most [`MAX_FILE_BYTES`]. Opened
+/// non-blocking, so a FIFO nobody writes (or a device) is refused at once instead of blocking
+/// the thread; the type is checked again on the opened file, so a swap after the first check
+/// cannot slip a FIFO or a device in. The error is `cannot read PATH: why`.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    read_regular(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
+}
+
+/// [`read_file`], the error without the path.
+fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    not_regular(&meta)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    not_regular(&meta)?;
+    let too_large = "it is larger than 1 MiB; a key or certificate file is a few KB";
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large.into());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // One byte over the limit tells a file that grew since the check.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large.into());
+    }
+    Ok(bytes)
+}
+
+/// Refuses anything but a regular file, saying what it is instead.
+fn not_regular(meta: &std::fs::Metadata) -> Result<(), String> {
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let mut kind = if file_type.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            kind = "a FIFO";
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            kind = "a device";
+        } else if file_type.is_socket() {
+            kind = "a socket";
+        }
+    }
+    Err(format!("it is {kind}, not a regular file"))
 }
 
 fn positive(key: &str, value: Duration) -> Result<Duration, ConfigError> {
@@ -776,12 +843,7 @@ fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, ConfigError
     let pem = match (raw.private_key_file, raw.private_key_env) {
         (Some(file), None) => {
             let path = base.join(file);
-            let pem = std::fs::read(&path).map_err(|e| {
-                ConfigError::new(
-                    key("private_key_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
+            let pem = read_file(&path).map_err(|e| ConfigError::new(key("private_key_file"), e))?;
             key_file = Some(path);
             pem
         }
@@ -971,6 +1033,25 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
 /// ranges) pass; 0.0.0.0/1 or 2000::/3, most of the internet, do not.
 const MIN_OPEN_PREFIX_V4: u8 = 8;
 const MIN_OPEN_PREFIX_V6: u8 = 7;
+/// How much public address space the clients without a secret may cover together: a /8 of
+/// IPv4 (as one network may), and a /32 of IPv6 — the block a regional registry allocates to
+/// an ISP or a large organisation, more than any one organisation's own callers sit in. (A /8
+/// of IPv6 would let half the allocated internet in.)
+const MAX_OPEN_PREFIX_V4: u8 = 8;
+const MAX_OPEN_PREFIX_V6: u8 = 32;
+/// Address space no stranger on the internet calls from: private (RFC 1918, ULA), shared
+/// (RFC 6598), loopback and link-local. Not counted as exposure.
+const NOT_PUBLIC: &[&str] = &[
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// Refuses configs under which anyone who can reach the port would act as a Salesforce user.
 fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), ConfigError> {
@@ -985,6 +1066,8 @@ fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), Confi
             ),
         ));
     }
+    let mut open: Vec<IpNet> = Vec::new();
+    let mut open_clients: Vec<&str> = Vec::new();
     for client in clients {
         if client.secret_sha256.is_some() {
             continue;
@@ -1004,8 +1087,72 @@ fn check_exposure(proxy: &ProxySettings, clients: &[Client]) -> Result<(), Confi
                 ),
             ));
         }
+        // Coverage, not prefix sizes: 256 /8s are the whole internet, in one client or many.
+        open.extend(client.networks.iter().copied());
+        open_clients.push(&client.name);
+        let (v4, v6) = public_coverage(&open);
+        if v4 > 1 << (32 - MAX_OPEN_PREFIX_V4) || v6 > 1 << (64 - MAX_OPEN_PREFIX_V6) {
+            let together = if open_clients.len() > 1 {
+                format!(
+                    " together with those of {}",
+                    open_clients[..open_clients.len() - 1].join(", ")
+                )
+            } else {
+                String::new()
+            };
+            return Err(ConfigError::new(
+                format!("clients.{}", client.name),
+                format!(
+                    "has no secret, and its networks{together} cover more public address space \
+                     than one /{MAX_OPEN_PREFIX_V4} (IPv4) or /{MAX_OPEN_PREFIX_V6} (IPv6): anyone \
+                     who can reach the port from them would be a client; narrow networks or set \
+                     secret_sha256/secret_env"
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// How much public space `networks` cover, overlaps counted once: IPv4 in addresses, IPv6 in
+/// /64s (a smaller network counts as one).
+fn public_coverage(networks: &[IpNet]) -> (u64, u128) {
+    let not_public: Vec<IpNet> = NOT_PUBLIC.iter().filter_map(|n| n.parse().ok()).collect();
+    let (mut v4, mut v6) = (0u64, 0u128);
+    for net in IpNet::aggregate(&networks.to_vec()) {
+        // Merged networks do not overlap, and a CIDR block and a reserved one overlap only when
+        // one holds the other.
+        let size = |n: &IpNet| -> u128 {
+            match n {
+                IpNet::V4(n) => 1u128 << (32 - n.prefix_len()),
+                IpNet::V6(n) => 1u128 << (64 - n.prefix_len().min(64)),
+            }
+        };
+        let reserved: u128 = not_public
+            .iter()
+            .filter(|p| {
+                matches!(
+                    (p, &net),
+                    (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                )
+            })
+            .map(|p| {
+                if p.contains(&net) {
+                    size(&net)
+                } else if net.contains(p) {
+                    size(p)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let public = size(&net).saturating_sub(reserved);
+        match net {
+            IpNet::V4(_) => v4 += u64::try_from(public).unwrap_or(u64::MAX),
+            IpNet::V6(_) => v6 += public,
+        }
+    }
+    (v4, v6)
 }
 
 fn validate_route(
@@ -1209,6 +1356,76 @@ user = "u@acme.com"
             "[proxy]\nlisten = \"0.0.0.0:3128\"\n[clients.erp]\nsecret_sha256 = \"{hex}\"\n"
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn exposure_counts_public_coverage_across_clients() {
+        let slash8s = |range: std::ops::Range<u16>| -> String {
+            let nets: Vec<String> = range.map(|i| format!("\"{i}.0.0.0/8\"")).collect();
+            format!("[{}]", nets.join(", "))
+        };
+        for (clients, key) in [
+            (format!("[clients.erp]\nnetworks = {}\n", slash8s(0..256)), "clients.erp"),
+            (format!("[clients.erp]\nnetworks = {}\n", slash8s(0..128)), "clients.erp"),
+            (format!("[clients.erp]\nnetworks = {}\n", slash8s(11..13)), "clients.erp"),
+            // Across clients: each alone is one /8, together two.
+            (
+                "[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.wms]\nnetworks = [\"12.0.0.0/8\"]\n"
+                    .to_owned(),
+                "clients.wms",
+            ),
+            (
+                "[clients.erp]\nnetworks = [\"2001:db8::/32\", \"2001:db9::/32\"]\n".to_owned(),
+                "clients.erp",
+            ),
+            (
+                "[clients.erp]\nnetworks = [\"2001::/16\"]\n".to_owned(),
+                "clients.erp",
+            ),
+        ] {
+            let err = load(&clients).unwrap_err();
+            assert_eq!(err.key, key, "{clients}");
+            assert!(err.message.contains("cover more public address space"), "{err}");
+        }
+        let err = load("[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.wms]\nnetworks = [\"12.0.0.0/8\"]\n").unwrap_err();
+        assert!(err.message.contains("together with those of erp"), "{err}");
+        for clients in [
+            // One public /8, counted once however often it is listed or overlapped.
+            "[clients.erp]\nnetworks = [\"11.0.0.0/8\", \"11.1.0.0/16\"]\n[clients.wms]\nnetworks = [\"11.0.0.0/8\"]\n",
+            // Private space does not count.
+            "[clients.erp]\nnetworks = [\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\", \"100.64.0.0/10\", \"11.0.0.0/8\"]\n",
+            "[clients.erp]\nnetworks = [\"fc00::/7\", \"2001:db8::/32\"]\n",
+            // A client with a secret is not exposure.
+            "[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.deploy]\nnetworks = [\"12.0.0.0/8\"]\nsecret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+        ] {
+            load(clients).unwrap();
+        }
+    }
+
+    #[test]
+    fn files_are_read_only_when_small_and_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let fits = dir.path().join("fits.pem");
+        std::fs::write(&fits, vec![b'a'; MAX_FILE_BYTES as usize]).unwrap();
+        assert_eq!(read_file(&fits).unwrap().len(), MAX_FILE_BYTES as usize);
+        let err = read_file(&big).unwrap_err();
+        assert!(err.contains("larger than 1 MiB"), "{err}");
+        let err = read_file(dir.path()).unwrap_err();
+        assert!(err.contains("a directory, not a regular file"), "{err}");
+        let err = read_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("/dev/zero: it is a device"), "{err}");
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = read_file(&fifo).unwrap_err();
+        assert!(err.contains("it is a FIFO"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,12 @@ pub enum ProxyError {
     /// The caller's request cannot be proxied as sent.
     #[error("{0}")]
     BadRequest(String),
+    /// Framed by both `Content-Length` and `Transfer-Encoding` (request smuggling): answered with
+    /// `Connection: close`.
+    #[error(
+        "the request has both Content-Length and Transfer-Encoding; send one (RFC 9112 section 6.3)"
+    )]
+    AmbiguousFraming,
     /// The caller is not a known client, or its credentials are wrong.
     #[error("{0}")]
     AuthRequired(String),
@@ -43,6 +49,12 @@ pub enum ProxyError {
          http) only, not to {host}:{port}"
     )]
     TunnelPortRefused { host: String, port: u16 },
+    /// A method Salesforce's APIs do not use (`TRACE` would reflect the bearer token).
+    #[error(
+        "the method {0} is not forwarded; sfproxy forwards GET, HEAD, POST, PUT, PATCH, DELETE \
+         and OPTIONS (and CONNECT host:port for a tunnel)"
+    )]
+    MethodNotAllowed(String),
     /// Salesforce refused the JWT assertion (now, or within the remembered backoff).
     /// Salesforce's texts quoted: a crafted description cannot pass for fields of the log line.
     #[error("Salesforce refused the login of {user:?} to org {org:?}: {error:?} ({description:?})")]
@@ -133,10 +145,12 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::AmbiguousFraming => StatusCode::BAD_REQUEST,
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
-            Self::ConnectUnsupported | Self::ConnectRefused(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ConnectUnsupported | Self::ConnectRefused(_) | Self::MethodNotAllowed(_) => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             Self::TunnelPortRefused { .. } => StatusCode::FORBIDDEN,
             Self::LoginRejected { .. }
             | Self::UpstreamUnreachable { .. }
@@ -160,11 +174,12 @@ impl ProxyError {
     /// The `errorCode` of the body: part of the interface, callers match on it.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "PROXY_BAD_REQUEST",
+            Self::BadRequest(_) | Self::AmbiguousFraming => "PROXY_BAD_REQUEST",
             Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
             Self::NoRoute { .. } | Self::TunnelPortRefused { .. } => "PROXY_NO_ROUTE",
             Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
             Self::ConnectUnsupported | Self::ConnectRefused(_) => "PROXY_CONNECT_UNSUPPORTED",
+            Self::MethodNotAllowed(_) => "PROXY_METHOD_NOT_ALLOWED",
             Self::LoginRejected { .. } => "PROXY_LOGIN_REJECTED",
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
@@ -242,6 +257,15 @@ impl ProxyError {
             // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if matches!(self, Self::AmbiguousFraming) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, Self::MethodNotAllowed(_)) {
+            headers.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
         }
         if matches!(self, Self::AuthRequired(_)) {
             headers.insert(

@@ -3,10 +3,12 @@
 //!
 //! What HTTP parsing itself must refuse is refused here, by hyper: header sections that arrive
 //! too slowly (slowloris) or grow far too large, and malformed framing (two different
-//! `Content-Length`s). A request framed by both `Content-Length` and `Transfer-Encoding` is read
-//! by its chunked framing and its connection closed after the answer (RFC 9112 §6.3), so nothing
-//! can be smuggled behind it. Connections beyond `max_connections` get a 503 and are closed
-//! before any request is read.
+//! `Content-Length`s). A request framed by both `Content-Length` and `Transfer-Encoding` is
+//! refused with 400 `PROXY_BAD_REQUEST` and its connection closed, as Envoy does: hyper would
+//! read it by its chunked framing and drops `Content-Length` from the header map, so each HTTP/1
+//! connection's bytes go through `limits::FramingWatch`, which notes the heads that had both,
+//! and such a request is marked `AmbiguousFraming` for the limits layer. Connections beyond
+//! `max_connections` get a 503 and are closed before any request is read.
 //!
 //! Every connection is served by [`serve_connection`], the inside of a tunnel too: a tunnel is the
 //! rest of the life of the connection that asked for it, on the same task, so it keeps that
@@ -42,7 +44,10 @@ use crate::{
     config::ProxySettings,
     error::ProxyError,
     intercept::{self, TunnelGrant},
-    layer::identify::ClientAddr,
+    layer::{
+        identify::ClientAddr,
+        limits::{AmbiguousFraming, FramingLog, FramingWatch},
+    },
     metrics,
     stack::ProxyService,
     workers::Workers,
@@ -67,6 +72,8 @@ pub struct Serving {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
+    /// hyper's own limit on a header section; past it the framing watch stops reading heads.
+    max_head: usize,
     /// Held by every connection; on shutdown each is asked to finish its requests and close,
     /// and the drain is over once every receiver is gone.
     draining: watch::Receiver<bool>,
@@ -88,6 +95,7 @@ impl Serving {
             http1,
             http2,
             header_timeout: settings.header_timeout,
+            max_head: header_limit,
             draining,
         }
     }
@@ -242,6 +250,17 @@ where
     let protocol = tokio::time::timeout(serving.header_timeout, protocol_of(&mut io)).await;
     let served = match protocol {
         Ok(Ok(Protocol::Http1)) => {
+            // hyper reads a head with both Content-Length and Transfer-Encoding by its chunked
+            // framing and hides the Content-Length: the watch tells the limits layer which
+            // requests came so, for it to refuse them.
+            let framing = Arc::new(FramingLog::default());
+            let io = FramingWatch::new(io, framing.clone(), serving.max_head);
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                if framing.next_is_ambiguous() {
+                    request.extensions_mut().insert(AmbiguousFraming);
+                }
+                service.call(request)
+            });
             let connection = serving
                 .http1
                 .serve_connection(TokioIo::new(io), service)

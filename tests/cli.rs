@@ -268,6 +268,235 @@ async fn configs_that_expose_a_salesforce_user_refuse_to_start() {
     assert_eq!(reply.error_code(), "PROXY_AUTH_REQUIRED");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_that_together_cover_more_than_a_slash_8_refuse_to_start() {
+    let dir = key_dir();
+    let slash8s = |range: std::ops::Range<u16>| -> String {
+        let nets: Vec<String> = range.map(|i| format!("\"{i}.0.0.0/8\"")).collect();
+        format!("[{}]", nets.join(", "))
+    };
+    let cases = [
+        (
+            format!("{GOOD}\n[clients.erp]\nnetworks = {}\n", slash8s(0..256)),
+            "clients.erp",
+        ),
+        (
+            format!("{GOOD}\n[clients.erp]\nnetworks = {}\n", slash8s(1..129)),
+            "clients.erp",
+        ),
+        // Each client one public /8, two together; the second one is named, with the first.
+        (
+            format!(
+                "{GOOD}\n[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n\
+                 [clients.wms]\nnetworks = [\"12.0.0.0/8\"]\n"
+            ),
+            "clients.wms",
+        ),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("exposed.toml");
+        std::fs::write(&path, text).unwrap();
+        let line = refused_config(&run_bounded(&path, dir.path()).await);
+        assert!(line.contains(&format!(": {key}: has no secret")), "{line}");
+        assert!(
+            line.contains("cover more public address space than one /8"),
+            "{line}"
+        );
+        assert!(line.contains("anyone who can reach the port"), "{line}");
+    }
+    let line = {
+        let path = dir.path().join("exposed.toml");
+        refused_config(&run_bounded(&path, dir.path()).await)
+    };
+    assert!(line.contains("together with those of erp"), "{line}");
+
+    // Private ranges, and one public /8 however often it is listed, still start.
+    let path = dir.path().join("private.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{GOOD}\n[clients.erp]\nnetworks = [\"10.0.0.0/8\", \"172.16.0.0/12\", \
+             \"192.168.0.0/16\", \"11.0.0.0/8\"]\n[clients.wms]\nnetworks = [\"11.0.0.0/8\"]\n"
+        ),
+    )
+    .unwrap();
+    Running::start(
+        &["run", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await
+    .wait_ready()
+    .await;
+}
+
+/// `sfproxy run` on `config`, stopped if it has not exited within 20 s (a FIFO used to block it
+/// for ever).
+async fn run_bounded(config: &Path, dir: &Path) -> Output {
+    let child = Command::new(binary())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(dir)
+        .env_remove("SFPROXY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sfproxy");
+    tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("a refused config exits at once")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_the_config_names_are_read_only_if_small_and_regular() {
+    let dir = key_dir();
+    let fifo = dir.path().join("fifo.key");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big.key");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    let ca = sfproxy::intercept::ca::generate("CN=cli test CA", 30, &[]).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("ca.key"), &ca.key_pem).unwrap();
+    let intercept = |cert: &str, key: &str| {
+        replace(
+            GOOD,
+            "[orgs.acme]",
+            &format!(
+                "[proxy.intercept]\nca_cert_file = \"{cert}\"\nca_key_file = \"{key}\"\n\n[orgs.acme]"
+            ),
+        )
+    };
+    let key_at = |path: &str| replace(GOOD, "\"acme.key\"", &format!("\"{path}\""));
+    let fifo_path = fifo.to_str().unwrap();
+    let big_path = big.to_str().unwrap();
+    let cases = [
+        (
+            key_at("/dev/zero"),
+            "orgs.acme.private_key_file",
+            "/dev/zero: it is a device, not a regular file",
+        ),
+        (
+            key_at(fifo_path),
+            "orgs.acme.private_key_file",
+            "it is a FIFO, not a regular file",
+        ),
+        (
+            key_at(big_path),
+            "orgs.acme.private_key_file",
+            "it is larger than 1 MiB",
+        ),
+        (
+            key_at(dir.path().to_str().unwrap()),
+            "orgs.acme.private_key_file",
+            "it is a directory",
+        ),
+        (
+            replace(
+                GOOD,
+                "[orgs.acme]",
+                "ca_file = \"/dev/zero\"\n\n[orgs.acme]",
+            ),
+            "proxy.ca_file",
+            "/dev/zero: it is a device",
+        ),
+        (
+            replace(
+                GOOD,
+                "[orgs.acme]",
+                &format!("ca_file = \"{fifo_path}\"\n\n[orgs.acme]"),
+            ),
+            "proxy.ca_file",
+            "it is a FIFO",
+        ),
+        (
+            intercept(fifo_path, "ca.key"),
+            "proxy.intercept.ca_cert_file",
+            "it is a FIFO",
+        ),
+        (
+            intercept("ca.crt", "/dev/zero"),
+            "proxy.intercept.ca_key_file",
+            "it is a device",
+        ),
+        (
+            intercept("ca.crt", big_path),
+            "proxy.intercept.ca_key_file",
+            "larger than 1 MiB",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let path = dir.path().join("files.toml");
+        std::fs::write(&path, text).unwrap();
+        let line = refused_config(&run_bounded(&path, dir.path()).await);
+        assert!(
+            line.contains(&format!(": {key}: cannot read ")),
+            "{key}: {line}"
+        );
+        assert!(line.contains(says), "{key}: {line}");
+    }
+    // The config file itself.
+    let line = refused_config(&run_bounded(&fifo, dir.path()).await);
+    assert!(line.contains("cannot read: it is a FIFO"), "{line}");
+
+    // The intercept CA's own files, once readable, must still be a good CA.
+    let path = dir.path().join("files.toml");
+    std::fs::write(&path, intercept("ca.crt", "ca.key")).unwrap();
+    Running::start(
+        &["run", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await
+    .wait_ready()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_intercept_ca_that_is_not_a_ca_refuses_to_start() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let dir = key_dir();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(dir.path().join("ca.key"), key.serialize_pem()).unwrap();
+    let leaf = CertificateParams::new(vec!["sfproxy.salesforce.com".to_owned()]).unwrap();
+    let mut no_sign = CertificateParams::default();
+    no_sign.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    no_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    for (params, says) in [
+        (
+            leaf,
+            "ca_cert_file is not a CA certificate (no basic constraints CA:TRUE)",
+        ),
+        (no_sign, "its key usage lacks keyCertSign"),
+    ] {
+        std::fs::write(
+            dir.path().join("ca.crt"),
+            params.self_signed(&key).unwrap().pem(),
+        )
+        .unwrap();
+        let path = dir.path().join("ca.toml");
+        std::fs::write(
+            &path,
+            replace(
+                GOOD,
+                "[orgs.acme]",
+                "[proxy.intercept]\nca_cert_file = \"ca.crt\"\nca_key_file = \"ca.key\"\n\n[orgs.acme]",
+            ),
+        )
+        .unwrap();
+        let line = refused_config(&run_bounded(&path, dir.path()).await);
+        assert!(line.contains(": proxy.intercept: "), "{line}");
+        assert!(line.contains(says), "{line}");
+    }
+}
+
 /// A long-running `sfproxy` child with JSON logs; stderr is read line by line.
 struct Running {
     /// Held for `kill_on_drop`: dropping a `Running` stops the proxy.

@@ -8,8 +8,11 @@
 //! | 400    | PROXY_BAD_REQUEST            | `caller_mistakes_are_refused_before_any_login`    |
 //! | 403    | PROXY_NO_ROUTE               | `caller_mistakes_are_refused_before_any_login`    |
 //! | 403    | PROXY_CLIENT_FORBIDDEN       | `unknown_callers_get_407_and_other_clients_403`   |
+//! | 400    | PROXY_BAD_REQUEST            | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
+//! | 400    | PROXY_BAD_REQUEST            | `content_length_with_transfer_encoding_is_refused_and_the_connection_closed` |
+//! | 405    | PROXY_METHOD_NOT_ALLOWED     | `methods_and_heads_that_must_be_refused_are_before_anything_is_sent` |
 //! | 405    | PROXY_CONNECT_UNSUPPORTED    | `caller_mistakes_are_refused_before_any_login`    |
-//! | 407    | PROXY_AUTH_REQUIRED          | `unknown_callers_get_407_and_other_clients_403`   |
+//! | 407    | PROXY_AUTH_REQUIRED          | `unknown_callers_get_407_and_other_clients_403`, `refused_credentials_get_one_answer_and_the_log_says_why` |
 //! | 502    | PROXY_LOGIN_REJECTED         | `login_rejected_*`                                |
 //! | 503    | PROXY_LOGIN_UNAVAILABLE      | `login_unavailable_*`                             |
 //! | 502    | PROXY_UPSTREAM_UNREACHABLE   | `instance_that_refuses_connections_is_502`        |
@@ -773,5 +776,267 @@ async fn unknown_callers_get_407_and_other_clients_403() {
     for text in replies.iter().map(|r| r.body.clone()).chain([proxy.log()]) {
         assert!(!text.contains("erp-secret") && !text.contains("wms-secret"));
     }
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 405 PROXY_METHOD_NOT_ALLOWED and 400: heads that are refused before anything is done.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn methods_and_heads_that_must_be_refused_are_before_anything_is_sent() {
+    let org = Org::start().await;
+    let config = org.config("", "") + &route("acme", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let mut replies = Vec::new();
+    let mut good = 0;
+
+    // 405: TRACE would reflect the bearer token; CONNECT not in authority form asks for no
+    // tunnel; a method Salesforce's APIs do not know.
+    let reply = curl(&["-x", &proxy.url(), "-X", "TRACE", LIMITS]).await;
+    assert_refusal(&reply, 405, "PROXY_METHOD_NOT_ALLOWED", &["TRACE"]);
+    replies.push(reply);
+    still_serves(&proxy, LIMITS, &[]).await;
+    good += 1;
+    for (request, method) in [
+        (
+            "CONNECT /services/data/v61.0/limits HTTP/1.1\r\n\
+             Host: acme.my.salesforce.com\r\nConnection: close\r\n\r\n",
+            "CONNECT",
+        ),
+        (
+            "CONNECT http://acme.my.salesforce.com/services/data/v61.0/limits HTTP/1.1\r\n\
+             Host: acme.my.salesforce.com\r\nConnection: close\r\n\r\n",
+            "CONNECT",
+        ),
+        (
+            "PROPFIND http://acme.my.salesforce.com/services/data/v61.0/limits HTTP/1.1\r\n\
+             Host: acme.my.salesforce.com\r\nConnection: close\r\n\r\n",
+            "PROPFIND",
+        ),
+    ] {
+        let reply = parse_raw(&proxy.raw(request).await);
+        assert_refusal(
+            &reply,
+            405,
+            "PROXY_METHOD_NOT_ALLOWED",
+            &[method, "GET, HEAD"],
+        );
+        assert_eq!(
+            reply.header("allow").as_deref(),
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+        );
+        replies.push(reply);
+        still_serves(&proxy, LIMITS, &[]).await;
+        good += 1;
+    }
+
+    // 400: what RFC 9112 section 3.2 says to refuse, and an https:// URL outside a tunnel.
+    let target = "GET http://acme.my.salesforce.com/services/data/v61.0/limits HTTP/1.1\r\n";
+    let origin = "GET /services/data/v61.0/limits HTTP/1.1\r\n";
+    let basic = "Proxy-Authorization: Basic ZXJwOmVycC1zZWNyZXQ=\r\n";
+    let cases = [
+        (
+            format!("{origin}Host: acme.my.salesforce.com\r\nHost: acme.my.salesforce.com\r\n"),
+            "two Host headers",
+        ),
+        (
+            format!("{target}Host: acme.my.salesforce.com\r\nHost: evil.example\r\n"),
+            "two Host headers",
+        ),
+        (format!("{origin}Host: acme.my.salesforce.com:\r\n"), "port"),
+        (
+            format!("{origin}Host: acme.my.salesforce.com:http\r\n"),
+            "port",
+        ),
+        (
+            format!("{origin}Host: acme.my.salesforce.com:65536\r\n"),
+            "port",
+        ),
+        (format!("{origin}Host: acme.my.salesforce.com.\r\n"), "dot"),
+        (format!("{target}Host: acme.my.salesforce.com.\r\n"), "dot"),
+        (
+            "GET http://acme.my.salesforce.com./services/data/v61.0/limits HTTP/1.1\r\n\
+             Host: acme.my.salesforce.com\r\n"
+                .to_owned(),
+            "dot",
+        ),
+        (
+            format!("{target}Host: acme.my.salesforce.com\r\n{basic}{basic}"),
+            "two Proxy-Authorization headers",
+        ),
+        (
+            "GET https://acme.my.salesforce.com/services/data/v61.0/limits HTTP/1.1\r\n\
+             Host: acme.my.salesforce.com\r\n"
+                .to_owned(),
+            "send http:// URLs through the proxy",
+        ),
+    ];
+    for (head, says) in &cases {
+        let reply = parse_raw(&proxy.raw(&format!("{head}Connection: close\r\n\r\n")).await);
+        assert_refusal(&reply, 400, "PROXY_BAD_REQUEST", &[says]);
+        replies.push(reply);
+        still_serves(&proxy, LIMITS, &[]).await;
+        good += 1;
+    }
+
+    assert_eq!(
+        org.mock.requests().len(),
+        good,
+        "only the good requests reached the org"
+    );
+    assert_eq!(org.mock.token_requests(), 1);
+    let mut codes = vec![("PROXY_METHOD_NOT_ALLOWED", 405); 4];
+    codes.extend(vec![("PROXY_BAD_REQUEST", 400); cases.len()]);
+    assert_eq!(refused_codes(&proxy, codes.len()).await, expected(&codes));
+    assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 407: one answer for every refused credential; the log says which part was wrong.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_get_one_answer_and_the_log_says_why() {
+    let org = Org::start().await;
+    let hash = |s: &[u8]| -> String {
+        sfproxy::config::sha256(s)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    // erp may call only from 10.0.0.0/8: from loopback its right secret is the wrong network.
+    let config = org.config("", "")
+        + &format!(
+            "[clients.erp]\nnetworks = [\"10.0.0.0/8\"]\nsecret_sha256 = \"{}\"\n\
+             [clients.wms]\nnetworks = [\"127.0.0.0/8\"]\nsecret_sha256 = \"{}\"\n",
+            hash(b"erp-secret"),
+            hash(b"wms-secret")
+        )
+        + &route("acme", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let wms = ["--proxy-user", "wms:wms-secret"];
+
+    let mut bodies = Vec::new();
+    for user in ["nobody:erp-secret", "wms:wrong-secret", "erp:erp-secret"] {
+        let reply = curl(&["-x", &proxy.url(), "--proxy-user", user, LIMITS]).await;
+        assert_refusal(&reply, 407, "PROXY_AUTH_REQUIRED", &["not accepted"]);
+        assert!(
+            !reply.body.contains("nobody")
+                && !reply.body.contains("wms")
+                && !reply.body.contains("erp"),
+            "the answer names no client: {}",
+            reply.body
+        );
+        bodies.push(reply.body);
+        still_serves(&proxy, LIMITS, &wms).await;
+    }
+    assert_eq!(bodies[0], bodies[1], "unknown client and wrong secret");
+    assert_eq!(bodies[0], bodies[2], "unknown client and wrong network");
+
+    let refused = proxy.wait_for_events("proxy credentials refused", 3).await;
+    let why: Vec<(String, String)> = refused
+        .iter()
+        .map(|e| {
+            (
+                e["client"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        why,
+        [
+            // Quoted: a client name cannot forge log lines.
+            ("\"(unknown)\"", "unknown client"),
+            ("\"wms\"", "wrong secret"),
+            ("\"erp\"", "source address outside the client's networks"),
+        ]
+        .map(|(c, r)| (c.to_owned(), r.to_owned()))
+    );
+    assert_eq!(
+        org.mock.requests().len(),
+        3,
+        "only wms's requests reached the org"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 400 and a closed connection: Content-Length and Transfer-Encoding together.
+
+/// Sends `request` on a fresh connection; what came back, and whether the proxy closed the
+/// connection (within 5 s) rather than waiting for more.
+async fn answer_and_close(proxy: &Proxy, request: &str) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_with_transfer_encoding_is_refused_and_the_connection_closed() {
+    let org = Org::start().await;
+    let config = org.config("", "") + &route("acme", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let post = "POST http://acme.my.salesforce.com/services/apexrest/echo HTTP/1.1\r\n\
+                Host: acme.my.salesforce.com\r\n";
+    let smuggled = "GET http://acme.my.salesforce.com/services/apexrest/echo/smuggled HTTP/1.1\r\n\
+                    Host: acme.my.salesforce.com\r\n\r\n";
+    let good = format!("{post}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    let mut replies = Vec::new();
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+        "Content-Length: 4\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n",
+    ] {
+        // Behind a good chunked request on the same connection, with a request hidden after it.
+        let request = format!("{good}{post}{framing}\r\n0\r\n\r\n{smuggled}");
+        let (answer, closed) = answer_and_close(&proxy, &request).await;
+        assert!(
+            closed,
+            "the connection is closed after the refusal: {answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+        let refusal = &answer[answer.rfind("HTTP/1.1 ").unwrap()..];
+        let reply = parse_raw(refusal);
+        assert_refusal(
+            &reply,
+            400,
+            "PROXY_BAD_REQUEST",
+            &["both Content-Length and Transfer-Encoding"],
+        );
+        assert_eq!(reply.header("connection").as_deref(), Some("close"));
+        replies.push(reply);
+        still_serves(&proxy, LIMITS, &[]).await;
+    }
+    let echoes: Vec<_> = org
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_and_query.contains("apexrest"))
+        .collect();
+    assert_eq!(
+        echoes.len(),
+        3,
+        "only the good chunked requests reached the org"
+    );
+    assert!(
+        echoes
+            .iter()
+            .all(|r| !r.path_and_query.contains("smuggled"))
+    );
+    assert_eq!(org.mock.token_requests(), 1);
+    assert_eq!(
+        refused_codes(&proxy, 3).await,
+        expected(&[("PROXY_BAD_REQUEST", 400); 3])
+    );
     assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }

@@ -1005,3 +1005,74 @@ async fn signals_right_after_ready_are_handled() {
         proxy.wait_for_events(RELOADED, 1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_naming_a_fifo_or_a_device_is_refused_and_nothing_stalls() {
+    let org = Org::start().await;
+    let good = org.config(ADMIN, "") + &route("erp", &[HOST], USER, "");
+    let proxy = Proxy::start(&good);
+    let admin = proxy.admin().await;
+    assert_eq!(via(&proxy, &limits(HOST)).await.status, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("nobody-writes.key");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let key_line = good
+        .lines()
+        .find(|l| l.starts_with("private_key_file = "))
+        .unwrap()
+        .to_owned();
+    let ca_line = good
+        .lines()
+        .find(|l| l.starts_with("ca_file = "))
+        .unwrap()
+        .to_owned();
+    let fifo_key = good.replace(
+        &key_line,
+        &format!("private_key_file = \"{}\"", fifo.display()),
+    );
+    let zero_key = good.replace(&key_line, "private_key_file = \"/dev/zero\"");
+    let fifo_ca = good.replace(&ca_line, &format!("ca_file = \"{}\"", fifo.display()));
+    for (n, (bad, key, says)) in [
+        (fifo_key, "orgs.acme.private_key_file", "it is a FIFO"),
+        (
+            zero_key,
+            "orgs.acme.private_key_file",
+            "/dev/zero: it is a device",
+        ),
+        (fifo_ca, "proxy.ca_file", "it is a FIFO"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        proxy.rewrite_config(&bad);
+        proxy.signal("HUP").await;
+        // The admin port and the proxy port answer while the reload runs and after it.
+        let target = limits(HOST);
+        let (health, served) = tokio::join!(get(admin, "/healthz"), via(&proxy, &target));
+        assert_eq!(health.status, 200);
+        assert_eq!(served.status, 200, "{}", served.body);
+        let refused = proxy.wait_for_events(REFUSED_RELOAD, n + 1).await;
+        let error = refused[n]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("{key}: cannot read")), "{error}");
+        assert!(error.contains(says), "{error}");
+
+        assert_eq!(get(admin, "/healthz").await.status, 200);
+        assert_eq!(get(admin, "/readyz").await.status, 200);
+        let reply = via(&proxy, &limits(HOST)).await;
+        assert_eq!(
+            reply.status, 200,
+            "the old config keeps serving: {}",
+            reply.body
+        );
+    }
+    proxy.settle().await;
+    assert!(proxy.events(RELOADED).is_empty());
+    assert_eq!(org.mock.token_requests(), 1, "the session survived");
+}

@@ -90,6 +90,7 @@ impl InterceptCa {
             .map_err(|e| format!("ca_cert_file is not a certificate ({e})"))?;
         let ca_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| format!("ca_cert_file is not PEM ({e})"))?;
+        check_is_ca(&ca_der)?;
         let ca = Self { issuer, ca_der };
         let probe = ca
             .leaf("sfproxy-check.salesforce.com")
@@ -122,6 +123,37 @@ impl InterceptCa {
             signing,
         )))
     }
+}
+
+/// Refuses a certificate that is not a CA: `CA:TRUE` basic constraints, and `keyCertSign` when
+/// it has a key usage. Callers add it as a trust anchor, and trust anchors' own extensions are
+/// not checked by every TLS stack (webpki ignores them): an end-entity certificate would work
+/// with some callers and fail with others.
+fn check_is_ca(der: &CertificateDer<'_>) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("ca_cert_file is not a certificate ({e})"))?;
+    let is_ca = cert
+        .basic_constraints()
+        .map_err(|e| format!("ca_cert_file has malformed basic constraints ({e})"))?
+        .is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(
+            "ca_cert_file is not a CA certificate (no basic constraints CA:TRUE); make \
+             one with `sfproxy keygen --ca`"
+                .into(),
+        );
+    }
+    let usage = cert
+        .key_usage()
+        .map_err(|e| format!("ca_cert_file has a malformed key usage ({e})"))?;
+    if usage.is_some_and(|ku| !ku.value.key_cert_sign()) {
+        return Err(
+            "ca_cert_file may not sign certificates (its key usage lacks keyCertSign); \
+             make one with `sfproxy keygen --ca`"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Checks that `leaf` chains to `ca` for `host`, as a caller's TLS client would.
@@ -176,6 +208,25 @@ mod tests {
             );
         }
         assert!(!format!("{ca:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_certificate_that_is_not_a_ca_is_refused() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = |params: CertificateParams| params.self_signed(&key).unwrap().pem();
+        let mut leaf = CertificateParams::new(vec!["x.salesforce.com".to_owned()]).unwrap();
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        let err = InterceptCa::from_pem(&pem(leaf.clone()), &key.serialize_pem()).unwrap_err();
+        assert!(err.contains("CA:TRUE"), "{err}");
+        leaf.is_ca = IsCa::NoCa;
+        let err = InterceptCa::from_pem(&pem(leaf), &key.serialize_pem()).unwrap_err();
+        assert!(err.contains("CA:TRUE"), "{err}");
+
+        let mut no_sign = CertificateParams::default();
+        no_sign.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        no_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let err = InterceptCa::from_pem(&pem(no_sign), &key.serialize_pem()).unwrap_err();
+        assert!(err.contains("keyCertSign"), "{err}");
     }
 
     #[test]

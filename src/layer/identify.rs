@@ -4,7 +4,9 @@
 //! SHA-256 (compared in constant time) and the source must lie in its networks when it has any.
 //! Without the header, the caller is the first client, in file order, that has no secret and whose
 //! networks hold the source. With no clients configured, only loopback callers are served. Anyone
-//! else gets 407 and learns nothing about which part was wrong; the log says.
+//! else gets 407 and learns nothing about which part was wrong: refused credentials get one and
+//! the same answer whether the client is unknown, the secret wrong or the source outside the
+//! client's networks (nor is the client named: that would confirm it exists); the log says which.
 
 use std::{
     future::{Ready, ready},
@@ -35,6 +37,9 @@ pub struct ClientAddr(pub SocketAddr);
 pub struct Caller {
     pub name: Arc<str>,
 }
+
+/// The one answer to credentials that were not accepted, whatever was wrong with them.
+const CREDENTIALS_REFUSED: &str = "the proxy credentials were not accepted";
 
 /// The caller's name when no `[clients]` are configured (loopback only).
 pub const LOCAL_CALLER: &str = "local";
@@ -154,9 +159,7 @@ pub fn identify(
         // with `?`, quoted and escaped, so it cannot forge log lines.
         let client = if known { &*name } else { "(unknown)" };
         tracing::warn!(client = ?client, %source, reason, "proxy credentials refused");
-        ProxyError::AuthRequired(format!(
-            "proxy credentials for client {client:?} from {source} were not accepted"
-        ))
+        ProxyError::AuthRequired(CREDENTIALS_REFUSED.to_owned())
     };
     let client = clients
         .iter()
@@ -250,6 +253,18 @@ mod tests {
             let err = identify(&c, ip("10.20.1.1"), Some(&basic(bad))).unwrap_err();
             assert_eq!(err.code(), "PROXY_AUTH_REQUIRED", "{bad}");
         }
+        // Nothing in the answer tells an unknown client from a wrong secret or network.
+        let mut narrowed = c.clone();
+        narrowed[1].networks = vec!["203.0.113.0/24".parse().unwrap()];
+        let refusal = |source: &str, user_secret: &str| {
+            identify(&narrowed, ip(source), Some(&basic(user_secret)))
+                .unwrap_err()
+                .to_json()
+        };
+        let unknown = refusal("203.0.113.9", "nobody:s3cret");
+        assert_eq!(refusal("203.0.113.9", "deploy:wrong"), unknown);
+        assert_eq!(refusal("198.51.100.1", "deploy:s3cret"), unknown);
+        assert!(!unknown.contains("nobody") && !unknown.contains("203.0.113.9"));
         let bearer = HeaderValue::from_static("Bearer abc");
         assert!(identify(&c, ip("10.20.1.1"), Some(&bearer)).is_err());
         let lower = HeaderValue::from_str(

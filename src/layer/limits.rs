@@ -7,19 +7,32 @@
 //! of an upstream error. A body that breaks off (the caller left mid-upload) makes the request
 //! fail as `PROXY_CALLER_GONE` (499), not as the upstream error it causes further down. Slow and
 //! oversized header sections hyper itself refuses earlier, in `server.rs`.
+//!
+//! Also first, before the caller is identified: what the request head itself makes unservable.
+//! Methods Salesforce's APIs do not use get 405 (`TRACE` would reflect the bearer token; a
+//! `CONNECT` that is not `host:port` asks for no tunnel), and a head RFC 9112 §3.2 says to refuse
+//! gets 400: two `Host`s, a `Host` with a bad port or trailing dots, two `Proxy-Authorization`s.
+//!
+//! A request framed by both `Content-Length` and `Transfer-Encoding` is refused with 400 and its
+//! connection closed, as Envoy does: hyper reads such a request by its chunked framing and drops
+//! `Content-Length` from the header map, so the service cannot see it. [`FramingWatch`] reads
+//! the HTTP/1 bytes hyper reads and notes, head by head, which ones had both; the server marks
+//! those requests [`AmbiguousFraming`].
 
 use std::{
+    collections::VecDeque,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::{Layer, Service};
 
 use crate::{
@@ -96,6 +109,9 @@ where
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let (max_header_bytes, max_body) = (self.max_header_bytes, self.max_body);
+        if let Err(error) = check_head(&request) {
+            return Either::Right(Box::pin(std::future::ready(Err(error))));
+        }
         if header_bytes(&request) > max_header_bytes {
             return Either::Right(Box::pin(std::future::ready(Err(
                 ProxyError::HeadersTooLarge {
@@ -139,6 +155,330 @@ where
                 None => outcome,
             }
         }))
+    }
+}
+
+/// The method and the headers that say who and where: see the module doc.
+fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    if request.extensions().get::<AmbiguousFraming>().is_some() {
+        return Err(ProxyError::AmbiguousFraming);
+    }
+    let method = request.method();
+    let forwarded = matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+    );
+    if !forwarded {
+        // A target with an authority asks for a tunnel (the route layer refuses any but
+        // `host:port`, and a CONNECT inside a tunnel); `CONNECT /path` is no tunnel request.
+        let uri = request.uri();
+        let tunnel = *method == Method::CONNECT
+            && (uri.authority().is_some()
+                || request
+                    .extensions()
+                    .get::<crate::intercept::Tunnel>()
+                    .is_some());
+        if !tunnel {
+            return Err(ProxyError::MethodNotAllowed(method.as_str().to_owned()));
+        }
+    }
+    let headers = request.headers();
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err(ProxyError::BadRequest(
+                "two Host headers: send exactly one (RFC 9112 section 3.2)".into(),
+            ));
+        }
+        check_host(host.as_bytes())
+            .map_err(|why| ProxyError::BadRequest(format!("malformed Host header: {why}")))?;
+    }
+    if headers
+        .get_all(header::PROXY_AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ProxyError::BadRequest(
+            "two Proxy-Authorization headers: send one".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A `Host` value (or a target's authority) whose port, if any, is a number up to 65535 and
+/// whose name does not end in a dot: `acme.my.salesforce.com.` names the same host under another
+/// spelling, which only invites a mismatch between what routes see and what is logged.
+pub fn check_host(value: &[u8]) -> Result<(), &'static str> {
+    // The port follows the last ':' outside an IPv6 literal's brackets.
+    let name_end = match value.iter().rposition(|&b| b == b':' || b == b']') {
+        Some(at) if value[at] == b':' => {
+            let port = &value[at + 1..];
+            let digits = !port.is_empty() && port.iter().all(u8::is_ascii_digit);
+            let number = std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok());
+            if !digits || number.is_none() {
+                return Err("the port must be a number from 0 to 65535");
+            }
+            at
+        }
+        _ => value.len(),
+    };
+    if value[..name_end].ends_with(b".") {
+        return Err("the host name ends with a dot; send it without");
+    }
+    Ok(())
+}
+
+/// Marks a request whose head had both `Content-Length` and `Transfer-Encoding`.
+#[derive(Debug, Clone, Copy)]
+pub struct AmbiguousFraming;
+
+/// What [`FramingWatch`] saw of one connection's request heads, in order: whether each had both
+/// `Content-Length` and `Transfer-Encoding`. The server takes one entry per request hyper hands
+/// it; hyper hands over every head it parsed, in order, and closes the connection on any it
+/// cannot parse, so the two stay in step. Once the watch cannot follow the bytes, it stops
+/// noting, and requests from then on are not marked.
+#[derive(Debug, Default)]
+pub struct FramingLog(Mutex<VecDeque<bool>>);
+
+impl FramingLog {
+    /// Whether the next request's head had both framings; `false` when the watch did not see it.
+    pub fn next_is_ambiguous(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or(false)
+    }
+
+    fn push(&self, ambiguous: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(ambiguous);
+    }
+}
+
+/// Where the watch is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailer,
+    /// Not HTTP/1 requests any more (a tunnel), or nothing the watch can follow.
+    Off,
+}
+
+/// The I/O of an HTTP/1 connection, passed through unchanged, its request heads read as they go
+/// by (see [`FramingLog`]). Bodies are skipped by their framing, not scanned.
+pub struct FramingWatch<T> {
+    inner: T,
+    state: Framing,
+    /// The head (or chunk line) read so far.
+    pending: Vec<u8>,
+    log: Arc<FramingLog>,
+    max_head: usize,
+}
+
+impl<T> FramingWatch<T> {
+    /// `max_head`: past this, hyper refuses the head itself and the watch stops.
+    pub fn new(inner: T, log: Arc<FramingLog>, max_head: usize) -> Self {
+        Self {
+            inner,
+            state: Framing::Head,
+            pending: Vec::new(),
+            log,
+            max_head,
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) {
+        // What followed a head in the same read (a body, the next request), fed again.
+        let mut carry: Vec<u8>;
+        let mut data = input;
+        while !data.is_empty() {
+            match self.state {
+                Framing::Off => return,
+                Framing::Body(n) | Framing::ChunkData(n) => {
+                    let skip = usize::try_from(n).unwrap_or(usize::MAX).min(data.len());
+                    data = &data[skip..];
+                    let left = n - skip as u64;
+                    self.state = match (self.state, left) {
+                        (Framing::Body(_), 0) => Framing::Head,
+                        (Framing::Body(_), _) => Framing::Body(left),
+                        (_, 0) => Framing::ChunkEnd,
+                        _ => Framing::ChunkData(left),
+                    };
+                }
+                Framing::ChunkEnd => match data.iter().position(|&b| b == b'\n') {
+                    Some(at) => {
+                        data = &data[at + 1..];
+                        self.state = Framing::ChunkSize;
+                    }
+                    None => return,
+                },
+                Framing::ChunkSize | Framing::Trailer => {
+                    let Some(at) = data.iter().position(|&b| b == b'\n') else {
+                        self.pending.extend_from_slice(data);
+                        if self.pending.len() > self.max_head {
+                            self.state = Framing::Off;
+                        }
+                        return;
+                    };
+                    self.pending.extend_from_slice(&data[..at]);
+                    data = &data[at + 1..];
+                    let line = std::mem::take(&mut self.pending);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = if self.state == Framing::Trailer {
+                        if line.is_empty() {
+                            Framing::Head
+                        } else {
+                            Framing::Trailer
+                        }
+                    } else {
+                        chunk_size(line).map_or(Framing::Off, |size| {
+                            if size == 0 {
+                                Framing::Trailer
+                            } else {
+                                Framing::ChunkData(size)
+                            }
+                        })
+                    };
+                }
+                // Most heads arrive whole in one read: read in place, nothing copied.
+                Framing::Head if self.pending.is_empty() => match self.head(data) {
+                    Some((used, next)) => {
+                        self.state = next;
+                        data = &data[used..];
+                    }
+                    None => {
+                        self.pending.extend_from_slice(data);
+                        return;
+                    }
+                },
+                Framing::Head => {
+                    self.pending.extend_from_slice(data);
+                    let mut buffered = std::mem::take(&mut self.pending);
+                    let Some((used, next)) = self.head(&buffered) else {
+                        self.pending = buffered;
+                        if self.pending.len() > self.max_head {
+                            self.state = Framing::Off;
+                        }
+                        return;
+                    };
+                    self.state = next;
+                    carry = buffered.split_off(used);
+                    data = &carry;
+                }
+            }
+        }
+    }
+
+    /// A complete head at the start of `bytes`: its length and the framing after it, noted in
+    /// the log. `None` while it is incomplete; a head httparse refuses turns the watch off.
+    fn head(&mut self, bytes: &[u8]) -> Option<(usize, Framing)> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        let used = match request.parse(bytes) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => return Some((bytes.len(), Framing::Off)),
+        };
+        let named = |name: &'static str| {
+            request
+                .headers
+                .iter()
+                .find(move |h| h.name.eq_ignore_ascii_case(name))
+        };
+        let chunked = named("transfer-encoding").is_some();
+        let length = named("content-length");
+        self.log.push(chunked && length.is_some());
+        let next = if request.method == Some("CONNECT") {
+            Framing::Off
+        } else if chunked {
+            Framing::ChunkSize
+        } else if let Some(length) = length {
+            std::str::from_utf8(length.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Framing::Off, |n| {
+                    if n == 0 {
+                        Framing::Head
+                    } else {
+                        Framing::Body(n)
+                    }
+                })
+        } else {
+            Framing::Head
+        };
+        Some((used, next))
+    }
+}
+
+/// The size at the start of a chunk line (`1a;ext=x`), in hex.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FramingWatch<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && this.state != Framing::Off {
+            this.feed(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FramingWatch<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -257,6 +597,113 @@ mod tests {
                 "GET".len() + request.uri().to_string().len() + 12 + "accept".len() + 3 + 4;
             assert_eq!(header_bytes(&request), expected, "{target}");
         }
+    }
+
+    #[test]
+    fn only_the_apis_methods_are_forwarded() {
+        let head = |method: &str, uri: &str| {
+            let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+            check_head(&request).map_err(|e| e.code())
+        };
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            assert_eq!(head(method, "/services/data"), Ok(()), "{method}");
+        }
+        assert_eq!(head("CONNECT", "acme.my.salesforce.com:443"), Ok(()));
+        for (method, uri) in [
+            ("TRACE", "/services/data"),
+            ("TRACE", "http://acme.my.salesforce.com/"),
+            ("CONNECT", "/services/data"),
+            ("CONNECT", "http://acme.my.salesforce.com/"),
+            ("PROPFIND", "/"),
+            ("get", "/"),
+        ] {
+            assert_eq!(
+                head(method, uri),
+                Err("PROXY_METHOD_NOT_ALLOWED"),
+                "{method} {uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn hosts_and_credentials_must_be_single_and_well_formed() {
+        let head = |headers: &[(&str, &str)]| {
+            let mut builder = Request::builder().uri("/services/data");
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            check_head(&builder.body(()).unwrap()).map_err(|e| e.to_string())
+        };
+        for good in [
+            "acme.my.salesforce.com",
+            "acme.my.salesforce.com:8080",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:3128",
+        ] {
+            assert_eq!(head(&[("host", good)]), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("acme.my.salesforce.com:", "port"),
+            ("acme.my.salesforce.com:http", "port"),
+            ("acme.my.salesforce.com:65536", "port"),
+            ("acme.my.salesforce.com:123456", "port"),
+            ("[::1]:", "port"),
+            ("acme.my.salesforce.com.", "dot"),
+            ("acme.my.salesforce.com.:443", "dot"),
+        ] {
+            let err = head(&[("host", bad)]).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let err = head(&[("host", "a.example"), ("host", "a.example")]).unwrap_err();
+        assert!(err.contains("two Host headers"), "{err}");
+        let err = head(&[
+            ("proxy-authorization", "Basic ZXJwOnM="),
+            ("proxy-authorization", "Basic d21zOnM="),
+        ])
+        .unwrap_err();
+        assert!(err.contains("two Proxy-Authorization"), "{err}");
+    }
+
+    /// The log a watch writes for `stream`, fed in pieces of `step` bytes.
+    fn heads(stream: &[u8], step: usize) -> Vec<bool> {
+        let log = Arc::new(FramingLog::default());
+        let mut watch = FramingWatch::new((), log.clone(), 64 * 1024);
+        for piece in stream.chunks(step) {
+            watch.feed(piece);
+        }
+        let seen: Vec<bool> = log.0.lock().unwrap().iter().copied().collect();
+        drop(watch);
+        seen
+    }
+
+    #[test]
+    fn the_watch_follows_bodies_and_notes_heads_with_both_framings() {
+        // A body that looks like a smuggling head is a body: skipped by its length.
+        let decoy = "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let stream = format!(
+            "\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n\
+             POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{decoy}\
+             POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x};ext=1\r\n{decoy}\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n\
+             POST /d HTTP/1.1\r\nHost: h\r\ncontent-length: 5\r\nTRANSFER-ENCODING: chunked\r\n\r\n\
+             0\r\n\r\n\
+             GET /e HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            decoy.len(),
+            decoy.len(),
+        );
+        for step in [1, 2, 7, 64, stream.len()] {
+            assert_eq!(
+                heads(stream.as_bytes(), step),
+                [false, false, false, true, false],
+                "step {step}"
+            );
+        }
+        // After a CONNECT the bytes are a tunnel's, and what is unreadable stops the watch.
+        let tunnel = format!("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n{decoy}");
+        assert_eq!(heads(tunnel.as_bytes(), 5), [false]);
+        let broken = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{decoy}");
+        assert_eq!(heads(broken.as_bytes(), 5), [false]);
     }
 
     #[tokio::test]

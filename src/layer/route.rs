@@ -6,7 +6,8 @@
 //! destination itself is never taken from the request (upstream uses the org's instance URL), so
 //! the worst a crafted target can do is pick a route the caller is already allowed to use.
 //! Targets that would be read differently here and at Salesforce — dot segments, user info — are
-//! refused rather than guessed at.
+//! refused rather than guessed at, and so is an `https://` target outside a tunnel: sfproxy would
+//! not speak TLS to that caller, and serving it anyway would hide that its URLs are wrong.
 
 use std::{
     borrow::Cow,
@@ -24,7 +25,7 @@ use crate::{
     config::Route,
     error::ProxyError,
     intercept::{Inside, Intercept, Tunnel, TunnelGrant},
-    layer::{identify::Caller, trace::Notes},
+    layer::{identify::Caller, limits::check_host, trace::Notes},
 };
 
 /// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
@@ -225,6 +226,14 @@ pub fn target_host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> 
                 "unsupported scheme {scheme:?}: send http:// URLs through the proxy"
             )));
         }
+        // Inside a tunnel every request reads as https://host/...; outside, it is a mistake.
+        if scheme.eq_ignore_ascii_case("https") && request.extensions().get::<Tunnel>().is_none() {
+            return Err(ProxyError::BadRequest(
+                "an https:// URL sent as a plain request: send http:// URLs through the proxy \
+                 (sfproxy speaks https to Salesforce itself), or CONNECT host:443 for a tunnel"
+                    .into(),
+            ));
+        }
     }
     let host = match uri.authority() {
         Some(authority) => {
@@ -233,6 +242,8 @@ pub fn target_host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> 
                     "the target URL must not carry user information (user@host)".into(),
                 ));
             }
+            check_host(authority.as_str().as_bytes())
+                .map_err(|why| ProxyError::BadRequest(format!("malformed target host: {why}")))?;
             lower_host(authority.host())
         }
         None => {
@@ -445,7 +456,7 @@ clients = ["erp"]
             &config.routes,
             &request(
                 "erp",
-                "http://ACME.my.salesforce.com./services/data?q=1",
+                "http://ACME.my.salesforce.com/services/data?q=1",
                 None,
             ),
         )
@@ -517,6 +528,13 @@ clients = ["erp"]
             );
         }
         assert_eq!(code("erp", "/acme/x", None), "PROXY_BAD_REQUEST");
+        for target in [
+            "http://acme.my.salesforce.com./x",
+            "http://acme.my.salesforce.com:99999/x",
+            "https://acme.my.salesforce.com/x",
+        ] {
+            assert_eq!(code("erp", target, None), "PROXY_BAD_REQUEST", "{target}");
+        }
         assert_eq!(
             code("erp", "ftp://acme.my.salesforce.com/x", None),
             "PROXY_BAD_REQUEST"

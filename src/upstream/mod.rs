@@ -54,8 +54,8 @@ pub struct Destination {
 
 /// Reads the extra trust anchors of `proxy.ca_file`.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+    let pem = crate::config::read_file(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
     if certs.is_empty() {
