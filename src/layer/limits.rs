@@ -608,12 +608,13 @@ mod tests {
         for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
             assert_eq!(head(method, "/services/data"), Ok(()), "{method}");
         }
+        // An authority asks for a tunnel; the route layer judges its form and port.
         assert_eq!(head("CONNECT", "acme.my.salesforce.com:443"), Ok(()));
+        assert_eq!(head("CONNECT", "http://acme.my.salesforce.com/"), Ok(()));
         for (method, uri) in [
             ("TRACE", "/services/data"),
             ("TRACE", "http://acme.my.salesforce.com/"),
             ("CONNECT", "/services/data"),
-            ("CONNECT", "http://acme.my.salesforce.com/"),
             ("PROPFIND", "/"),
             ("get", "/"),
         ] {
