@@ -24,6 +24,13 @@ pub enum ProxyError {
         "the request has both Content-Length and Transfer-Encoding; send one (RFC 9112 section 6.3)"
     )]
     AmbiguousFraming,
+    /// A request after one whose framing sfproxy could not follow, on the same connection:
+    /// whether it is framed twice cannot be told, so it is refused, with `Connection: close`.
+    #[error(
+        "sfproxy could not follow the framing of an earlier request on this connection; send \
+         this request on a new connection"
+    )]
+    FramingLost,
     /// The caller is not a known client, or its credentials are wrong.
     #[error("{0}")]
     AuthRequired(String),
@@ -115,7 +122,7 @@ pub enum ProxyError {
         reason: String,
     },
     /// The instance refused the request without processing it (HTTP/2 REFUSED_STREAM, or a
-    /// stream above a graceful GOAWAY's last one): sending it again is safe.
+    /// stream above a GOAWAY's last one): sending it again is safe.
     #[error(
         "the Salesforce instance {instance} of org {org:?} refused the request unprocessed: {reason}"
     )]
@@ -145,7 +152,9 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::AmbiguousFraming | Self::FramingLost => {
+                StatusCode::BAD_REQUEST
+            }
             Self::AuthRequired(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::NoRoute { .. } | Self::ClientForbidden { .. } => StatusCode::FORBIDDEN,
             Self::ConnectUnsupported | Self::ConnectRefused(_) | Self::MethodNotAllowed(_) => {
@@ -174,7 +183,7 @@ impl ProxyError {
     /// The `errorCode` of the body: part of the interface, callers match on it.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) | Self::AmbiguousFraming => "PROXY_BAD_REQUEST",
+            Self::BadRequest(_) | Self::AmbiguousFraming | Self::FramingLost => "PROXY_BAD_REQUEST",
             Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
             Self::NoRoute { .. } | Self::TunnelPortRefused { .. } => "PROXY_NO_ROUTE",
             Self::ClientForbidden { .. } => "PROXY_CLIENT_FORBIDDEN",
@@ -258,7 +267,7 @@ impl ProxyError {
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
-        if matches!(self, Self::AmbiguousFraming) {
+        if matches!(self, Self::AmbiguousFraming | Self::FramingLost) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if matches!(self, Self::MethodNotAllowed(_)) {

@@ -7,7 +7,7 @@
 //! refused with 400 `PROXY_BAD_REQUEST` and its connection closed, as Envoy does: hyper would
 //! read it by its chunked framing and drops `Content-Length` from the header map, so each HTTP/1
 //! connection's bytes go through `limits::FramingWatch`, which notes the heads that had both,
-//! and such a request is marked `AmbiguousFraming` for the limits layer. Connections beyond
+//! and such a request is marked with a `FramingDoubt` for the limits layer. Connections beyond
 //! `max_connections` get a 503 and are closed before any request is read.
 //!
 //! Every connection is served by [`serve_connection`], the inside of a tunnel too: a tunnel is the
@@ -21,14 +21,17 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, Version, header};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -46,7 +49,7 @@ use crate::{
     intercept::{self, TunnelGrant},
     layer::{
         identify::ClientAddr,
-        limits::{AmbiguousFraming, FramingLog, FramingWatch},
+        limits::{FramingLog, FramingWatch},
     },
     metrics,
     stack::ProxyService,
@@ -214,15 +217,26 @@ fn per_request(
 + 'static {
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
-        let upgrade = (request.method() == Method::CONNECT)
-            .then(|| (hyper::upgrade::on(&mut request), tunnel.clone()));
+        // Only an HTTP/1.1 CONNECT opens a tunnel (the route layer refuses one over HTTP/2).
+        let connect = request.method() == Method::CONNECT && request.version() == Version::HTTP_11;
+        let upgrade = connect.then(|| (hyper::upgrade::on(&mut request), tunnel.clone()));
         let current = current.clone();
         async move {
             let Ok(mut response) = current().oneshot(request.map(body::boxed)).await;
-            if let (Some((upgrade, tunnel)), Some(grant)) =
-                (upgrade, response.extensions_mut().remove::<TunnelGrant>())
-            {
-                *tunnel.lock().unwrap_or_else(PoisonError::into_inner) = Some((upgrade, grant));
+            if let Some((upgrade, tunnel)) = upgrade {
+                match response.extensions_mut().remove::<TunnelGrant>() {
+                    Some(grant) => {
+                        *tunnel.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some((upgrade, grant));
+                    }
+                    // A refused CONNECT ends its connection: what the caller sends next is
+                    // likely the TLS it meant for the tunnel, not a request.
+                    None => {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                }
             }
             Ok::<_, Infallible>(response)
         }
@@ -256,8 +270,8 @@ where
             let framing = Arc::new(FramingLog::default());
             let io = FramingWatch::new(io, framing.clone(), serving.max_head);
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                if framing.next_is_ambiguous() {
-                    request.extensions_mut().insert(AmbiguousFraming);
+                if let Some(doubt) = framing.next() {
+                    request.extensions_mut().insert(doubt);
                 }
                 service.call(request)
             });
@@ -478,8 +492,15 @@ fn out_of_descriptors(error: &io::Error) -> bool {
 /// connections already served are not touched.
 async fn shed(listener: &TcpListener, spare: &mut Option<std::fs::File>, error: &io::Error) {
     if spare.take().is_none() {
-        // No reserve (another thread took the freed descriptor): nothing to accept with.
-        tracing::warn!(%error, "out of file descriptors, and none in reserve");
+        // No reserve (another thread took the freed descriptor): nothing to accept with. Said
+        // once a second at most, while the loop tries again every `ACCEPT_BACKOFF`.
+        static WARNED_AT: AtomicU64 = AtomicU64::new(0);
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if WARNED_AT.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(%error, "out of file descriptors, and none in reserve");
+        }
         tokio::time::sleep(ACCEPT_BACKOFF).await;
         return;
     }
@@ -493,6 +514,7 @@ async fn shed(listener: &TcpListener, spare: &mut Option<std::fs::File>, error: 
     }
     *spare = reserve();
 }
+
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, not on
 /// first poll, so a signal that arrives right after start-up is not fatal.
 pub fn stop_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {

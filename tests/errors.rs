@@ -987,14 +987,25 @@ async fn content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     let smuggled = "GET http://acme.my.salesforce.com/services/apexrest/echo/smuggled HTTP/1.1\r\n\
                     Host: acme.my.salesforce.com\r\n\r\n";
     let good = format!("{post}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    // A chunk size with more leading zeros than a u64 has hex digits: hyper reads it, and so
+    // must the watch, or it would lose track and let the next request through.
+    let zeros =
+        format!("{post}Transfer-Encoding: chunked\r\n\r\n00000000000000000002\r\nok\r\n0\r\n\r\n");
     let mut replies = Vec::new();
-    for framing in [
-        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
-        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
-        "Content-Length: 4\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n",
+    for (before, framing) in [
+        (&good, "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"),
+        (&good, "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n"),
+        (
+            &good,
+            "Content-Length: 4\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n",
+        ),
+        (
+            &zeros,
+            "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        ),
     ] {
         // Behind a good chunked request on the same connection, with a request hidden after it.
-        let request = format!("{good}{post}{framing}\r\n0\r\n\r\n{smuggled}");
+        let request = format!("{before}{post}{framing}\r\n0\r\n\r\n{smuggled}");
         let (answer, closed) = answer_and_close(&proxy, &request).await;
         assert!(
             closed,
@@ -1021,7 +1032,7 @@ async fn content_length_with_transfer_encoding_is_refused_and_the_connection_clo
         .collect();
     assert_eq!(
         echoes.len(),
-        3,
+        4,
         "only the good chunked requests reached the org"
     );
     assert!(
@@ -1029,10 +1040,32 @@ async fn content_length_with_transfer_encoding_is_refused_and_the_connection_clo
             .iter()
             .all(|r| !r.path_and_query.contains("smuggled"))
     );
-    assert_eq!(org.mock.token_requests(), 1);
-    assert_eq!(
-        refused_codes(&proxy, 3).await,
-        expected(&[("PROXY_BAD_REQUEST", 400); 3])
+
+    // A refused CONNECT ends its connection: nothing after it on the connection is read,
+    // however it is framed.
+    let after_connect = format!(
+        "CONNECT acme.my.salesforce.com:22 HTTP/1.1\r\nHost: acme.my.salesforce.com:22\r\n\r\n\
+         {post}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     );
+    let (answer, closed) = answer_and_close(&proxy, &after_connect).await;
+    assert!(closed, "closed after the refused CONNECT: {answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    let reply = parse_raw(&answer);
+    assert_refusal(&reply, 403, "PROXY_NO_ROUTE", &["port 443"]);
+    assert_eq!(reply.header("connection").as_deref(), Some("close"));
+    replies.push(reply);
+    assert_eq!(
+        org.mock
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("apexrest"))
+            .count(),
+        4,
+        "nothing after the CONNECT reached the org"
+    );
+    assert_eq!(org.mock.token_requests(), 1);
+    let mut codes = vec![("PROXY_BAD_REQUEST", 400); 4];
+    codes.push(("PROXY_NO_ROUTE", 403));
+    assert_eq!(refused_codes(&proxy, 5).await, expected(&codes));
     assert_no_secrets(&proxy, &org, &replies.iter().collect::<Vec<_>>()).await;
 }

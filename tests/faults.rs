@@ -553,9 +553,9 @@ async fn bad_input_is_refused_precisely_and_the_next_request_is_served() {
     refused += 1;
     good().await;
 
-    // Content-Length and Transfer-Encoding together (request smuggling): read by its chunked
-    // framing, answered, and the connection closed, so the request hidden behind it is never
-    // read, let alone sent to Salesforce.
+    // Content-Length and Transfer-Encoding together (request smuggling): refused with 400 and
+    // the connection closed, so the request hidden behind it is never read, let alone sent to
+    // Salesforce.
     let smuggled = format!(
         "POST http://{HOST}/services/apexrest/echo HTTP/1.1\r\nHost: {HOST}\r\n\
          Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
@@ -567,6 +567,7 @@ async fn bad_input_is_refused_precisely_and_the_next_request_is_served() {
         1,
         "one answer: {answer}"
     );
+    assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"

@@ -475,15 +475,24 @@ async fn sessions_refused_at_once_cost_one_renewal_not_a_login_per_request() {
 
     // The new session is refused too, moments after it was minted: it is kept, and each caller
     // gets its 401 after one attempt, with no login.
-    // Well within the 10 s the session is kept for, also on a slow machine.
+    // Well within the 12 s the session is kept for at the default budget (0.5 s here); a
+    // machine so slow that they take longer may see the one renewal the spacing then allows.
     let requests = 100;
     let limits_path = "/services/data/v61.0/limits";
     let started = std::time::Instant::now();
     let statuses = hammer(&proxy, HOST, limits_path, &[], requests, 4).await;
-    eprintln!("{requests} refused requests in {:?}", started.elapsed());
+    let took = started.elapsed();
+    eprintln!("{requests} refused requests in {took:?}");
+    let spacing_passed = usize::from(took >= Duration::from_secs(12));
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
-    assert_eq!(org.mock.requests().len(), 3 + requests, "none replayed");
-    assert_eq!(org.mock.token_requests(), 2, "no login per request");
+    assert!(
+        org.mock.requests().len() <= 3 + requests + spacing_passed,
+        "none replayed"
+    );
+    assert!(
+        org.mock.token_requests() <= 2 + spacing_passed,
+        "no login per request"
+    );
 
     // Salesforce takes sessions again: the kept one serves at once.
     org.mock.set_refuse_sessions(false);

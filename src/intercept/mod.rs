@@ -142,8 +142,10 @@ pub async fn serve_tunnel<S>(
         }
     };
     let mut io = Rewind::new(TokioIo::new(upgraded));
-    let timeout = serving.header_timeout();
-    let tls = match tokio::time::timeout(timeout, starts_with_tls(&mut io)).await {
+    // One deadline for the first bytes and the TLS handshake: a caller cannot stretch the time
+    // before its first request head by taking each step slowly.
+    let deadline = tokio::time::Instant::now() + serving.header_timeout();
+    let tls = match tokio::time::timeout_at(deadline, starts_with_tls(&mut io)).await {
         Ok(Ok(tls)) => tls,
         _ => {
             tracing::debug!(
@@ -159,7 +161,7 @@ pub async fn serve_tunnel<S>(
     };
     match (inside, tls) {
         (Inside::Tls(intercept), true) => {
-            let Some(stream) = accept_tls(&intercept, io, &host, peer, timeout).await else {
+            let Some(stream) = accept_tls(&intercept, io, &host, peer, deadline).await else {
                 return;
             };
             tracing::debug!(%peer, %host, port, "tunnel open");
@@ -207,14 +209,14 @@ async fn starts_with_tls(io: &mut impl Peek) -> std::io::Result<bool> {
     Ok(io.peek(&mut start, 2).await? == 2 && start[1] == 0x03)
 }
 
-/// The TLS of the tunnel, terminated with the host's leaf within `timeout`; `None` (logged) when
+/// The TLS of the tunnel, terminated with the host's leaf by `deadline`; `None` (logged) when
 /// the caller does not complete it.
 async fn accept_tls<I>(
     intercept: &Intercept,
     io: I,
     host: &str,
     peer: SocketAddr,
-    timeout: std::time::Duration,
+    deadline: tokio::time::Instant,
 ) -> Option<tokio_rustls::server::TlsStream<I>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -241,7 +243,7 @@ where
     };
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
         Ok(Ok(stream)) => Some(stream),
         // The caller's side: typically it does not trust the sfproxy CA. Not a server error.
         Ok(Err(error)) => {

@@ -10,20 +10,24 @@
 //!
 //! Also first, before the caller is identified: what the request head itself makes unservable.
 //! Methods Salesforce's APIs do not use get 405 (`TRACE` would reflect the bearer token; a
-//! `CONNECT` that is not `host:port` asks for no tunnel), and a head RFC 9112 §3.2 says to refuse
+//! `CONNECT` in origin form asks for no tunnel), and a head RFC 9112 §3.2 says to refuse
 //! gets 400: two `Host`s, a `Host` with a bad port or trailing dots, two `Proxy-Authorization`s.
 //!
 //! A request framed by both `Content-Length` and `Transfer-Encoding` is refused with 400 and its
 //! connection closed, as Envoy does: hyper reads such a request by its chunked framing and drops
 //! `Content-Length` from the header map, so the service cannot see it. [`FramingWatch`] reads
 //! the HTTP/1 bytes hyper reads and notes, head by head, which ones had both; the server marks
-//! those requests [`AmbiguousFraming`].
+//! those requests with a [`FramingDoubt`], and every request after bytes the watch could not
+//! follow too (it fails closed).
 
 use std::{
     collections::VecDeque,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -160,8 +164,10 @@ where
 
 /// The method and the headers that say who and where: see the module doc.
 fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
-    if request.extensions().get::<AmbiguousFraming>().is_some() {
-        return Err(ProxyError::AmbiguousFraming);
+    match request.extensions().get::<FramingDoubt>() {
+        Some(FramingDoubt::Both) => return Err(ProxyError::AmbiguousFraming),
+        Some(FramingDoubt::Lost) => return Err(ProxyError::FramingLost),
+        None => {}
     }
     let method = request.method();
     let forwarded = matches!(
@@ -237,30 +243,46 @@ pub fn check_host(value: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Marks a request whose head had both `Content-Length` and `Transfer-Encoding`.
-#[derive(Debug, Clone, Copy)]
-pub struct AmbiguousFraming;
+/// Marks a request the limits layer refuses for its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingDoubt {
+    /// Its head had both `Content-Length` and `Transfer-Encoding`.
+    Both,
+    /// It came after bytes the watch could not follow: it cannot be told.
+    Lost,
+}
 
 /// What [`FramingWatch`] saw of one connection's request heads, in order: whether each had both
 /// `Content-Length` and `Transfer-Encoding`. The server takes one entry per request hyper hands
 /// it; hyper hands over every head it parsed, in order, and closes the connection on any it
-/// cannot parse, so the two stay in step. Once the watch cannot follow the bytes, it stops
-/// noting, and requests from then on are not marked.
+/// cannot parse, so the two stay in step. Once the watch cannot follow the bytes (after a
+/// CONNECT, or framing it does not read), it fails closed: every later request is in doubt.
 #[derive(Debug, Default)]
-pub struct FramingLog(Mutex<VecDeque<bool>>);
+pub struct FramingLog {
+    heads: Mutex<VecDeque<bool>>,
+    lost: AtomicBool,
+}
 
 impl FramingLog {
-    /// Whether the next request's head had both framings; `false` when the watch did not see it.
-    pub fn next_is_ambiguous(&self) -> bool {
-        self.0
+    /// Why the next request must be refused for its framing, if it must.
+    pub fn next(&self) -> Option<FramingDoubt> {
+        let head = self
+            .heads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
-            .unwrap_or(false)
+            .pop_front();
+        match head {
+            Some(true) => Some(FramingDoubt::Both),
+            Some(false) => None,
+            None => self
+                .lost
+                .load(Ordering::Relaxed)
+                .then_some(FramingDoubt::Lost),
+        }
     }
 
     fn push(&self, ambiguous: bool) {
-        self.0
+        self.heads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push_back(ambiguous);
@@ -305,6 +327,14 @@ impl<T> FramingWatch<T> {
     }
 
     fn feed(&mut self, input: &[u8]) {
+        self.follow(input);
+        if self.state == Framing::Off {
+            self.log.lost.store(true, Ordering::Relaxed);
+            self.pending = Vec::new();
+        }
+    }
+
+    fn follow(&mut self, input: &[u8]) {
         // What followed a head in the same read (a body, the next request), fed again.
         let mut carry: Vec<u8>;
         let mut data = input;
@@ -427,13 +457,24 @@ impl<T> FramingWatch<T> {
     }
 }
 
-/// The size at the start of a chunk line (`1a;ext=x`), in hex.
+/// The size at the start of a chunk line (`1a;ext=x`), in hex; leading zeros, which hyper
+/// accepts however many, are skipped.
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    if digits == 0 {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+    let significant = &line[line[..digits]
+        .iter()
+        .position(|&b| b != b'0')
+        .unwrap_or(digits)..digits];
+    if significant.len() > 16 {
+        return None;
+    }
+    if significant.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(std::str::from_utf8(significant).ok()?, 16).ok()
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for FramingWatch<T> {
@@ -673,7 +714,7 @@ mod tests {
         for piece in stream.chunks(step) {
             watch.feed(piece);
         }
-        let seen: Vec<bool> = log.0.lock().unwrap().iter().copied().collect();
+        let seen: Vec<bool> = log.heads.lock().unwrap().iter().copied().collect();
         drop(watch);
         seen
     }
@@ -705,6 +746,25 @@ mod tests {
         assert_eq!(heads(tunnel.as_bytes(), 5), [false]);
         let broken = format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{decoy}");
         assert_eq!(heads(broken.as_bytes(), 5), [false]);
+        // Chunk sizes with leading zeros, as hyper reads them.
+        let zeros = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000003\r\n\
+             abc\r\n0000000000000000000000\r\n\r\n{decoy}\r\n"
+        );
+        assert_eq!(heads(zeros.as_bytes(), 3), [false, true]);
+    }
+
+    #[test]
+    fn once_the_watch_is_lost_every_later_request_is_in_doubt() {
+        let log = Arc::new(FramingLog::default());
+        let mut watch = FramingWatch::new((), log.clone(), 64 * 1024);
+        watch
+            .feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
+        assert_eq!(log.next(), None);
+        assert_eq!(log.next(), None, "the head it could not follow is noted");
+        assert_eq!(log.next(), Some(FramingDoubt::Lost));
+        assert_eq!(log.next(), Some(FramingDoubt::Lost));
+        assert!(watch.pending.is_empty(), "nothing kept once lost");
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ pub struct RouteLayer {
 }
 
 impl RouteLayer {
-    /// `intercept`: the CA that lets CONNECT open tunnels; `None` refuses CONNECT.
+    /// `intercept`: the CA that lets CONNECT open tunnels to port 443; `None` refuses those
+    /// (tunnels to port 80 carry plain HTTP and need none).
     pub fn new(routes: Vec<Arc<Route>>, intercept: Option<Arc<Intercept>>) -> Self {
         Self {
             routes: routes.into(),
@@ -161,9 +162,16 @@ fn grant_tunnel(
 /// no scheme, no path, no user information, a port.
 fn connect_port(uri: &Uri) -> Result<u16, ProxyError> {
     let bad = |why: &str| {
+        // Never echoed with user information in it: that part may be a password.
+        let target = uri.to_string();
+        let target = if target.contains('@') {
+            String::new()
+        } else {
+            format!(" {target:?}")
+        };
         Err(ProxyError::BadRequest(format!(
-            "CONNECT needs a host:port target (e.g. acme.my.salesforce.com:443), not {:?}: {why}",
-            uri.to_string()
+            "CONNECT needs a host:port target (e.g. acme.my.salesforce.com:443), not{target}: \
+             {why}"
         )))
     };
     let Some(authority) = uri.authority() else {

@@ -41,7 +41,7 @@ use crate::{
         cache::{LoginError, SessionCache, Source},
         token::{Session, TokenClient, TokenError},
     },
-    upstream::{Destination, error_chain, strip_hop_by_hop},
+    upstream::{Destination, error_chain, failure_class, strip_hop_by_hop},
 };
 
 /// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.
@@ -212,7 +212,7 @@ where
 }
 
 /// Sends a request whose body is kept, and once more if the instance refused it unprocessed
-/// (HTTP/2 REFUSED_STREAM, or above a graceful GOAWAY's last stream, as when an instance
+/// (HTTP/2 REFUSED_STREAM, or above a GOAWAY's last stream, as when an instance
 /// restarts): nothing of it was acted on. The copy kept for a replay serves; a streamed body
 /// is gone, so such a request is answered 502.
 async fn send_kept<S>(
@@ -288,15 +288,24 @@ async fn read_expiry(
             Ok((Response::from_parts(parts, body::full(bytes)), expired))
         }
         Ok(Buffered::Streaming(body)) => Ok((Response::from_parts(parts, body), false)),
-        Err(error) => Err(ProxyError::UpstreamUnreachable {
-            org: org.name.clone(),
-            instance: session.instance.to_string(),
-            reason: format!("the answer was cut off: {}", error_chain(&error)),
-        }),
+        Err(error) => {
+            tracing::warn!(detail = %error_chain(&error), "the instance's answer was cut off");
+            Err(ProxyError::UpstreamUnreachable {
+                org: org.name.clone(),
+                instance: session.instance.to_string(),
+                reason: format!(
+                    "the answer was cut off: {}",
+                    failure_class(&error, "instance")
+                ),
+            })
+        }
     }
 }
 
-/// Reads an error body (gzip-decoded if need be) for Salesforce's expired-session codes.
+/// Reads an error body (gzip-decoded if need be) for Salesforce's expired-session codes, by
+/// their structure: the `errorCode` of a REST error array (JSON, or XML with an XML `Accept`),
+/// Bulk API 1.0's `exceptionCode`. Not a substring of the body: an error that quotes what the
+/// caller sent (an entity named `InvalidSessionId`, say) must not cost a login.
 fn says_session_expired(headers: &HeaderMap, bytes: &Bytes) -> bool {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
@@ -315,8 +324,30 @@ fn says_session_expired(headers: &HeaderMap, bytes: &Bytes) -> bool {
     } else {
         String::from_utf8_lossy(bytes).into_owned()
     };
-    (text.contains("INVALID_SESSION_ID") || text.contains("InvalidSessionId"))
-        && !text.contains("not valid for use with the REST API")
+    let text = text.trim_start();
+    if text.starts_with('[') {
+        let Ok(errors) = serde_json::from_str::<Vec<RestError>>(text) else {
+            return false;
+        };
+        return errors
+            .iter()
+            .any(|e| e.error_code == "INVALID_SESSION_ID" && !e.message.contains(NOT_FOR_REST));
+    }
+    (text.contains("<errorCode>INVALID_SESSION_ID</errorCode>")
+        || text.contains("<exceptionCode>InvalidSessionId</exceptionCode>"))
+        && !text.contains(NOT_FOR_REST)
+}
+
+/// A session valid for other APIs but not REST: a setup problem no new session cures.
+const NOT_FOR_REST: &str = "not valid for use with the REST API";
+
+/// One entry of a REST error array, `{"message":..,"errorCode":..}`.
+#[derive(serde::Deserialize)]
+struct RestError {
+    #[serde(rename = "errorCode", default)]
+    error_code: String,
+    #[serde(default)]
+    message: String,
 }
 
 fn login_error(org: &Org, user: &str, error: &Arc<LoginError>) -> ProxyError {
@@ -372,6 +403,18 @@ mod tests {
             r#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#
         ));
         assert!(!expired(r#"[{"errorCode":"NOT_FOUND"}]"#));
+        // What an error quotes from the caller's request is not its code.
+        assert!(!expired(
+            "<error><exceptionCode>InvalidEntity</exceptionCode><exceptionMessage>Entity \
+             'InvalidSessionId' is not supported</exceptionMessage></error>"
+        ));
+        assert!(!expired(
+            r#"[{"message":"no such field INVALID_SESSION_ID","errorCode":"INVALID_FIELD"}]"#
+        ));
+        assert!(!expired(
+            "<Errors><Error><errorCode>INVALID_FIELD</errorCode><message>&lt;errorCode&gt;\
+             INVALID_SESSION_ID&lt;/errorCode&gt;</message></Error></Errors>"
+        ));
     }
 
     /// An upstream that refuses its first `refusals` requests unprocessed, and records what

@@ -204,8 +204,14 @@ where
         let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
         let method = request.method().clone();
         // A CONNECT has no path: its target is the authority it asks a tunnel to.
+        // User information is never logged: it may hold a password.
         let path = match request.uri().authority() {
-            Some(authority) if request.method() == http::Method::CONNECT => authority.to_string(),
+            Some(authority) if request.method() == http::Method::CONNECT => authority
+                .as_str()
+                .rsplit('@')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
             _ => request.uri().path().to_owned(),
         };
         let notes = Arc::new(Notes::default());

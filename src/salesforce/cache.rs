@@ -6,7 +6,7 @@
 //! request runs and they all get its result (never read-then-insert, which races). Invalidation
 //! removes only the session that failed, so a caller holding an old token cannot evict the fresh
 //! one a concurrent replay already minted. A young session reported expired within the
-//! [spacing](super::guard::REMINT_SPACING) of the last drop is kept while it is that young:
+//! [spacing](super::guard::remint_spacing) of the last drop is kept while it is that young:
 //! however often fresh sessions "expire", that costs at most one login per spacing. Every
 //! login passes the [`LoginGuard`]: remembered failures, the hourly budget, and bounded retries
 //! of transient failures.

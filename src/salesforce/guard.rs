@@ -8,7 +8,8 @@
 //! in any sliding hour. A remembered failure belongs to the org settings it happened with, so a
 //! reload that fixes the org clears it; the budget follows the user whatever the settings.
 //! Expiry answers are spaced too: a session Salesforce refuses again within
-//! [`REMINT_SPACING`] of the last drop is kept, not re-minted ([`LoginGuard::may_drop`]).
+//! the [spacing](remint_spacing) of the last drop is kept, not re-minted
+//! ([`LoginGuard::may_drop`]).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,10 +21,16 @@ use crate::{config::Org, salesforce::token::TokenError};
 
 const WINDOW: Duration = Duration::from_secs(3600);
 
-/// A session younger than this is dropped for an expiry answer only if no session of its (org,
-/// user) was dropped within this long: expiry answers cost at most one login per spacing, 360
-/// an hour, well inside the default budget, however many requests they answer.
+/// A session younger than the spacing is dropped for an expiry answer only if no session of its
+/// (org, user) was dropped within the spacing: expiry answers cost at most one login per
+/// spacing, however many requests they answer. At least this long...
 pub const REMINT_SPACING: Duration = Duration::from_secs(10);
+
+/// ...and long enough that expiry answers spend at most half of `max_logins_per_hour`: 12 s at
+/// the default budget of 600.
+pub fn remint_spacing(max_logins_per_hour: u32) -> Duration {
+    REMINT_SPACING.max(WINDOW * 2 / max_logins_per_hour.max(1))
+}
 
 #[derive(Default)]
 pub struct LoginGuard {
@@ -106,14 +113,15 @@ impl LoginGuard {
 
     /// Whether a session minted at `minted_at`, reported expired at `now`, may be dropped (and
     /// so cost a login); a drop is remembered. Refused only when the session is younger than
-    /// [`REMINT_SPACING`] and another was dropped within it: a first expiry is always renewed,
+    /// the [spacing](remint_spacing) and another was dropped within it: a first expiry is always renewed,
     /// a session that "expires" again moments later waits until it is that old.
     pub fn may_drop(&self, org: &Org, user: &str, minted_at: Instant, now: Instant) -> bool {
-        let young = now.saturating_duration_since(minted_at) < REMINT_SPACING;
+        let spacing = remint_spacing(org.max_logins_per_hour);
+        let young = now.saturating_duration_since(minted_at) < spacing;
         self.with(org, user, |state| {
             let recent = state
                 .dropped
-                .is_some_and(|t| now.saturating_duration_since(t) < REMINT_SPACING);
+                .is_some_and(|t| now.saturating_duration_since(t) < spacing);
             if young && recent {
                 return false;
             }
@@ -135,7 +143,9 @@ mod tests {
     fn a_young_session_expiring_again_is_kept_until_the_spacing_passes() {
         let guard = LoginGuard::default();
         let app = crate::pki::connected_app_cert("t", 1).unwrap();
-        let org = Org::for_tests("https://login.example", "ck", &app.key_pem);
+        let mut org = Org::for_tests("https://login.example", "ck", &app.key_pem);
+        // A budget at which the spacing is its floor, 10 s.
+        org.max_logins_per_hour = 3600;
         let t0 = Instant::now();
         let later = |secs: f64| t0 + Duration::from_secs_f64(secs);
         // A first expiry is renewed however young the session.
@@ -151,5 +161,20 @@ mod tests {
         assert!(guard.may_drop(&org, "u", later(0.0), later(10.3)));
         // Other users are not affected.
         assert!(guard.may_drop(&org, "v", later(10.3), later(10.4)));
+    }
+
+    #[test]
+    fn the_spacing_keeps_expiry_logins_within_half_the_budget() {
+        assert_eq!(remint_spacing(3600), REMINT_SPACING);
+        assert_eq!(remint_spacing(600), Duration::from_secs(12));
+        assert_eq!(remint_spacing(60), Duration::from_secs(120));
+        assert_eq!(remint_spacing(0), Duration::from_secs(7200));
+        for budget in [1, 2, 3, 60, 600, 720, 3600] {
+            let per_hour = WINDOW.as_secs_f64() / remint_spacing(budget).as_secs_f64();
+            assert!(
+                per_hour <= f64::from(budget) / 2.0 + 1e-9 || budget >= 720,
+                "{budget}"
+            );
+        }
     }
 }

@@ -443,7 +443,7 @@ async fn send_on(
         .send_request(Request::from_parts(head, ()), end)
         .map_err(|e| {
             if refused_unprocessed(&e) {
-                Failure::Refused(error_chain(&e))
+                Failure::Refused(failure_class(&e, "instance"))
             } else {
                 Failure::NoAnswer(Broken::new(&e))
             }
@@ -467,7 +467,7 @@ async fn send_on(
     let response = match answer.await {
         Ok(response) => response,
         Err(error) if refused_unprocessed(&error) => {
-            return Err(Failure::Refused(error_chain(&error)));
+            return Err(Failure::Refused(failure_class(&error, "instance")));
         }
         Err(error) => return Err(Failure::NoAnswer(Broken::new(&error))),
     };

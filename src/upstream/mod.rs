@@ -164,8 +164,12 @@ pub fn failure_class(error: &(dyn std::error::Error + 'static), peer: &str) -> S
             }
         }
         if let Some(h2) = h2 {
+            // The reason only: a GOAWAY's debug data is the peer's own text, of any length.
             if h2.is_go_away() || h2.is_reset() {
-                return format!("the {peer} ended the stream or connection ({h2})");
+                let reason = h2
+                    .reason()
+                    .map_or_else(|| "no reason".to_owned(), |r| r.to_string());
+                return format!("the {peer} ended the stream or connection ({reason})");
             }
         }
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {

@@ -114,9 +114,13 @@ impl Future for Pipe {
                         return Poll::Ready(());
                     }
                     Ok(data) => this.unsent = data,
+                    // Trailers end the body but are not sent: Salesforce's APIs read none, and
+                    // a header block the instance did not measure could end the connection
+                    // every caller shares, as an oversized header list would.
                     Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            let _ = this.send.send_trailers(trailers);
+                        if frame.is_trailers() {
+                            tracing::debug!("request trailers dropped");
+                            let _ = this.send.send_data(Bytes::new(), true);
                             return Poll::Ready(());
                         }
                     }
