@@ -34,6 +34,8 @@ pub mod metrics;
 
 pub mod logs;
 
+pub mod tap;
+
 // Beside the request path: the admin port, setup tools, the demo and its stand-in org.
 pub mod admin;
 

@@ -53,6 +53,7 @@ use crate::{
     },
     metrics,
     stack::ProxyService,
+    tap::Tapped,
     workers::Workers,
 };
 
@@ -268,7 +269,7 @@ where
             // framing and hides the Content-Length: the watch tells the limits layer which
             // requests came so, for it to refuse them.
             let framing = Arc::new(FramingLog::default());
-            let io = FramingWatch::new(io, framing.clone(), serving.max_head);
+            let io = Tapped::new(io, FramingWatch::new(framing.clone(), serving.max_head));
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 if let Some(doubt) = framing.next() {
                     request.extensions_mut().insert(doubt);

@@ -36,12 +36,12 @@ use futures_util::future::Either;
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::{Layer, Service};
 
 use crate::{
     body::{BodyError, ProxyBody},
     error::ProxyError,
+    tap::Follow,
 };
 
 #[derive(Clone)]
@@ -303,10 +303,9 @@ enum Framing {
     Off,
 }
 
-/// The I/O of an HTTP/1 connection, passed through unchanged, its request heads read as they go
-/// by (see [`FramingLog`]). Bodies are skipped by their framing, not scanned.
-pub struct FramingWatch<T> {
-    inner: T,
+/// Follows the bytes of an HTTP/1 connection ([`crate::tap`]), its request heads read as they
+/// go by (see [`FramingLog`]). Bodies are skipped by their framing, not scanned.
+pub struct FramingWatch {
     state: Framing,
     /// The head (or chunk line) read so far.
     pending: Vec<u8>,
@@ -314,11 +313,10 @@ pub struct FramingWatch<T> {
     max_head: usize,
 }
 
-impl<T> FramingWatch<T> {
+impl FramingWatch {
     /// `max_head`: past this, hyper refuses the head itself and the watch stops.
-    pub fn new(inner: T, log: Arc<FramingLog>, max_head: usize) -> Self {
+    pub fn new(log: Arc<FramingLog>, max_head: usize) -> Self {
         Self {
-            inner,
             state: Framing::Head,
             pending: Vec::new(),
             log,
@@ -327,14 +325,17 @@ impl<T> FramingWatch<T> {
     }
 
     fn feed(&mut self, input: &[u8]) {
-        self.follow(input);
+        if self.state == Framing::Off {
+            return;
+        }
+        self.track(input);
         if self.state == Framing::Off {
             self.log.lost.store(true, Ordering::Relaxed);
             self.pending = Vec::new();
         }
     }
 
-    fn follow(&mut self, input: &[u8]) {
+    fn track(&mut self, input: &[u8]) {
         // What followed a head in the same read (a body, the next request), fed again.
         let mut carry: Vec<u8>;
         let mut data = input;
@@ -477,49 +478,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(significant).ok()?, 16).ok()
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FramingWatch<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && this.state != Framing::Off {
-            this.feed(&buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for FramingWatch<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Follow for FramingWatch {
+    fn follow(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
     }
 }
 
@@ -710,7 +671,7 @@ mod tests {
     /// The log a watch writes for `stream`, fed in pieces of `step` bytes.
     fn heads(stream: &[u8], step: usize) -> Vec<bool> {
         let log = Arc::new(FramingLog::default());
-        let mut watch = FramingWatch::new((), log.clone(), 64 * 1024);
+        let mut watch = FramingWatch::new(log.clone(), 64 * 1024);
         for piece in stream.chunks(step) {
             watch.feed(piece);
         }
@@ -757,7 +718,7 @@ mod tests {
     #[test]
     fn once_the_watch_is_lost_every_later_request_is_in_doubt() {
         let log = Arc::new(FramingLog::default());
-        let mut watch = FramingWatch::new((), log.clone(), 64 * 1024);
+        let mut watch = FramingWatch::new(log.clone(), 64 * 1024);
         watch
             .feed(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: x\r\n\r\n");
         assert_eq!(log.next(), None);

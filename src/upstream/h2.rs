@@ -43,11 +43,12 @@ use tokio_rustls::TlsConnector;
 
 use super::{
     HttpClient, error_chain, failure_class,
-    stream::{Answer, GiveUp, Pipe, Watched},
+    stream::{Answer, GiveUp, Pipe, SettingsWatch},
 };
 use crate::{
     body::{self, ProxyBody},
     config::InstanceUrl,
+    tap::Tapped,
     workers,
 };
 
@@ -321,7 +322,10 @@ async fn open(
     }
     let max_header_list = Arc::new(AtomicU32::new(DEFAULT_MAX_HEADER_LIST));
     let (settings_seen, first_settings) = oneshot::channel();
-    let tls = Watched::new(tls, max_header_list.clone(), settings_seen);
+    let tls = Tapped::new(
+        tls,
+        SettingsWatch::new(max_header_list.clone(), settings_seen),
+    );
     let (send, mut connection) = Builder::new()
         .initial_max_send_streams(INITIAL_STREAMS)
         .initial_window_size(STREAM_WINDOW)

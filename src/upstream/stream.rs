@@ -5,12 +5,11 @@
 //! its own per request (to await the answer and hand it back): two more hand-offs and a spawn
 //! for every request. Driven from the request's own future, a stream costs neither.
 //!
-//! The connection's bytes from the instance pass through [`Watched`], which reads the instance's
+//! The connection's bytes from the instance pass through [`SettingsWatch`], which reads the instance's
 //! `SETTINGS_MAX_HEADER_LIST_SIZE`: the h2 crate keeps the peer's value to itself.
 
 use std::{
     future::Future,
-    io,
     pin::Pin,
     sync::{
         Arc,
@@ -23,10 +22,9 @@ use ::h2::{Reason, RecvStream, SendStream};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::oneshot,
-};
+
+use crate::tap::Follow;
+use tokio::sync::oneshot;
 
 use crate::body::ProxyBody;
 
@@ -230,8 +228,7 @@ const SETTING: usize = 6;
 /// followed (a few comparisons per frame, payloads skipped): every SETTINGS frame's
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` is stored in `max_header_list`, and `first_settings` fires
 /// once the first SETTINGS frame (the instance's connection preface) has been read.
-pub struct Watched<T> {
-    io: T,
+pub struct SettingsWatch {
     frames: Frames,
     max_header_list: Arc<AtomicU32>,
     first_settings: Option<oneshot::Sender<()>>,
@@ -311,14 +308,9 @@ impl Frames {
     }
 }
 
-impl<T> Watched<T> {
-    pub fn new(
-        io: T,
-        max_header_list: Arc<AtomicU32>,
-        first_settings: oneshot::Sender<()>,
-    ) -> Self {
+impl SettingsWatch {
+    pub fn new(max_header_list: Arc<AtomicU32>, first_settings: oneshot::Sender<()>) -> Self {
         Self {
-            io,
             frames: Frames::default(),
             max_header_list,
             first_settings: Some(first_settings),
@@ -326,55 +318,17 @@ impl<T> Watched<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let seen = this.frames.read(&buf.filled()[before..]);
+impl Follow for SettingsWatch {
+    fn follow(&mut self, bytes: &[u8]) {
+        let seen = self.frames.read(bytes);
         if let Some(max) = seen.max_header_list {
-            this.max_header_list.store(max, Ordering::Relaxed);
+            self.max_header_list.store(max, Ordering::Relaxed);
         }
         if seen.settings_ended {
-            if let Some(first) = this.first_settings.take() {
+            if let Some(first) = self.first_settings.take() {
                 let _ = first.send(());
             }
         }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
