@@ -420,7 +420,9 @@ impl FramingWatch {
     /// A complete head at the start of `bytes`: its length and the framing after it, noted in
     /// the log. `None` while it is incomplete; a head httparse refuses turns the watch off.
     fn head(&mut self, bytes: &[u8]) -> Option<(usize, Framing)> {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
+        // hyper takes at most 100 header fields: a head with more is refused there, and here stops
+        // the watch.
+        let mut headers = [httparse::EMPTY_HEADER; 100];
         let mut request = httparse::Request::new(&mut headers);
         let used = match request.parse(bytes) {
             Ok(httparse::Status::Complete(used)) => used,
