@@ -353,13 +353,7 @@ async fn run_bounded(config: &Path, dir: &Path) -> Output {
 async fn files_the_config_names_are_read_only_if_small_and_regular() {
     let dir = key_dir();
     let fifo = dir.path().join("fifo.key");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::mkfifo(&fifo);
     let big = dir.path().join("big.key");
     std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
     let ca = sfproxy::intercept::ca::generate("CN=cli test CA", 30, &[]).unwrap();

@@ -697,12 +697,7 @@ async fn caller_mistakes_are_refused_before_any_login() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_callers_get_407_and_other_clients_403() {
     let org = Org::start().await;
-    let hash = |s: &[u8]| -> String {
-        sfproxy::config::sha256(s)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let hash = support::sha256_hex;
     let config = org.config("", "")
         + &format!(
             "[clients.erp]\nsecret_sha256 = \"{}\"\n[clients.wms]\nsecret_sha256 = \"{}\"\n",
@@ -893,12 +888,7 @@ async fn methods_and_heads_that_must_be_refused_are_before_anything_is_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_credentials_get_one_answer_and_the_log_says_why() {
     let org = Org::start().await;
-    let hash = |s: &[u8]| -> String {
-        sfproxy::config::sha256(s)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
+    let hash = support::sha256_hex;
     // erp may call only from 10.0.0.0/8: from loopback its right secret is the wrong network.
     let config = org.config("", "")
         + &format!(

@@ -1016,13 +1016,7 @@ async fn a_reload_naming_a_fifo_or_a_device_is_refused_and_nothing_stalls() {
 
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("nobody-writes.key");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::mkfifo(&fifo);
     let key_line = good
         .lines()
         .find(|l| l.starts_with("private_key_file = "))

@@ -683,3 +683,17 @@ impl Proxy {
             .unwrap_or(0)
     }
 }
+
+/// Makes a FIFO at `path`: a file that blocks whoever reads it until someone writes.
+pub fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// The SHA-256 of `secret` in hex, as `secret_sha256` takes it.
+pub fn sha256_hex(secret: &[u8]) -> String {
+    sfproxy::config::sha256(secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
