@@ -36,6 +36,8 @@ pub mod logs;
 
 pub mod tap;
 
+pub mod framing;
+
 // Beside the request path: the admin port, setup tools, the demo and its stand-in org.
 pub mod admin;
 

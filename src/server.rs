@@ -6,7 +6,7 @@
 //! `Content-Length`s). A request framed by both `Content-Length` and `Transfer-Encoding` is
 //! refused with 400 `PROXY_BAD_REQUEST` and its connection closed, as Envoy does: hyper would
 //! read it by its chunked framing and drops `Content-Length` from the header map, so each HTTP/1
-//! connection's bytes go through `limits::FramingWatch`, which notes the heads that had both,
+//! connection's bytes go through `framing::FramingWatch`, which notes the heads that had both,
 //! and such a request is marked with a `FramingDoubt` for the limits layer. Connections beyond
 //! `max_connections` get a 503 and are closed before any request is read.
 //!
@@ -46,11 +46,9 @@ use crate::{
     body::{self, ProxyBody},
     config::ProxySettings,
     error::ProxyError,
+    framing::{FramingLog, FramingWatch},
     intercept::{self, TunnelGrant},
-    layer::{
-        identify::ClientAddr,
-        limits::{FramingLog, FramingWatch},
-    },
+    layer::identify::ClientAddr,
     metrics,
     stack::ProxyService,
     tap::Tapped,
