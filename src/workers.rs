@@ -4,7 +4,7 @@
 //! On tokio's work-stealing runtime a request crossed threads several times (the caller's
 //! connection task, the upstream connection's task, hyper's task per upstream request), and
 //! each crossing was a wake-up of another thread: with wrk and the upstream on the same two
-//! cores that cost about a fifth of the throughput (README, Performance: 0.99 → 1.27 × nginx).
+//! cores that cost about a fifth of the throughput (docs/performance.md: 0.99 → 1.27 × nginx).
 //! Here a connection is served to its end on the thread it was given, and its requests go out on
 //! that thread's own upstream connection (`upstream::h2`), so a request stays on one thread.
 //!
