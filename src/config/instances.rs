@@ -1,0 +1,112 @@
+//! Where a session may be sent: the instance URLs a token response may name for an org —
+//! Salesforce's own domains on 443 when the org logs in at Salesforce, the login host itself
+//! for a stand-in, and what `instance_hosts` adds. A hostile or mistaken token endpoint cannot
+//! make sfproxy dial anywhere else.
+
+use super::*;
+
+/// The domains Salesforce serves orgs' instances and My Domains from (`acme.my.salesforce.com`,
+/// `na123.salesforce.com`, Experience Cloud `*.force.com`, legacy `*.cloudforce.com` and
+/// `*.database.com`, Government Cloud Plus Defense `*.salesforce.mil` / `*.force.mil`, and the
+/// Alibaba-operated China cloud `*.sfcrmproducts.cn` / `*.sfcrmapps.cn`). Source: Salesforce Help,
+/// "Allow the Required Domains" and "My Domain URL Formats"; their Setup, Sites and content
+/// domains (`salesforce-setup.com`, `site.com`, `salesforce-sites.com`, `force-user-content.com`,
+/// ...) serve no API and are left out.
+pub const SALESFORCE_DOMAINS: &[&str] = &[
+    "salesforce.com",
+    "force.com",
+    "cloudforce.com",
+    "database.com",
+    "salesforce.mil",
+    "force.mil",
+    "sfcrmproducts.cn",
+    "sfcrmapps.cn",
+];
+
+/// `host` (lower-case, no trailing dot) is one of [`SALESFORCE_DOMAINS`] or under one.
+pub fn is_salesforce_host(host: &str) -> bool {
+    SALESFORCE_DOMAINS.iter().any(|domain| {
+        host.strip_suffix(domain)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    })
+}
+
+/// A host and port, lower-case, without the trailing dot; the port 443 when not given.
+pub(super) fn host_and_port(authority: &Authority) -> (String, u16) {
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    (host, authority.port_u16().unwrap_or(443))
+}
+
+/// One `instance_hosts` entry: `"host"`, `"*.domain"` (subdomains only), either with `:port`
+/// (else port 443 only, as https has it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHost {
+    host: HostPattern,
+    port: u16,
+}
+
+impl InstanceHost {
+    pub(super) fn parse(raw: &str) -> Result<Self, String> {
+        let entry = raw.trim();
+        let (host, port) = match entry.rsplit_once(':') {
+            // A bracketed IPv6 address without a port has colons but ends with `]`.
+            Some((host, port)) if !entry.ends_with(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{raw:?}: {port:?} is not a port (1-65535)"))?;
+                (host, port)
+            }
+            _ => (entry, 443),
+        };
+        let pattern = HostPattern::parse(host).map_err(|_| {
+            format!("{raw:?} is not an instance host (use \"host\", \"*.domain\" or \"host:port\")")
+        })?;
+        if pattern == HostPattern::Any {
+            return Err(format!(
+                "{raw:?} would send sessions wherever a token response points: name the hosts \
+                 or \"*.domain\""
+            ));
+        }
+        Ok(Self {
+            host: pattern,
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.matches(host)
+    }
+}
+
+/// Where sessions of an org may be sent when the token response names the instance: a hostile or
+/// mistaken token endpoint must not make sfproxy dial (and report on) any host and port it likes.
+/// By default, port 443 under [`SALESFORCE_DOMAINS`] when `login_url` is a Salesforce host, and
+/// the login host and port itself when it is not (a stand-in); plus the `instance_hosts` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePolicy {
+    /// `login_url`'s host and port when it is not a Salesforce host on 443.
+    login: Option<(String, u16)>,
+    pub(super) listed: Vec<InstanceHost>,
+}
+
+impl InstancePolicy {
+    pub fn new(login_url: &Uri, listed: Vec<InstanceHost>) -> Self {
+        let login = login_url
+            .authority()
+            .map(host_and_port)
+            .filter(|(host, port)| !(*port == 443 && is_salesforce_host(host)));
+        Self { login, listed }
+    }
+
+    /// Whether a session may be sent to `instance`.
+    pub fn allows(&self, instance: &InstanceUrl) -> bool {
+        let (host, port) = host_and_port(&instance.0);
+        let default = match &self.login {
+            None => port == 443 && is_salesforce_host(&host),
+            Some((login_host, login_port)) => *login_host == host && *login_port == port,
+        };
+        default || self.listed.iter().any(|entry| entry.matches(&host, port))
+    }
+}

@@ -1,0 +1,420 @@
+use super::*;
+
+fn key_file() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = crate::pki::connected_app_cert("test", 1).unwrap();
+    std::fs::write(dir.path().join("acme.key"), pair.key_pem).unwrap();
+    dir
+}
+
+const ORG: &str = r#"
+[orgs.acme]
+login_url = "https://login.salesforce.com"
+client_id = "3MVG9"
+private_key_file = "acme.key"
+"#;
+
+const ROUTE: &str = r#"
+[[routes]]
+name = "r"
+hosts = ["acme.my.salesforce.com"]
+org = "acme"
+user = "u@acme.com"
+"#;
+
+fn load(extra: &str) -> Result<Config, ConfigError> {
+    let dir = key_file();
+    Config::from_toml(&format!("{extra}\n{ORG}\n{ROUTE}"), dir.path())
+}
+
+#[test]
+fn defaults_apply() {
+    let config = load("").unwrap();
+    assert_eq!(config.proxy.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.proxy.replay_limit, 1024 * 1024);
+    let org = &config.orgs["acme"];
+    assert_eq!(org.audience, "https://login.salesforce.com");
+    assert_eq!(
+        org.token_url.to_string(),
+        "https://login.salesforce.com/services/oauth2/token"
+    );
+    assert_eq!(config.routes[0].path_prefix, "/");
+}
+
+#[test]
+fn audience_inference_follows_the_login_host() {
+    let cases = [
+        ("https://test.salesforce.com", "https://test.salesforce.com"),
+        (
+            "https://acme--uat.sandbox.my.salesforce.com",
+            "https://test.salesforce.com",
+        ),
+        (
+            "https://acme.my.salesforce.com",
+            "https://login.salesforce.com",
+        ),
+        ("https://localhost:8443", "https://localhost:8443"),
+    ];
+    for (login, want) in cases {
+        let url = parse_login_url(login).unwrap();
+        assert_eq!(infer_audience(login, url.host().unwrap()), want, "{login}");
+    }
+}
+
+#[test]
+fn clients_keep_file_order() {
+    let config = load(
+        "[clients.zeta]\nnetworks = [\"10.0.0.0/8\"]\n[clients.alpha]\nnetworks = [\"10.1.0.0/16\"]\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = config.clients.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["zeta", "alpha"]);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let err = load("[proxy]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+    assert!(err.key.starts_with("proxy.lisen"), "{err}");
+    assert!(err.message.contains("unknown field"), "{err}");
+
+    let err = load("[proxy]\nlisten = \"nowhere\"\n").unwrap_err();
+    assert!(err.key.starts_with("proxy.listen"), "{err}");
+
+    let dir = key_file();
+    let text = format!("{ORG}[orgs.b]\nclient_id = \"x\"\n{ROUTE}");
+    let err = Config::from_toml(&text, dir.path()).unwrap_err();
+    assert!(err.key.starts_with("orgs.b.login_url"), "{err}");
+}
+
+#[test]
+fn plain_http_login_url_is_refused() {
+    let dir = key_file();
+    let text = ORG.replace("https://login", "http://login") + ROUTE;
+    let err = Config::from_toml(&text, dir.path()).unwrap_err();
+    assert_eq!(err.key, "orgs.acme.login_url");
+    assert!(err.message.contains("not https"));
+}
+
+#[test]
+fn exposing_configs_refuse_to_start() {
+    let err = load("[proxy]\nlisten = \"0.0.0.0:3128\"\n").unwrap_err();
+    assert_eq!(err.key, "proxy.listen");
+
+    let err = load("[clients.erp]\nnetworks = [\"0.0.0.0/0\"]\n").unwrap_err();
+    assert_eq!(err.key, "clients.erp");
+
+    let err = load("[clients.erp]\n").unwrap_err();
+    assert_eq!(err.key, "clients.erp");
+
+    // Most of the internet in pieces is no better than all of it.
+    for networks in [
+        r#"["0.0.0.0/1", "128.0.0.0/1"]"#,
+        r#"["10.0.0.0/8", "64.0.0.0/2"]"#,
+        r#"["2000::/3"]"#,
+    ] {
+        let err = load(&format!("[clients.erp]\nnetworks = {networks}\n")).unwrap_err();
+        assert_eq!(err.key, "clients.erp", "{networks}");
+        assert!(err.message.contains("broader than /8"), "{err}");
+    }
+    for networks in [r#"["10.0.0.0/8", "192.168.0.0/16"]"#, r#"["fc00::/7"]"#] {
+        load(&format!("[clients.erp]\nnetworks = {networks}\n")).unwrap();
+    }
+
+    // A secret makes the whole internet acceptable: the caller must prove who it is.
+    let hex = "00".repeat(32);
+    load(&format!(
+        "[proxy]\nlisten = \"0.0.0.0:3128\"\n[clients.erp]\nsecret_sha256 = \"{hex}\"\n"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn exposure_counts_public_coverage_across_clients() {
+    let slash8s = |range: std::ops::Range<u16>| -> String {
+        let nets: Vec<String> = range.map(|i| format!("\"{i}.0.0.0/8\"")).collect();
+        format!("[{}]", nets.join(", "))
+    };
+    for (clients, key) in [
+        (format!("[clients.erp]\nnetworks = {}\n", slash8s(0..256)), "clients.erp"),
+        (format!("[clients.erp]\nnetworks = {}\n", slash8s(0..128)), "clients.erp"),
+        (format!("[clients.erp]\nnetworks = {}\n", slash8s(11..13)), "clients.erp"),
+        // Across clients: each alone is one /8, together two.
+        (
+            "[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.wms]\nnetworks = [\"12.0.0.0/8\"]\n"
+                .to_owned(),
+            "clients.wms",
+        ),
+        (
+            "[clients.erp]\nnetworks = [\"2001:db8::/32\", \"2001:db9::/32\"]\n".to_owned(),
+            "clients.erp",
+        ),
+        (
+            "[clients.erp]\nnetworks = [\"2001::/16\"]\n".to_owned(),
+            "clients.erp",
+        ),
+    ] {
+        let err = load(&clients).unwrap_err();
+        assert_eq!(err.key, key, "{clients}");
+        assert!(err.message.contains("cover more public address space"), "{err}");
+    }
+    let err = load(
+        "[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.wms]\nnetworks = [\"12.0.0.0/8\"]\n",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("together with those of erp"), "{err}");
+    for clients in [
+        // One public /8, counted once however often it is listed or overlapped.
+        "[clients.erp]\nnetworks = [\"11.0.0.0/8\", \"11.1.0.0/16\"]\n[clients.wms]\nnetworks = [\"11.0.0.0/8\"]\n",
+        // Private space does not count.
+        "[clients.erp]\nnetworks = [\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\", \"100.64.0.0/10\", \"11.0.0.0/8\"]\n",
+        "[clients.erp]\nnetworks = [\"fc00::/7\", \"2001:db8::/32\"]\n",
+        // A client with a secret is not exposure.
+        "[clients.erp]\nnetworks = [\"11.0.0.0/8\"]\n[clients.deploy]\nnetworks = [\"12.0.0.0/8\"]\nsecret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n",
+    ] {
+        load(clients).unwrap();
+    }
+}
+
+#[test]
+fn files_are_read_only_when_small_and_regular() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
+    let fits = dir.path().join("fits.pem");
+    std::fs::write(&fits, vec![b'a'; MAX_FILE_BYTES as usize]).unwrap();
+    assert_eq!(read_file(&fits).unwrap().len(), MAX_FILE_BYTES as usize);
+    let err = read_file(&big).unwrap_err();
+    assert!(err.contains("larger than 1 MiB"), "{err}");
+    let err = read_file(dir.path()).unwrap_err();
+    assert!(err.contains("a directory, not a regular file"), "{err}");
+    let err = read_file(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.contains("/dev/zero: it is a device"), "{err}");
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = read_file(&fifo).unwrap_err();
+    assert!(err.contains("it is a FIFO"), "{err}");
+}
+
+#[test]
+fn route_checks() {
+    let err =
+        load("[[routes]]\nname = \"x\"\nhosts = []\norg = \"acme\"\nuser = \"u\"\n").unwrap_err();
+    assert_eq!(err.key, "routes.x.hosts");
+    let err = load("[[routes]]\nname = \"x\"\nhosts = [\"a\"]\norg = \"nope\"\nuser = \"u\"\n")
+        .unwrap_err();
+    assert_eq!(err.key, "routes.x.org");
+}
+
+#[test]
+fn env_keys_name_variables_and_never_quote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A key pasted where a variable name belongs, made here: no key material in the source.
+    let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let body = pem.lines().nth(1).unwrap().to_owned();
+    let org = ORG.replace(
+        "private_key_file = \"acme.key\"",
+        &format!("private_key_env = \"\"\"{pem}\"\"\""),
+    );
+    let err = Config::from_toml(&format!("{org}{ROUTE}"), dir.path()).unwrap_err();
+    assert_eq!(err.key, "orgs.acme.private_key_env");
+    assert!(
+        !err.to_string().contains(&body) && !err.to_string().contains("BEGIN"),
+        "{err}"
+    );
+
+    let org = ORG.replace(
+        "private_key_file = \"acme.key\"",
+        "private_key_env = \"SFPROXY_TEST_UNSET_KEY_VAR\"",
+    );
+    let err = Config::from_toml(&format!("{org}{ROUTE}"), dir.path()).unwrap_err();
+    assert_eq!(err.key, "orgs.acme.private_key_env");
+    assert!(err.message.contains("not set"), "{err}");
+
+    // A secret that happens to look like a variable name is not quoted either.
+    let err = load("[clients.erp]\nsecret_env = \"hunter2hunter2\"\n").unwrap_err();
+    assert_eq!(err.key, "clients.erp.secret_env");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn client_debug_hides_the_secret_hash() {
+    let hex = "ab".repeat(32);
+    let config = load(&format!("[clients.erp]\nsecret_sha256 = \"{hex}\"\n")).unwrap();
+    let debug = format!("{:?}", config.clients);
+    assert!(
+        debug.contains("erp") && !debug.contains("abab") && !debug.contains("171"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn key_must_be_rsa() {
+    let dir = tempfile::tempdir().unwrap();
+    let ec = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("acme.key"), ec.serialize_pem()).unwrap();
+    let err = Config::from_toml(&format!("{ORG}{ROUTE}"), dir.path()).unwrap_err();
+    assert_eq!(err.key, "orgs.acme.private_key_file");
+    assert!(!err.message.contains("BEGIN"), "no key material in errors");
+}
+
+#[test]
+fn host_patterns() {
+    let sub = HostPattern::parse("*.Example.com").unwrap();
+    assert!(sub.matches("a.example.com"));
+    assert!(!sub.matches("example.com"));
+    assert!(!sub.matches("evilexample.com"));
+    assert!(HostPattern::parse("*").unwrap().matches("anything"));
+    assert!(HostPattern::parse("a b").is_err());
+    assert!(HostPattern::parse("acme.my.salesforce.com:443").is_err());
+    assert!(HostPattern::parse("[::1]").unwrap().matches("[::1]"));
+}
+
+#[test]
+fn salesforce_hosts_are_its_domains_and_their_subdomains_only() {
+    for host in [
+        "login.salesforce.com",
+        "acme.my.salesforce.com",
+        "acme--uat.sandbox.my.salesforce.com",
+        "na123.salesforce.com",
+        "salesforce.com",
+        "acme.my.salesforce.mil",
+        "site.force.com",
+        "acme.my.sfcrmproducts.cn",
+    ] {
+        assert!(is_salesforce_host(host), "{host}");
+    }
+    for host in [
+        "evilsalesforce.com",
+        "salesforce.com.evil.example",
+        "localhost",
+        "127.0.0.1",
+        "acme.my.site.com",
+        "salesforce-setup.com",
+    ] {
+        assert!(!is_salesforce_host(host), "{host}");
+    }
+}
+
+fn policy_for(login: &str, listed: &[&str]) -> InstancePolicy {
+    let listed = listed
+        .iter()
+        .map(|entry| InstanceHost::parse(entry).unwrap())
+        .collect();
+    InstancePolicy::new(&login.parse().unwrap(), listed)
+}
+
+fn allows(policy: &InstancePolicy, url: &str) -> bool {
+    policy.allows(&InstanceUrl::parse(url).unwrap())
+}
+
+#[test]
+fn a_salesforce_login_allows_salesforce_instances_on_443_only() {
+    for login in [
+        "https://login.salesforce.com",
+        "https://acme.my.salesforce.com:443",
+        "https://acme.my.site.force.com/customers",
+    ] {
+        let policy = policy_for(login, &[]);
+        assert!(allows(&policy, "https://acme.my.salesforce.com"), "{login}");
+        assert!(
+            allows(&policy, "https://ACME.my.salesforce.com.:443"),
+            "{login}"
+        );
+        assert!(allows(&policy, "https://eu12.salesforce.com"), "{login}");
+        assert!(allows(&policy, "https://gov.my.salesforce.mil"), "{login}");
+        assert!(
+            !allows(&policy, "https://acme.my.salesforce.com:8443"),
+            "{login}"
+        );
+        assert!(!allows(&policy, "https://127.0.0.1"), "{login}");
+        assert!(!allows(&policy, "https://127.0.0.1:9"), "{login}");
+        assert!(!allows(&policy, "https://evilsalesforce.com"), "{login}");
+    }
+}
+
+#[test]
+fn a_stand_in_login_allows_its_own_host_and_port_only() {
+    let policy = policy_for("https://localhost:8443", &[]);
+    assert!(allows(&policy, "https://localhost:8443"));
+    assert!(allows(&policy, "https://LOCALHOST:8443"));
+    assert!(!allows(&policy, "https://localhost:8444"));
+    assert!(!allows(&policy, "https://localhost"));
+    assert!(!allows(&policy, "https://127.0.0.1:8443"));
+    assert!(!allows(&policy, "https://acme.my.salesforce.com"));
+    // A Salesforce host on another port is not Salesforce's: its own host and port only.
+    let odd = policy_for("https://login.salesforce.com:8443", &[]);
+    assert!(allows(&odd, "https://login.salesforce.com:8443"));
+    assert!(!allows(&odd, "https://acme.my.salesforce.com"));
+}
+
+#[test]
+fn listed_instance_hosts_add_hosts_domains_and_ports() {
+    let policy = policy_for(
+        "https://login.salesforce.com",
+        &[
+            "crm.example.com",
+            "*.gov.example",
+            "127.0.0.1:9443",
+            "[::1]:8443",
+        ],
+    );
+    assert!(allows(&policy, "https://crm.example.com"));
+    assert!(
+        !allows(&policy, "https://crm.example.com:8443"),
+        "no port: 443 only"
+    );
+    assert!(allows(&policy, "https://a.gov.example"));
+    assert!(!allows(&policy, "https://gov.example"), "subdomains only");
+    assert!(allows(&policy, "https://127.0.0.1:9443"));
+    assert!(!allows(&policy, "https://127.0.0.1:9444"));
+    assert!(allows(&policy, "https://[::1]:8443"));
+    assert!(
+        allows(&policy, "https://acme.my.salesforce.com"),
+        "the defaults stay"
+    );
+}
+
+#[test]
+fn bad_instance_hosts_are_refused_naming_the_key() {
+    for bad in [
+        "*",
+        "a b",
+        "host:0",
+        "host:99999",
+        "host:x",
+        "https://host",
+        "",
+    ] {
+        let dir = key_file();
+        let text = format!("{ORG}instance_hosts = [{bad:?}]\n{ROUTE}");
+        let err = Config::from_toml(&text, dir.path()).unwrap_err();
+        assert_eq!(err.key, "orgs.acme.instance_hosts", "{bad}: {err}");
+    }
+    let config = load("").unwrap();
+    assert!(config.orgs["acme"].instances.listed.is_empty());
+}
+
+#[test]
+fn workers_default_to_the_cores_and_are_bounded() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(load("").unwrap().proxy.workers, cores);
+    assert_eq!(load("[proxy]\nworkers = 3\n").unwrap().proxy.workers, 3);
+    for bad in ["0", "1025"] {
+        let err = load(&format!("[proxy]\nworkers = {bad}\n")).unwrap_err();
+        assert_eq!(err.key, "proxy.workers");
+        assert!(err.message.contains("between 1 and 1024"), "{err}");
+    }
+}
+
+#[test]
+fn debug_redacts_the_key() {
+    let config = load("").unwrap();
+    let text = format!("{config:?}");
+    assert!(text.contains("<redacted>"));
+}
