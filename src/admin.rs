@@ -3,24 +3,38 @@
 //! It is a separate port, not a route, so no caller of the proxy port can reach it and no
 //! route can shadow it; it serves no Salesforce data, only state.
 
-use std::{sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
-use crate::app::App;
+use crate::{
+    body::{self, ProxyBody},
+    server::connection::{ConnectionLimits, Serving, serve_connection},
+};
 
 /// Histograms are folded into their buckets this often, scrape or not. Until then they keep
 /// every sample (two per request): at 20,000 requests/s, 5 s of samples held about 2 MB.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// An admin request is a line and a few headers; scrapers that take longer are gone.
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_header_bytes: 16 * 1024,
+    header_timeout: Duration::from_secs(10),
+};
 
-pub async fn serve(listener: TcpListener, app: Arc<App>, prometheus: Option<PrometheusHandle>) {
+/// What `/readyz` asks: `Err` says why the proxy should not get traffic yet.
+pub trait Readiness: Send + Sync + 'static {
+    fn readiness(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+pub async fn serve<R: Readiness>(
+    listener: TcpListener,
+    ready: Arc<R>,
+    prometheus: Option<PrometheusHandle>,
+) {
     if let Some(handle) = prometheus.clone() {
         tokio::spawn(async move {
             loop {
@@ -29,41 +43,42 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, prometheus: Option<Prom
             }
         });
     }
+    // The admin port is not drained: it answers (`/readyz`: not ready) until the process exits.
+    let (_never, draining) = watch::channel(false);
+    let serving = Serving::new(&LIMITS, draining);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let app = app.clone();
+        let ready = ready.clone();
         let prometheus = prometheus.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let app = app.clone();
+            let ready = ready.clone();
             let prometheus = prometheus.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(answer(&app, prometheus.as_ref(), &request).await)
+                let answer = answer(&*ready, prometheus.as_ref(), &request).await;
+                Ok::<_, Infallible>(answer)
             }
         });
+        let mut serving = serving.clone();
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, peer, &mut serving, service).await;
         });
     }
 }
 
 async fn answer<B>(
-    app: &App,
+    ready: &impl Readiness,
     prometheus: Option<&PrometheusHandle>,
     request: &Request<B>,
-) -> Response<Full<Bytes>> {
+) -> Response<ProxyBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "GET only"}));
     }
     match request.uri().path() {
         "/healthz" => json_response(StatusCode::OK, json!({"status": "ok"})),
-        "/readyz" => match app.readiness().await {
+        "/readyz" => match ready.readiness().await {
             Ok(()) => json_response(StatusCode::OK, json!({"ready": true})),
             Err(reason) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +87,7 @@ async fn answer<B>(
         },
         "/metrics" => match prometheus {
             Some(handle) => {
-                let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+                let mut response = Response::new(body::full(handle.render()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -91,8 +106,8 @@ async fn answer<B>(
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -126,7 +126,7 @@ impl App {
 
     /// Ready while the proxy port is bound and not draining, once every warm (org, user) has
     /// had a session.
-    pub async fn readiness(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), String> {
         if !self.serving.load(Ordering::Acquire) {
             return Err("the proxy port is not bound, or the proxy is stopping".into());
         }
@@ -208,6 +208,12 @@ fn build(path: &Path, sessions: &SessionCache) -> Result<Active, String> {
         service,
         tokens,
     })
+}
+
+impl admin::Readiness for App {
+    fn readiness(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        self.ready()
+    }
 }
 
 /// Every (org, user) a route names, for orgs with `warm = true`.

@@ -18,9 +18,9 @@ use http_body_util::{BodyExt, Limited};
 use crate::{
     body,
     config::{Config, Org},
-    error::login_hint,
+    error::{error_chain, login_hint},
     salesforce::token::{Session, TokenClient, TokenError},
-    upstream::{HttpClient, error_chain},
+    upstream::client::HttpClient,
 };
 
 /// Beyond this difference with the token host's clock, assertions start to fail.
@@ -48,7 +48,7 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<Report, String> 
             known.join(", ")
         ));
     }
-    let http = crate::upstream::build_client(&config.proxy)?;
+    let http = crate::upstream::client::build_client(&config.proxy)?;
     let tokens = TokenClient::new(http.clone());
     let mut warnings = Vec::new();
     let mut orgs_seen: Vec<&str> = Vec::new();

@@ -344,6 +344,21 @@ pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
     Some(hint)
 }
 
+/// An error and its sources on one line: "client error (Connect): tcp connect error: refused".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ pub mod app;
 // identify, route, session.
 pub mod server;
 
+pub mod context;
+
 pub mod workers;
 
 pub mod stack;

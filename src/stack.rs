@@ -29,8 +29,8 @@ pub fn build(
     config: &Config,
     sessions: SessionCache,
 ) -> Result<(ProxyService, TokenClient), String> {
-    let tls = upstream::tls_config(&config.proxy)?;
-    let client = upstream::pooled_client(tls.clone());
+    let tls = upstream::client::tls_config(&config.proxy)?;
+    let client = upstream::client::pooled_client(tls.clone());
     let tokens = TokenClient::new(client.clone());
     let service = ServiceBuilder::new()
         // First, so the request id, log line and metrics cover every answer, refusals included.

@@ -2,6 +2,7 @@
 //! them: regular files only, bounded in size, never blocking on a FIFO or a device.
 
 use super::*;
+use rustls_pki_types::pem::PemObject;
 
 /// The most any file the config names (the config itself, keys, certificates) may hold: they are
 /// a few KB, and a path to `/dev/zero` or a huge file must not fill the memory.
@@ -68,4 +69,16 @@ pub(super) fn not_regular(meta: &std::fs::Metadata) -> Result<(), String> {
         }
     }
     Err(format!("it is {kind}, not a regular file"))
+}
+
+/// Reads the extra trust anchors of `proxy.ca_file`.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_file(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no CERTIFICATE", path.display()));
+    }
+    Ok(certs)
 }

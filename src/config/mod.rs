@@ -24,6 +24,7 @@ use http::{Uri, uri::Authority};
 use indexmap::IndexMap;
 use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
 use crate::{
@@ -41,7 +42,7 @@ mod tests;
 
 use exposure::check_exposure;
 use files::read_regular;
-pub use files::{MAX_FILE_BYTES, read_file};
+pub use files::{MAX_FILE_BYTES, read_ca_file, read_file};
 pub use instances::{InstanceHost, InstancePolicy, SALESFORCE_DOMAINS, is_salesforce_host};
 pub use model::*;
 use raw::*;
@@ -162,7 +163,12 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 .parse()
                 .map_err(|_| ConfigError::new("proxy.listen", "bad built-in default"))?,
         },
-        ca_file: raw.proxy.ca_file.map(|p| base.join(p)),
+        ca_certs: match raw.proxy.ca_file.map(|p| base.join(p)) {
+            Some(path) => {
+                read_ca_file(&path).map_err(|message| ConfigError::new("proxy.ca_file", message))?
+            }
+            None => Vec::new(),
+        },
         replay_limit: usize::try_from(raw.proxy.replay_limit.unwrap_or(DEFAULT_REPLAY_LIMIT).0)
             .map_err(|_| ConfigError::new("proxy.replay_limit", "too large"))?,
         request_timeout: positive(
@@ -221,10 +227,6 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             "proxy.admin_listen",
             "is the same address as proxy.listen; the admin port must be a port of its own",
         ));
-    }
-    if let Some(ca_file) = &proxy.ca_file {
-        crate::upstream::read_ca_file(ca_file)
-            .map_err(|message| ConfigError::new("proxy.ca_file", message))?;
     }
 
     let mut orgs = HashMap::new();

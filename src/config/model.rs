@@ -16,8 +16,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
-    /// Extra trust anchors (PEM) for the token host and instances, besides the webpki roots.
-    pub ca_file: Option<PathBuf>,
+    /// Extra trust anchors for the token host and instances, besides the webpki roots: the
+    /// certificates of `ca_file`, read once, when the config is loaded.
+    pub ca_certs: Vec<CertificateDer<'static>>,
     pub replay_limit: usize,
     pub request_timeout: Duration,
     /// Health, readiness and metrics; off unless set.

@@ -10,7 +10,7 @@
 
 use std::{
     future::{Ready, ready},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{Arc, LazyLock},
     task::{Context, Poll},
 };
@@ -23,20 +23,9 @@ use tower::{Layer, Service};
 use crate::{
     body::ProxyBody,
     config::{Client, sha256},
+    context::{Caller, ClientAddr, Notes, Tunnel},
     error::ProxyError,
-    intercept::Tunnel,
-    layer::trace::Notes,
 };
-
-/// The peer address of the connection, set by the server for every request.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// The identified caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: Arc<str>,
-}
 
 /// The one answer to credentials that were not accepted, whatever was wrong with them.
 const CREDENTIALS_REFUSED: &str = "the proxy credentials were not accepted";

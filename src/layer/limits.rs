@@ -180,7 +180,7 @@ fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
             && (uri.authority().is_some()
                 || request
                     .extensions()
-                    .get::<crate::intercept::Tunnel>()
+                    .get::<crate::context::Tunnel>()
                     .is_some());
         if !tunnel {
             return Err(ProxyError::MethodNotAllowed(method.as_str().to_owned()));
@@ -249,7 +249,7 @@ impl BodyFault {
     /// hyper reports bad chunked framing as an `InvalidInput` or `InvalidData` I/O error under
     /// the body error, and a caller that left as an unexpected end of the stream.
     fn of(error: &BodyError) -> Self {
-        let why = crate::upstream::error_chain(error);
+        let why = crate::error::error_chain(error);
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
             let malformed = e.downcast_ref::<std::io::Error>().is_some_and(|io| {

@@ -3,6 +3,8 @@
 //! Everything inside returns typed errors; this layer logs each refusal once, with its code, and
 //! answers with the status and Salesforce-shaped body of `error.rs`. A panic below is caught and
 //! answered 500 `PROXY_INTERNAL` rather than dropping the caller's connection without a word.
+//! What is refused before a request is read (a connection over the limit, a tunnel that speaks
+//! the wrong protocol) gets the same answer written raw: [`raw_answer`].
 
 use std::{
     convert::Infallible,
@@ -79,4 +81,24 @@ fn answer(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
         tracing::info!(code = error.code(), status = status.as_u16(), error = %error, "refused");
     }
     Ok(error.into_response())
+}
+
+/// `error` as a whole HTTP/1.1 answer written on a raw connection, before (or instead of) any
+/// request is read, with `connection: close`; counted as a refusal.
+pub fn raw_answer(error: &ProxyError) -> Vec<u8> {
+    metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
+    let body = error.to_json();
+    let retry = if error.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         {retry}connection: close\r\n\r\n{body}",
+        error.status().as_u16(),
+        error.status().canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
 }

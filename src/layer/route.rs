@@ -23,17 +23,11 @@ use tower::{Layer, Service};
 use crate::{
     body::{self, ProxyBody},
     config::Route,
+    context::{Caller, Inside, Notes, RouteMatch, Tunnel, TunnelGrant},
     error::ProxyError,
-    intercept::{Inside, Intercept, Tunnel, TunnelGrant},
-    layer::{identify::Caller, limits::check_host, trace::Notes},
+    intercept::Intercept,
+    layer::limits::check_host,
 };
-
-/// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
-#[derive(Debug, Clone)]
-pub struct RouteMatch {
-    pub route: Arc<Route>,
-    pub path: PathAndQuery,
-}
 
 #[derive(Clone)]
 pub struct RouteLayer {

@@ -35,13 +35,13 @@ use tower::{Layer, Service, ServiceExt};
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     config::Org,
-    error::ProxyError,
-    layer::{route::RouteMatch, trace::Notes},
+    context::{Destination, Notes, RouteMatch},
+    error::{ProxyError, error_chain},
     salesforce::{
         cache::{LoginError, SessionCache, Source},
         token::{Session, TokenClient, TokenError},
     },
-    upstream::{Destination, error_chain, failure_class, strip_hop_by_hop},
+    upstream::{failure::failure_class, hop::strip_hop_by_hop},
 };
 
 /// Bulk API 1.0 reads the session from `X-SFDC-Session`, not `Authorization`.

@@ -10,7 +10,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -24,36 +24,13 @@ use tracing::Instrument;
 
 use crate::{
     body::{BodyError, ProxyBody},
-    config::Route,
+    context::Notes,
     metrics,
 };
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Callers' ids longer than this are replaced, not echoed.
 const MAX_REQUEST_ID: usize = 128;
-
-/// What the layers learn about a request, shared through its extensions (replays included).
-#[derive(Debug, Default)]
-pub struct Notes {
-    client: OnceLock<Arc<str>>,
-    route: OnceLock<Arc<Route>>,
-    session: Mutex<Option<&'static str>>,
-}
-
-impl Notes {
-    pub fn set_client(&self, client: Arc<str>) {
-        let _ = self.client.set(client);
-    }
-
-    pub fn set_route(&self, route: Arc<Route>) {
-        let _ = self.route.set(route);
-    }
-
-    /// `cache`, `minted` or `replayed`; the last word wins.
-    pub fn set_session(&self, source: &'static str) {
-        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
-    }
-}
 
 /// The request's log line and metrics, written once: when the answer's head is ready, or with
 /// status 499 if the request is dropped before that.
@@ -69,19 +46,14 @@ impl RequestLine {
     fn write(&mut self, status: u16) {
         self.written = true;
         let elapsed = self.start.elapsed();
-        let chosen = self.notes.route.get();
+        let chosen = self.notes.route();
         let (route, org, user) = match chosen {
             Some(r) => (&*r.name, r.org.name.as_str(), r.user.as_str()),
             None => (metrics::NO_ROUTE, "", ""),
         };
-        let session = self
-            .notes
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or("");
+        let session = self.notes.session().unwrap_or("");
         tracing::info!(
-            client = self.notes.client.get().map_or("", |c| &**c),
+            client = self.notes.client().map_or("", |c| &**c),
             route,
             org,
             user,

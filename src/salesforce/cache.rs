@@ -303,7 +303,7 @@ mod tests {
         std::fs::write(&ca_file, ca.cert_pem).unwrap();
         let settings = ProxySettings {
             listen: "127.0.0.1:0".parse().unwrap(),
-            ca_file: Some(ca_file),
+            ca_certs: crate::config::read_ca_file(&ca_file).unwrap(),
             replay_limit: 1024,
             request_timeout: Duration::from_secs(5),
             admin_listen: None,
@@ -315,7 +315,7 @@ mod tests {
             workers: 1,
             intercept: None,
         };
-        let client = crate::upstream::build_client(&settings).unwrap();
+        let client = crate::upstream::client::build_client(&settings).unwrap();
         let tokens = TokenClient::new(client);
         let org = Arc::new(Org::for_tests(&mock.url(), "ck", &app.key_pem));
         (mock, SessionCache::default(), tokens, org, dir)

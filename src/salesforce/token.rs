@@ -19,7 +19,7 @@ use crate::{
     body,
     config::{InstanceUrl, Org},
     salesforce::assertion,
-    upstream::HttpClient,
+    upstream::client::HttpClient,
 };
 
 /// Token responses are a few hundred bytes; anything near this is not one.
@@ -178,12 +178,12 @@ impl TokenClient {
                 "no answer from"
             };
             // The caller hears the class of failure; the log keeps the socket's details.
-            let detail = crate::upstream::error_chain(&e);
+            let detail = crate::error::error_chain(&e);
             tracing::warn!(org = %org.name, detail = detail.as_str(), "{what} the token endpoint");
             TokenError::Transient(format!(
                 "{what} {}: {}",
                 org.token_url,
-                crate::upstream::failure_class(&e, "token endpoint")
+                crate::upstream::failure::failure_class(&e, "token endpoint")
             ))
         })?;
         let status = response.status();

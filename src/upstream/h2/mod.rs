@@ -41,14 +41,16 @@ use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::oneshot};
 use tokio_rustls::TlsConnector;
 
-use super::{
-    HttpClient, error_chain, failure_class,
-    stream::{Answer, GiveUp, Pipe, SettingsWatch},
-};
 use crate::{
     body::{self, ProxyBody},
     config::InstanceUrl,
+    error::error_chain,
     tap::Tapped,
+    upstream::{
+        client::HttpClient,
+        failure::failure_class,
+        stream::{Answer, GiveUp, Pipe, SettingsWatch},
+    },
     workers,
 };
 
@@ -71,7 +73,7 @@ const INITIAL_STREAMS: usize = 100;
 /// whole shared connection.
 pub const DEFAULT_MAX_HEADER_LIST: u32 = 32 * 1024;
 
-/// What broke, for the caller (`reason`: the failure's class, see [`super::failure_class`]) and
+/// What broke, for the caller (`reason`: the failure's class, see [`failure_class`]) and
 /// for the log (`detail`: the whole error chain, addresses and OS errors included).
 #[derive(Clone)]
 pub struct Broken {

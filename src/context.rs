@@ -1,0 +1,114 @@
+//! What a request carries from one stage to the next, in its extensions: defined here and only
+//! here, so the stages depend on this module and never on each other.
+//!
+//! In the order the stages add them: the server sets [`ClientAddr`] (and [`Tunnel`] inside a
+//! tunnel), trace sets [`Notes`], identify a [`Caller`], route a [`RouteMatch`] (or answers a
+//! CONNECT with a [`TunnelGrant`]), session a [`Destination`].
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+};
+
+use http::uri::PathAndQuery;
+
+use crate::{
+    config::{InstanceUrl, Route},
+    intercept::Intercept,
+};
+
+/// The peer address of the connection, set by the server for every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The identified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Arc<str>,
+}
+
+/// What the layers learn about a request, shared through its extensions (replays included), for
+/// the one log line and the request metrics.
+#[derive(Debug, Default)]
+pub struct Notes {
+    client: OnceLock<Arc<str>>,
+    route: OnceLock<Arc<Route>>,
+    session: Mutex<Option<&'static str>>,
+}
+
+impl Notes {
+    pub fn set_client(&self, client: Arc<str>) {
+        let _ = self.client.set(client);
+    }
+
+    pub fn set_route(&self, route: Arc<Route>) {
+        let _ = self.route.set(route);
+    }
+
+    /// `cache`, `minted` or `replayed`; the last word wins.
+    pub fn set_session(&self, source: &'static str) {
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    pub fn client(&self) -> Option<&Arc<str>> {
+        self.client.get()
+    }
+
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        self.route.get()
+    }
+
+    pub fn session(&self) -> Option<&'static str> {
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub route: Arc<Route>,
+    pub path: PathAndQuery,
+}
+
+/// Where the request goes: the route's path on the instance its session is valid for; set by
+/// the session layer, the only extension upstream reads.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub target: RouteMatch,
+    pub instance: InstanceUrl,
+}
+
+/// An accepted CONNECT, as the route layer grants it on the answer: the server then opens the
+/// tunnel.
+#[derive(Clone, Debug)]
+pub struct TunnelGrant {
+    pub host: String,
+    pub caller: Caller,
+    pub inside: Inside,
+}
+
+/// What a tunnel carries, by the port it was asked for.
+#[derive(Clone, Debug)]
+pub enum Inside {
+    /// Port 443: TLS, terminated with a leaf of the interception CA.
+    Tls(Arc<Intercept>),
+    /// Port 80: plain HTTP.
+    Plain,
+}
+
+impl Inside {
+    pub fn port(&self) -> u16 {
+        match self {
+            Inside::Tls(_) => 443,
+            Inside::Plain => 80,
+        }
+    }
+}
+
+/// Set on every request that arrives inside a tunnel: the caller identified on the CONNECT, and
+/// the host the tunnel is for (which decides the route, whatever `Host` the request carries).
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub host: String,
+    pub caller: Caller,
+}
