@@ -5,7 +5,8 @@
 //! nothing; requests in flight finish on the stack they started on. It reads its files on a
 //! blocking thread, never on the runtime that accepts connections and serves the admin port: a
 //! slow disk or a network mount must not stall them. Sessions are keyed by their
-//! org's settings, so orgs whose login settings did not change keep their sessions.
+//! org's settings, so orgs whose login settings did not change keep their sessions; the
+//! interception leaves are kept while the CA is the same.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,8 +23,10 @@ use arc_swap::ArcSwap;
 
 use crate::{
     admin,
-    config::{Config, ProxySettings},
-    metrics,
+    config::{Config, Org, ProxySettings},
+    intercept::Intercept,
+    layer::route::RouteTable,
+    metrics::{self, OrgMetrics},
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
     stack::{self, ProxyService},
@@ -43,6 +46,9 @@ pub struct Active {
     pub config: Arc<Config>,
     pub service: ProxyService,
     pub tokens: TokenClient,
+    /// The config's routes with the metric handles the stack attached.
+    pub routes: RouteTable,
+    pub intercept: Option<Arc<Intercept>>,
 }
 
 pub struct App {
@@ -62,7 +68,7 @@ impl App {
     /// Loads and validates the config and builds its stack. The error is one printable line.
     pub fn load(path: &Path) -> Result<Arc<App>, String> {
         let sessions = SessionCache::default();
-        let active = build(path, &sessions)?;
+        let active = build(path, &sessions, None)?;
         Ok(Arc::new(App {
             started: active.config.proxy.clone(),
             path: path.to_owned(),
@@ -84,7 +90,8 @@ impl App {
     /// Re-reads the config file, off the async threads; on any error the running config stays.
     pub async fn reload(&self) -> Result<(), String> {
         let (path, sessions) = (self.path.clone(), self.sessions.clone());
-        let built = tokio::task::spawn_blocking(move || build(&path, &sessions))
+        let running = self.active.load().intercept.clone();
+        let built = tokio::task::spawn_blocking(move || build(&path, &sessions, running.as_ref()))
             .await
             .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
         let outcome = built.map(|next| {
@@ -131,7 +138,7 @@ impl App {
             return Err("the proxy port is not bound, or the proxy is stopping".into());
         }
         let active = self.active();
-        for (org, user) in warm_pairs(&active.config) {
+        for (org, user, _) in warm_pairs(&active.routes) {
             let warmed = self
                 .warmed
                 .lock()
@@ -152,7 +159,7 @@ impl App {
         let mut retry_after: HashMap<(String, String), Instant> = HashMap::new();
         loop {
             let active = self.active();
-            for (org, user) in warm_pairs(&active.config) {
+            for (org, user, metrics) in warm_pairs(&active.routes) {
                 let key = (org.name.clone(), user.clone());
                 if retry_after.get(&key).is_some_and(|at| Instant::now() < *at) {
                     continue;
@@ -163,7 +170,7 @@ impl App {
                 let outcome = match self.sessions.peek(&org, &user).await {
                     None => self
                         .sessions
-                        .get(&org, &user, &active.tokens)
+                        .get(&org, &user, &active.tokens, &metrics)
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
@@ -199,14 +206,22 @@ impl App {
     }
 }
 
-fn build(path: &Path, sessions: &SessionCache) -> Result<Active, String> {
+/// Loads the config at `path` and builds its stack; `running`: the interception to keep if the
+/// CA did not change.
+fn build(
+    path: &Path,
+    sessions: &SessionCache,
+    running: Option<&Arc<Intercept>>,
+) -> Result<Active, String> {
     let config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (service, tokens) =
-        stack::build(&config, sessions.clone()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let built = stack::build(&config, sessions.clone(), running)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Active {
         config: Arc::new(config),
-        service,
-        tokens,
+        service: built.service,
+        tokens: built.tokens,
+        routes: built.routes,
+        intercept: built.intercept,
     })
 }
 
@@ -216,15 +231,15 @@ impl admin::Readiness for App {
     }
 }
 
-/// Every (org, user) a route names, for orgs with `warm = true`.
-fn warm_pairs(config: &Config) -> Vec<(Arc<crate::config::Org>, String)> {
-    let mut pairs: Vec<(Arc<crate::config::Org>, String)> = Vec::new();
-    for route in &config.routes {
+/// Every (org, user) a route names, for orgs with `warm = true`, with the org's metrics.
+fn warm_pairs(routes: &RouteTable) -> Vec<(Arc<Org>, String, Arc<OrgMetrics>)> {
+    let mut pairs: Vec<(Arc<Org>, String, Arc<OrgMetrics>)> = Vec::new();
+    for (route, metrics) in routes.iter() {
         let already = pairs
             .iter()
-            .any(|(o, u)| o.name == route.org.name && *u == route.user);
+            .any(|(o, u, _)| o.name == route.org.name && *u == route.user);
         if route.org.warm && !already {
-            pairs.push((route.org.clone(), route.user.clone()));
+            pairs.push((route.org.clone(), route.user.clone(), metrics.org.clone()));
         }
     }
     pairs

@@ -15,6 +15,7 @@ use http::uri::PathAndQuery;
 use crate::{
     config::{InstanceUrl, Route},
     intercept::Intercept,
+    metrics::RouteHandles,
 };
 
 /// The peer address of the connection, set by the server for every request.
@@ -32,7 +33,7 @@ pub struct Caller {
 #[derive(Debug, Default)]
 pub struct Notes {
     client: OnceLock<Arc<str>>,
-    route: OnceLock<Arc<Route>>,
+    route: OnceLock<(Arc<Route>, Arc<RouteHandles>)>,
     session: Mutex<Option<&'static str>>,
 }
 
@@ -41,8 +42,8 @@ impl Notes {
         let _ = self.client.set(client);
     }
 
-    pub fn set_route(&self, route: Arc<Route>) {
-        let _ = self.route.set(route);
+    pub fn set_route(&self, route: Arc<Route>, metrics: Arc<RouteHandles>) {
+        let _ = self.route.set((route, metrics));
     }
 
     /// `cache`, `minted` or `replayed`; the last word wins.
@@ -55,7 +56,12 @@ impl Notes {
     }
 
     pub fn route(&self) -> Option<&Arc<Route>> {
-        self.route.get()
+        self.route.get().map(|(route, _)| route)
+    }
+
+    /// The metric handles of the chosen route.
+    pub fn route_metrics(&self) -> Option<&Arc<RouteHandles>> {
+        self.route.get().map(|(_, metrics)| metrics)
     }
 
     pub fn session(&self) -> Option<&'static str> {
@@ -63,10 +69,12 @@ impl Notes {
     }
 }
 
-/// The chosen route and the path and query to send to the instance (`strip_prefix` applied).
+/// The chosen route, its metric handles, and the path and query to send to the instance
+/// (`strip_prefix` applied).
 #[derive(Debug, Clone)]
 pub struct RouteMatch {
     pub route: Arc<Route>,
+    pub metrics: Arc<RouteHandles>,
     pub path: PathAndQuery,
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     fmt,
-    sync::{Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
 use metrics::{
@@ -95,11 +95,23 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// The metric handles of one route and its org, attached to the route by the stack (the config is
+/// plain data) and handed on with the route a request matched: trace records the request, the
+/// session cache the lookup, upstream the answer, none of them looking a handle up.
+#[derive(Debug)]
+pub struct RouteHandles {
+    pub route: RouteMetrics,
+    /// Shared by every route of the org.
+    pub org: Arc<OrgMetrics>,
+}
+
 /// The metrics of one org, registered on first use. The recorder is installed after the config
 /// is loaded, so handles cannot be made with the org; once made, recording through them skips
 /// the registry lookup and label strings a `counter!(name, labels)` costs on every request.
-#[derive(Default)]
-pub struct OrgMetrics(OnceLock<OrgHandles>);
+pub struct OrgMetrics {
+    org: String,
+    handles: OnceLock<OrgHandles>,
+}
 
 pub struct OrgHandles {
     pub upstream_duration: Histogram,
@@ -110,33 +122,54 @@ pub struct OrgHandles {
 }
 
 impl OrgMetrics {
-    pub fn get(&self, org: &str) -> &OrgHandles {
-        self.0.get_or_init(|| OrgHandles {
-            upstream_duration: histogram!(UPSTREAM_DURATION, "org" => org.to_owned()),
-            api_usage: gauge!(API_USAGE, "org" => org.to_owned()),
-            api_limit: gauge!(API_LIMIT, "org" => org.to_owned()),
-            session_hit: counter!(SESSION_CACHE, "org" => org.to_owned(), "result" => "hit"),
-            session_miss: counter!(SESSION_CACHE, "org" => org.to_owned(), "result" => "miss"),
+    /// The metrics labelled `org`.
+    pub fn new(org: &str) -> Self {
+        Self {
+            org: org.to_owned(),
+            handles: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &OrgHandles {
+        self.handles.get_or_init(|| {
+            let org = &self.org;
+            OrgHandles {
+                upstream_duration: histogram!(UPSTREAM_DURATION, "org" => org.clone()),
+                api_usage: gauge!(API_USAGE, "org" => org.clone()),
+                api_limit: gauge!(API_LIMIT, "org" => org.clone()),
+                session_hit: counter!(SESSION_CACHE, "org" => org.clone(), "result" => "hit"),
+                session_miss: counter!(SESSION_CACHE, "org" => org.clone(), "result" => "miss"),
+            }
         })
     }
 }
 
 impl fmt::Debug for OrgMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OrgMetrics")
+        write!(f, "OrgMetrics({:?})", self.org)
     }
 }
 
 /// The request metrics of one route (see [`OrgMetrics`]): its latency histogram, and a counter
 /// per status it has answered with.
-#[derive(Default)]
 pub struct RouteMetrics {
+    route: Arc<str>,
     duration: OnceLock<Histogram>,
     by_status: Mutex<Vec<(u16, Counter)>>,
 }
 
 impl RouteMetrics {
-    pub fn record(&self, route: &str, status: u16, seconds: f64) {
+    /// The metrics labelled `route`.
+    pub fn new(route: Arc<str>) -> Self {
+        Self {
+            route,
+            duration: OnceLock::new(),
+            by_status: Mutex::default(),
+        }
+    }
+
+    pub fn record(&self, status: u16, seconds: f64) {
+        let route = &*self.route;
         self.duration
             .get_or_init(|| histogram!(REQUEST_DURATION, "route" => route.to_owned()))
             .record(seconds);
@@ -157,7 +190,7 @@ impl RouteMetrics {
 
 impl fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RouteMetrics")
+        write!(f, "RouteMetrics({:?})", self.route)
     }
 }
 

@@ -1,6 +1,8 @@
-//! The one place the request path is assembled, outermost layer first.
+//! The one place the request path is assembled, outermost layer first, and where what the
+//! config describes meets what runs: the metric handles of its routes and orgs, and the
+//! interception CA's leaves, kept across a reload that keeps the CA.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use tower::ServiceBuilder;
 
@@ -11,10 +13,11 @@ use crate::{
         identify::{Identify, IdentifyLayer},
         limits::{Limits, LimitsLayer},
         rescue::{Rescue, RescueLayer},
-        route::{RouteLayer, Router},
+        route::{RouteLayer, RouteTable, Router},
         session::{SessionLayer, Sessions},
         trace::{Trace, TraceLayer},
     },
+    metrics::{OrgMetrics, RouteHandles, RouteMetrics},
     salesforce::{cache::SessionCache, token::TokenClient},
     upstream::{self, Upstream},
 };
@@ -23,12 +26,30 @@ use crate::{
 /// boxed: it is cloned for every request, and a boxed service would also box each future again.
 pub type ProxyService = Trace<Rescue<Limits<Identify<Router<Sessions<Upstream>>>>>>;
 
+/// A built stack, and what of it the app keeps besides the service.
+pub struct Built {
+    pub service: ProxyService,
+    pub tokens: TokenClient,
+    /// The routes with their metric handles: warm-up logins are counted through them too.
+    pub routes: RouteTable,
+    /// The interception in use, for the next reload to keep.
+    pub intercept: Option<Arc<Intercept>>,
+}
+
 /// The stack for `config`. `sessions` is passed in because it outlives the stack: a reload builds
-/// a new stack around the same sessions.
+/// a new stack around the same sessions. `running`: the interception of the stack this one
+/// replaces, kept when the CA is the same, so callers see the same leaf for a host after a
+/// reload (and none is issued again).
 pub fn build(
     config: &Config,
     sessions: SessionCache,
-) -> Result<(ProxyService, TokenClient), String> {
+    running: Option<&Arc<Intercept>>,
+) -> Result<Built, String> {
+    let routes = route_table(config);
+    let intercept = config.proxy.intercept.as_ref().map(|ca| match running {
+        Some(running) if running.ca().same_ca(ca) => running.clone(),
+        _ => Arc::new(Intercept::new(ca.clone())),
+    });
     let tls = upstream::client::tls_config(&config.proxy)?;
     let client = upstream::client::pooled_client(tls.clone());
     let tokens = TokenClient::new(client.clone());
@@ -45,14 +66,7 @@ pub fn build(
         // Who before where: an unknown caller learns nothing about the routes.
         .layer(IdentifyLayer::new(config.clients.clone()))
         // Picks org and user; needs the caller, since routes may be limited to some clients.
-        .layer(RouteLayer::new(
-            config.routes.clone(),
-            config
-                .proxy
-                .intercept
-                .clone()
-                .map(|ca| Arc::new(Intercept::new(ca))),
-        ))
+        .layer(RouteLayer::new(routes.clone(), intercept.clone()))
         // The session of the route's (org, user); it wraps upstream so it can replay once.
         .layer(SessionLayer::new(
             sessions,
@@ -60,5 +74,30 @@ pub fn build(
             config.proxy.replay_limit,
         ))
         .service(Upstream::new(client, &tls, config.proxy.request_timeout));
-    Ok((service, tokens))
+    Ok(Built {
+        service,
+        tokens,
+        routes,
+        intercept,
+    })
+}
+
+/// Each route of `config` with its metric handles; the routes of an org share the org's.
+pub fn route_table(config: &Config) -> RouteTable {
+    let mut orgs: HashMap<&str, Arc<OrgMetrics>> = HashMap::new();
+    config
+        .routes
+        .iter()
+        .map(|route| {
+            let org = orgs
+                .entry(&route.org.name)
+                .or_insert_with(|| Arc::new(OrgMetrics::new(&route.org.name)))
+                .clone();
+            let handles = RouteHandles {
+                route: RouteMetrics::new(route.name.clone()),
+                org,
+            };
+            (route.clone(), Arc::new(handles))
+        })
+        .collect()
 }

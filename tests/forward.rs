@@ -108,8 +108,8 @@ async fn gateway_form_strips_the_prefix() {
 async fn two_clients_on_one_host_act_as_two_users() {
     let org = Org::start().await;
     // secret_sha256 of "erp-secret" and "wms-secret".
-    let erp_hash = hex(&sfproxy::config::sha256(b"erp-secret"));
-    let wms_hash = hex(&sfproxy::config::sha256(b"wms-secret"));
+    let erp_hash = hex(&support::sha256(b"erp-secret"));
+    let wms_hash = hex(&support::sha256(b"wms-secret"));
     let config = org.config("", "")
         + &format!(
             "[clients.erp]\nsecret_sha256 = \"{erp_hash}\"\n[clients.wms]\nsecret_sha256 = \"{wms_hash}\"\n"

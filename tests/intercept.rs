@@ -3,7 +3,8 @@
 //! `HTTPS_PROXY`) and Java's `java.net.http.HttpClient` with a trust store made by keytool. Those
 //! that tunnel plain HTTP to port 80: curl `-p` and jsforce 3 from npm (`tests/js/`). And the
 //! limits a tunnel keeps: `max_connections` and the connections gauge, `header_timeout` inside,
-//! the drain at SIGTERM, running out of file descriptors, what a CONNECT may ask for.
+//! the drain at SIGTERM, running out of file descriptors, what a CONNECT may ask for. And the
+//! leaves a reload keeps: the same for the same CA, new ones for a new CA.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns fail the test
 
@@ -166,7 +167,7 @@ async fn sessions_are_replayed_inside_the_tunnel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tunnels_are_only_for_routed_hosts_and_known_callers() {
     let org = Org::start().await;
-    let hash: String = sfproxy::config::sha256(b"erp-secret")
+    let hash: String = support::sha256(b"erp-secret")
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -530,6 +531,49 @@ fn refusal(answer: &str) -> (u16, String, String) {
         json[0]["errorCode"].as_str().unwrap_or_default().to_owned(),
         json[0]["message"].as_str().unwrap_or_default().to_owned(),
     )
+}
+
+/// The SHA-256 fingerprint of the leaf certificate a tunnel to [`HOST`] is served with,
+/// verified against `ca`.
+async fn served_leaf(proxy: &Proxy, ca: &Path) -> String {
+    let (stream, head) = connect(proxy, &format!("{HOST}:443")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tls_in(stream, ca).await;
+    let certs = tls.get_ref().1.peer_certificates().expect("a certificate");
+    support::sha256_hex(&certs[0])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_leaves_of_an_unchanged_ca_and_a_new_ca_issues_new_ones() {
+    let org = Org::start().await;
+    let config = intercepting_config(&org, "", "");
+    let proxy = Proxy::start(&config);
+    let ca = org.dir.path().join("icpt-ca.crt");
+    let first = served_leaf(&proxy, &ca).await;
+    assert_eq!(served_leaf(&proxy, &ca).await, first, "one leaf per host");
+
+    // Another route, the same CA: callers pinning or caching the leaf see no change.
+    proxy.rewrite_config(&(config.clone() + &route("wms", &["wms.my.salesforce.com"], USER, "")));
+    proxy.signal("HUP").await;
+    proxy.wait_for_events("config reloaded", 1).await;
+    assert_eq!(
+        served_leaf(&proxy, &ca).await,
+        first,
+        "a reload with the same CA keeps its leaves"
+    );
+
+    // A new CA in the same files: its own leaves (the handshake verifies against the new CA).
+    proxy.rewrite_config(&intercepting_config(&org, "", ""));
+    proxy.signal("HUP").await;
+    proxy.wait_for_events("config reloaded", 2).await;
+    assert_ne!(
+        served_leaf(&proxy, &ca).await,
+        first,
+        "a new CA, a new leaf"
+    );
+    let ca = ca.display().to_string();
+    let args = ["--proxy", &proxy.url(), "--cacert", &ca, LIMITS];
+    assert_eq!(curl_https(&args, &[]).await.1, 200, "and it serves");
 }
 
 #[tokio::test(flavor = "multi_thread")]

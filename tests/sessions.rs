@@ -200,7 +200,7 @@ async fn post_body_is_replayed_intact() {
     let echoed = reply.json();
     assert_eq!(echoed["method"], "POST");
     assert_eq!(echoed["bodyLen"], 100_000);
-    assert_eq!(echoed["bodySha256"], hex(&sfproxy::config::sha256(&body)));
+    assert_eq!(echoed["bodySha256"], hex(&support::sha256(&body)));
     let posts: Vec<_> = org
         .mock
         .requests()
@@ -257,10 +257,7 @@ async fn bodies_over_replay_limit_stream_and_are_not_replayed() {
         let reply = curl(&args).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.json()["bodyLen"], 8_000_000);
-        assert_eq!(
-            reply.json()["bodySha256"],
-            hex(&sfproxy::config::sha256(&body))
-        );
+        assert_eq!(reply.json()["bodySha256"], hex(&support::sha256(&body)));
     }
     assert_eq!(org.mock.token_requests(), 1);
 

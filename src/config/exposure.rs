@@ -2,7 +2,12 @@
 //! a non-loopback listener without clients, or clients without a secret whose networks cover
 //! too much public address space, one network or all of them together.
 
-use super::*;
+use ipnet::IpNet;
+
+use super::{
+    error::ConfigError,
+    model::{Client, ProxySettings},
+};
 
 /// The broadest networks a client without a secret may have: 10.0.0.0/8 and fc00::/7 (private
 /// ranges) pass; 0.0.0.0/1 or 2000::/3, most of the internet, do not.

@@ -1,9 +1,12 @@
 //! Where a session may be sent: the instance URLs a token response may name for an org —
 //! Salesforce's own domains on 443 when the org logs in at Salesforce, the login host itself
 //! for a stand-in, and what `instance_hosts` adds. A hostile or mistaken token endpoint cannot
-//! make sfproxy dial anywhere else.
+//! make sfproxy dial anywhere else. The policy itself is model data (`model::InstancePolicy`);
+//! here are its rules: how entries are read and what they allow.
 
-use super::*;
+use http::{Uri, uri::Authority};
+
+use super::model::{HostPattern, InstanceHost, InstancePolicy, InstanceUrl};
 
 /// The domains Salesforce serves orgs' instances and My Domains from (`acme.my.salesforce.com`,
 /// `na123.salesforce.com`, Experience Cloud `*.force.com`, legacy `*.cloudforce.com` and
@@ -32,17 +35,9 @@ pub fn is_salesforce_host(host: &str) -> bool {
 }
 
 /// A host and port, lower-case, without the trailing dot; the port 443 when not given.
-pub(super) fn host_and_port(authority: &Authority) -> (String, u16) {
+fn host_and_port(authority: &Authority) -> (String, u16) {
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
     (host, authority.port_u16().unwrap_or(443))
-}
-
-/// One `instance_hosts` entry: `"host"`, `"*.domain"` (subdomains only), either with `:port`
-/// (else port 443 only, as https has it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceHost {
-    host: HostPattern,
-    port: u16,
 }
 
 impl InstanceHost {
@@ -75,8 +70,17 @@ impl InstanceHost {
         })
     }
 
+    /// The rule of a route's host patterns (`layer::route`), kept here so that where a session
+    /// may be sent does not depend on the request path's code; `*` is refused by [`Self::parse`].
     fn matches(&self, host: &str, port: u16) -> bool {
-        self.port == port && self.host.matches(host)
+        self.port == port
+            && match &self.host {
+                HostPattern::Any => false,
+                HostPattern::Subdomains(suffix) => {
+                    host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                }
+                HostPattern::Exact(name) => host == name,
+            }
     }
 }
 
@@ -84,13 +88,6 @@ impl InstanceHost {
 /// mistaken token endpoint must not make sfproxy dial (and report on) any host and port it likes.
 /// By default, port 443 under [`SALESFORCE_DOMAINS`] when `login_url` is a Salesforce host, and
 /// the login host and port itself when it is not (a stand-in); plus the `instance_hosts` entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstancePolicy {
-    /// `login_url`'s host and port when it is not a Salesforce host on 443.
-    login: Option<(String, u16)>,
-    pub(super) listed: Vec<InstanceHost>,
-}
-
 impl InstancePolicy {
     pub fn new(login_url: &Uri, listed: Vec<InstanceHost>) -> Self {
         let login = login_url

@@ -1,7 +1,16 @@
-//! The validated configuration the proxy runs on: plain data, built only by the validation in
-//! [`super`], with the matching rules of hosts and paths beside the types they belong to.
+//! The validated configuration the proxy runs on: plain data, built only by the validation
+//! (`validate`, `org`), shared read-only by every request. How a request is matched against a
+//! route lives with route choice (`layer::route`), where a session may be sent with the instance
+//! rules (`instances`), and the metric handles of orgs and routes are attached by the stack.
 
-use super::*;
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use http::{Uri, uri::Authority};
+use ipnet::IpNet;
+use jsonwebtoken::EncodingKey;
+use rustls_pki_types::CertificateDer;
+
+use crate::intercept::ca::InterceptCa;
 
 /// The validated configuration the proxy runs on.
 #[derive(Debug)]
@@ -63,41 +72,6 @@ pub struct Org {
     /// Digest of every setting that makes a session (login URL, audience, client id, key,
     /// instance, instance hosts): sessions survive a reload exactly when it is unchanged.
     pub settings_id: [u8; 32],
-    pub metrics: OrgMetrics,
-}
-
-#[cfg(test)]
-impl Org {
-    /// An org for unit tests: `login_url` (and the token URL under it), the key of `key_pem`,
-    /// defaults elsewhere; tests override fields with struct update syntax.
-    pub fn for_tests(login_url: &str, client_id: &str, key_pem: &str) -> Org {
-        let key = EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-        Org {
-            name: "acme".into(),
-            login_url: login_url.to_owned(),
-            token_url: format!("{login_url}/services/oauth2/token")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-            audience: "https://login.salesforce.com".into(),
-            client_id: client_id.to_owned(),
-            key: SigningKey(key),
-            session_ttl: Duration::from_secs(60),
-            assertion_ttl: Duration::from_secs(60),
-            instance_url: None,
-            instances: InstancePolicy::new(
-                &login_url.parse().unwrap_or_else(|e| panic!("{e}")),
-                Vec::new(),
-            ),
-            warm: false,
-            key_file: None,
-            login_timeout: Duration::from_secs(5),
-            unavailable_backoff: DEFAULT_UNAVAILABLE_BACKOFF,
-            rejected_backoff: DEFAULT_REJECTED_BACKOFF,
-            max_logins_per_hour: DEFAULT_MAX_LOGINS_PER_HOUR,
-            settings_id: [0; 32],
-            metrics: OrgMetrics::default(),
-        }
-    }
 }
 
 /// The org's RSA private key, held only as a signing key; `Debug` never shows it.
@@ -138,7 +112,6 @@ pub struct Route {
     pub user: String,
     /// `None`: every client.
     pub clients: Option<Vec<String>>,
-    pub metrics: RouteMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +123,7 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
+    /// A `hosts` entry of a route (and the host of an `instance_hosts` entry).
     pub(super) fn parse(raw: &str) -> Result<Self, String> {
         let host = raw.trim().trim_end_matches('.').to_ascii_lowercase();
         if host == "*" {
@@ -178,35 +152,6 @@ impl HostPattern {
                  without a port: the port is ignored when matching)"
             ))
         }
-    }
-
-    /// `host` is already lower-case, without port or trailing dot.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Subdomains(suffix) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
-            }
-            Self::Exact(name) => host == name,
-        }
-    }
-}
-
-impl Route {
-    /// Segment-aware: `/acme` matches `/acme` and `/acme/x`, not `/acmex`.
-    pub fn matches_path(&self, path: &str) -> bool {
-        match path.strip_prefix(self.path_prefix.as_str()) {
-            Some(rest) => {
-                self.path_prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
-            }
-            None => false,
-        }
-    }
-
-    pub fn admits(&self, client: &str) -> bool {
-        self.clients
-            .as_ref()
-            .is_none_or(|names| names.iter().any(|n| n == client))
     }
 }
 
@@ -242,4 +187,21 @@ impl fmt::Display for InstanceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "https://{}", self.0)
     }
+}
+
+/// One `instance_hosts` entry: `"host"`, `"*.domain"` (subdomains only), either with `:port`
+/// (else port 443 only, as https has it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceHost {
+    pub(super) host: HostPattern,
+    pub(super) port: u16,
+}
+
+/// Where sessions of an org may be sent when the token response names the instance (the rules
+/// are in `instances`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePolicy {
+    /// `login_url`'s host and port when it is not a Salesforce host on 443.
+    pub(super) login: Option<(String, u16)>,
+    pub(super) listed: Vec<InstanceHost>,
 }

@@ -1,7 +1,93 @@
-//! The config file exactly as written: serde's view of it, unknown keys refused. Nothing here is
-//! checked; the validation in [`super`] turns it into the model, naming the key at fault.
+//! The config file exactly as written: serde's view of it, unknown keys refused, and the one
+//! line a file that does not read says. Nothing here is checked beyond its TOML types; the
+//! validation turns it into the model, naming the key at fault.
 
-use super::*;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use bytesize::ByteSize;
+use indexmap::IndexMap;
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_path_to_error::Segment;
+
+use super::error::ConfigError;
+
+/// Reads the file's TOML, naming the key at fault (`proxy.lisen (line 2): unknown field ...`).
+pub(super) fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+    let document = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
+    serde_path_to_error::deserialize(document).map_err(|e| value_error(text, &e))
+}
+
+/// The line a byte offset of the file is on, counted from 1.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A value of the wrong type, a missing or unknown key: serde's path to it says the key
+/// (`orgs.b` and "missing field `login_url`" make `orgs.b.login_url`), the span its line.
+/// Indices of arrays are left out (`routes.user`, not `routes[1].user`), as the key is written
+/// in the file; the line tells one route from another.
+fn value_error(text: &str, error: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let inner = error.inner();
+    let message = inner.message().trim().replace('\n', " ");
+    let mut key: Vec<&str> = Vec::new();
+    for segment in error.path().iter() {
+        match segment {
+            Segment::Map { key: name } => key.push(name),
+            Segment::Enum { variant } => key.push(variant),
+            Segment::Seq { .. } | Segment::Unknown => {}
+        }
+    }
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        key.push(field);
+    }
+    let key = if key.is_empty() {
+        "config".to_owned()
+    } else {
+        key.join(".")
+    };
+    match inner.span() {
+        Some(span) => ConfigError::new(
+            format!("{key} (line {})", line_of(text, span.start)),
+            message,
+        ),
+        None => ConfigError::new(key, message),
+    }
+}
+
+/// A file that is not TOML has no path to a key yet: the key is read from the table header
+/// above the error and the line it is on.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError::new("config", message);
+    };
+    let line_no = line_of(text, span.start);
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    // The table the error is in.
+    let table = text
+        .lines()
+        .take(line_no)
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .last()
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = if line.starts_with('[') {
+        ""
+    } else {
+        line.split('=').next().map(str::trim).unwrap_or("")
+    };
+    let key = match (table, key.is_empty()) {
+        (Some(table), false) => format!("{table}.{key}"),
+        (Some(table), true) => table,
+        (None, false) => key.to_owned(),
+        (None, true) => "config".to_owned(),
+    };
+    ConfigError::new(format!("{key} (line {line_no})"), message)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

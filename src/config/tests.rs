@@ -1,4 +1,6 @@
-use super::*;
+use std::path::Path;
+
+use super::{org::parse_login_url, *};
 
 fn key_file() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -101,6 +101,12 @@ impl InterceptCa {
         Ok(ca)
     }
 
+    /// The same certificate and the same key: leaves issued by one verify as the other's.
+    pub fn same_ca(&self, other: &InterceptCa) -> bool {
+        self.ca_der == other.ca_der
+            && self.issuer.key().serialized_der() == other.issuer.key().serialized_der()
+    }
+
     /// A fresh leaf for `host` (DNS name or IP literal), chained with the CA certificate.
     pub fn leaf(&self, host: &str) -> Result<Arc<CertifiedKey>, String> {
         let key =

@@ -46,6 +46,11 @@ impl Intercept {
         }
     }
 
+    /// The CA the leaves are issued by.
+    pub fn ca(&self) -> &InterceptCa {
+        &self.ca
+    }
+
     /// The leaf for `host`; concurrent first tunnels to a host share one issuance.
     async fn leaf(&self, host: &str) -> Result<Arc<CertifiedKey>, Arc<String>> {
         self.leaves

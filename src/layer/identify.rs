@@ -15,14 +15,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use base64::Engine;
+use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
 use futures_util::future::Either;
+use headers::{Header, ProxyAuthorization, authorization::Basic};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
 
 use crate::{
     body::ProxyBody,
-    config::{Client, sha256},
+    config::Client,
     context::{Caller, ClientAddr, Notes, Tunnel},
     error::ProxyError,
 };
@@ -159,9 +160,9 @@ pub fn identify(
             "the client has no secret: it is identified by network, without Proxy-Authorization",
         ));
     };
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(secret.as_bytes()), expected)
-        .is_err()
-    {
+    // The config keeps the secret's SHA-256, never the secret.
+    let digest = digest::digest(&digest::SHA256, secret.as_bytes());
+    if verify_slices_are_equal(digest.as_ref(), expected).is_err() {
         return Err(refused("wrong secret"));
     }
     if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&source)) {
@@ -172,24 +173,24 @@ pub fn identify(
     })
 }
 
-/// `Basic base64(user:secret)`, scheme case-insensitive (RFC 7617).
+/// `Basic base64(user:secret)`, scheme case-insensitive (RFC 7617), the user up to the first
+/// `:`. The value must be as RFC 7235 writes it, spaces only between scheme and credentials.
 fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
-    let text = value.to_str().ok()?.trim();
-    let (scheme, encoded) = text.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, secret) = decoded.split_once(':')?;
-    Some((user.to_owned(), secret.to_owned()))
+    let ProxyAuthorization(basic) =
+        ProxyAuthorization::<Basic>::decode(&mut std::iter::once(value)).ok()?;
+    Some((basic.username().to_owned(), basic.password().to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+        out
+    }
 
     fn basic(user_secret: &str) -> HeaderValue {
         let encoded = base64::engine::general_purpose::STANDARD.encode(user_secret);

@@ -141,7 +141,7 @@ where
     let (cache, tokens, replay_limit) = (&sessions.cache, &sessions.tokens, sessions.replay_limit);
 
     let (session, source) = cache
-        .get(org, user, tokens)
+        .get(org, user, tokens, &matched.metrics.org)
         .await
         .map_err(|e| login_error(org, user, &e))?;
     note(source.as_str());
@@ -191,7 +191,7 @@ where
         );
         return Ok(response);
     }
-    let (fresh, _) = Box::pin(cache.get(org, user, tokens))
+    let (fresh, _) = Box::pin(cache.get(org, user, tokens, &matched.metrics.org))
         .await
         .map_err(|e| login_error(org, user, &e))?;
     if Arc::ptr_eq(&fresh, &session) {

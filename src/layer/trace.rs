@@ -65,8 +65,8 @@ impl RequestLine {
             session,
             "request"
         );
-        match chosen {
-            Some(chosen) => chosen.metrics.record(route, status, elapsed.as_secs_f64()),
+        match self.notes.route_metrics() {
+            Some(handles) => handles.route.record(status, elapsed.as_secs_f64()),
             None => {
                 metrics::requests(metrics::NO_ROUTE, status).increment(1);
                 ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => metrics::NO_ROUTE)

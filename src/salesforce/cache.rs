@@ -20,6 +20,7 @@ use moka::{Expiry, future::Cache, ops::compute::Op};
 
 use crate::{
     config::Org,
+    metrics::OrgMetrics,
     salesforce::{
         guard::LoginGuard,
         token::{Session, TokenClient, TokenError},
@@ -139,11 +140,13 @@ fn retry_pause(attempt: u32) -> Duration {
 
 impl SessionCache {
     /// The live session for (org, user), logging in with `tokens` if there is none.
+    /// The lookup is counted in `metrics`, the org's handles.
     pub async fn get(
         &self,
         org: &Org,
         user: &str,
         tokens: &TokenClient,
+        metrics: &OrgMetrics,
     ) -> Result<(Arc<Session>, Source), Arc<LoginError>> {
         let key = Key::new(org, user);
         // The common case, a live session, takes a plain read; only a miss takes the entry
@@ -164,7 +167,7 @@ impl SessionCache {
                 (entry.into_value(), source)
             }
         };
-        let handles = org.metrics.get(&org.name);
+        let handles = metrics.get();
         match source {
             Source::Minted => handles.session_miss.increment(1),
             Source::Cache => handles.session_hit.increment(1),
@@ -275,6 +278,13 @@ mod tests {
         pki,
     };
 
+    /// The org's metric handles, as the stack attaches them (no recorder: nothing is kept).
+    fn counted() -> &'static OrgMetrics {
+        static METRICS: std::sync::LazyLock<OrgMetrics> =
+            std::sync::LazyLock::new(|| OrgMetrics::new("acme"));
+        &METRICS
+    }
+
     async fn setup() -> (
         MockOrg,
         SessionCache,
@@ -324,21 +334,21 @@ mod tests {
     #[tokio::test]
     async fn a_stale_invalidation_keeps_the_fresh_session() {
         let (mock, cache, tokens, org, _dir) = setup().await;
-        let (first, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (first, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Minted);
-        let (again, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (again, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Cache);
         assert!(Arc::ptr_eq(&first, &again));
 
         cache.invalidate(&org, "u", &first).await;
-        let (second, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (second, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Minted);
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(mock.token_requests(), 2);
 
         // A late caller still holding the first session must not evict the second.
         cache.invalidate(&org, "u", &first).await;
-        let (still, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (still, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Cache);
         assert!(Arc::ptr_eq(&second, &still));
         assert_eq!(mock.token_requests(), 2);
@@ -352,10 +362,10 @@ mod tests {
     #[tokio::test]
     async fn a_young_session_expiring_again_is_not_reminted_for_every_caller() {
         let (mock, cache, tokens, org, _dir) = setup().await;
-        let (first, _) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (first, _) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         // The first expiry is renewed, at once.
         cache.invalidate(&org, "u", &first).await;
-        let (second, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (second, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Minted);
         assert_eq!(mock.token_requests(), 2);
 
@@ -363,7 +373,7 @@ mod tests {
         // is kept, they all share it, and no login is made.
         let reports = (0..50).map(|_| async {
             cache.invalidate(&org, "u", &second).await;
-            cache.get(&org, "u", &tokens).await.unwrap()
+            cache.get(&org, "u", &tokens, counted()).await.unwrap()
         });
         for (session, source) in futures_util::future::join_all(reports).await {
             assert!(Arc::ptr_eq(&session, &second));
@@ -371,7 +381,7 @@ mod tests {
         }
         for _ in 0..50 {
             cache.invalidate(&org, "u", &second).await;
-            let (session, _) = cache.get(&org, "u", &tokens).await.unwrap();
+            let (session, _) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
             assert!(Arc::ptr_eq(&session, &second));
         }
         assert_eq!(mock.token_requests(), 2, "one re-mint in all");
@@ -385,7 +395,7 @@ mod tests {
             session_ttl: ttl,
             ..Arc::try_unwrap(org).ok().unwrap()
         };
-        let (first, _) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (first, _) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         tokio::time::sleep(ttl / 2).await;
         let renewed = cache.refresh(&org, "u", &tokens).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &renewed));
@@ -415,14 +425,14 @@ mod tests {
                 description: "ip restricted".into(),
             },
         );
-        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        let error = cache.get(&org, "u", &tokens, counted()).await.unwrap_err();
         assert!(matches!(
             &*error,
             LoginError::Failed { error: TokenError::Rejected { description, .. }, retry_after }
                 if description == "ip restricted" && *retry_after == org.rejected_backoff
         ));
         // Remembered: callers get the refusal, and no token request is made, until it ends.
-        let again = cache.get(&org, "u", &tokens).await.unwrap_err();
+        let again = cache.get(&org, "u", &tokens, counted()).await.unwrap_err();
         assert!(
             matches!(&*again, LoginError::Failed { retry_after, .. } if *retry_after <= org.rejected_backoff)
         );
@@ -438,17 +448,17 @@ mod tests {
             body: "<html>down</html>".into(),
         };
         mock.fail_next_token_requests(2, unavailable.clone());
-        let (_, source) = cache.get(&org, "u", &tokens).await.unwrap();
+        let (_, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Minted, "the third attempt succeeded");
         assert_eq!(mock.token_requests(), 3);
 
         // Three failures: the login fails, and its failure is remembered.
         let (mock, cache, tokens, org, _dir) = setup().await;
         mock.fail_next_token_requests(5, unavailable);
-        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        let error = cache.get(&org, "u", &tokens, counted()).await.unwrap_err();
         assert!(matches!(&*error, LoginError::Failed { error, .. } if error.is_transient()));
         assert_eq!(mock.token_requests(), 3, "one try and two retries");
-        assert!(cache.get(&org, "u", &tokens).await.is_err());
+        assert!(cache.get(&org, "u", &tokens, counted()).await.is_err());
         assert_eq!(
             mock.token_requests(),
             3,
@@ -472,9 +482,9 @@ mod tests {
             },
         );
         for _ in 0..2 {
-            assert!(cache.get(&org, "u", &tokens).await.is_err());
+            assert!(cache.get(&org, "u", &tokens, counted()).await.is_err());
         }
-        let error = cache.get(&org, "u", &tokens).await.unwrap_err();
+        let error = cache.get(&org, "u", &tokens, counted()).await.unwrap_err();
         assert!(matches!(
             &*error,
             LoginError::BudgetExceeded { limit: 2, retry_after } if *retry_after > Duration::from_secs(3500)

@@ -87,7 +87,11 @@ impl Service<Request<ProxyBody>> for Upstream {
                 "upstream reached without a route and a session".into(),
             ))));
         };
-        let RouteMatch { route, path } = target;
+        let RouteMatch {
+            route,
+            metrics,
+            path,
+        } = target;
         match upstream_uri(&instance, path) {
             Ok(uri) => *request.uri_mut() = uri,
             Err(error) => return Box::pin(std::future::ready(Err(error))),
@@ -136,7 +140,7 @@ impl Service<Request<ProxyBody>> for Upstream {
                     });
                 }
             };
-            let handles = org.metrics.get(&org.name);
+            let handles = metrics.org.get();
             handles
                 .upstream_duration
                 .record(started.elapsed().as_secs_f64());

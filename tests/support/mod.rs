@@ -690,10 +690,13 @@ pub fn mkfifo(path: &Path) {
     assert!(made.success(), "mkfifo {}", path.display());
 }
 
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().try_into().expect("32 bytes")
+}
+
 /// The SHA-256 of `secret` in hex, as `secret_sha256` takes it.
 pub fn sha256_hex(secret: &[u8]) -> String {
-    sfproxy::config::sha256(secret)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256(secret).iter().map(|b| format!("{b:02x}")).collect()
 }
