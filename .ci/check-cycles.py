@@ -61,7 +61,11 @@ def graph(found):
         here = name.split('::')
         children = set(MOD.findall(text))
         paths = [p for tree in USE.findall(text) for p in expand(tree)]
-        paths += [p.split('::') for p in PATH.findall(USE.sub('', text))]
+        body = USE.sub('', text)
+        paths += [p.split('::') for p in PATH.findall(body)]
+        for child in children:
+            inline = re.compile(r'(?<![:\w])' + child + r'(?:::\w+)+')
+            paths += [p.split('::') for p in inline.findall(body)]
         targets = set()
         for segs in paths:
             if segs and segs[0] in children:

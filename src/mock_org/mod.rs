@@ -9,21 +9,21 @@
 //! token endpoint to test caching, back-off and timeouts.
 
 mod rest;
+mod state;
 mod token;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use state::{Counted, HandlerError, Inner, MockResponse, State};
+pub use state::{MockUser, SeenRequest, TokenFailure};
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::convert::Infallible;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -42,50 +42,6 @@ pub struct MockOrgConfig {
     pub tls: KeyAndCert,
     /// Usually 127.0.0.1:0.
     pub listen: SocketAddr,
-}
-
-#[derive(Clone, Debug)]
-pub struct MockUser {
-    pub username: String,
-    /// false → invalid_grant "user hasn't approved this consumer".
-    pub approved: bool,
-    /// false → its sessions get 401 "This session is not valid for use with the REST API".
-    pub rest_api: bool,
-}
-
-/// What the next token request(s) answer instead of a session.
-#[derive(Clone, Debug)]
-pub enum TokenFailure {
-    /// A Salesforce-shaped OAuth error, e.g. 400 invalid_grant / ip restricted.
-    OAuth {
-        status: u16,
-        error: String,
-        description: String,
-    },
-    /// Anything else, e.g. a 503 HTML page or a 200 without an access_token.
-    Raw {
-        status: u16,
-        content_type: String,
-        body: String,
-    },
-    /// Answer normally, but only after this delay.
-    Delay(Duration),
-    /// Close the connection without an answer (HTTP/2: reset the stream).
-    Drop,
-}
-
-/// One REST request as the org saw it (token requests are not recorded).
-#[derive(Clone, Debug)]
-pub struct SeenRequest {
-    pub method: String,
-    pub path_and_query: String,
-    /// Lower-case names, in arrival order.
-    pub headers: Vec<(String, String)>,
-    pub body_len: usize,
-    /// The presented token was a live session (even if its user may not use the REST API).
-    pub session_valid: bool,
-    /// Came over HTTP/2 (else HTTP/1.1).
-    pub http2: bool,
 }
 
 /// A running stand-in org. Dropping it (or awaiting `shutdown`) stops the server.
@@ -247,64 +203,6 @@ impl Drop for MockOrg {
     }
 }
 
-/// Shared between the handle and every connection task.
-struct State {
-    consumer_key: String,
-    audience: String,
-    users: Vec<MockUser>,
-    decoding_key: jsonwebtoken::DecodingKey,
-    url: String,
-    /// Signs the `signature` field of token responses, like Salesforce does with the app secret.
-    hmac_key: aws_lc_rs::hmac::Key,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    /// Caller connections open now (TCP accepted, not yet closed).
-    open_connections: usize,
-    accepted_connections: usize,
-    http1_only: bool,
-    /// Request bodies whose sender went away before the end.
-    aborted_bodies: usize,
-    /// `/download` answers still being streamed.
-    open_downloads: usize,
-    /// Every REST answer waits this long first (many callers in flight at once).
-    api_delay: Option<Duration>,
-    /// Live sessions: access token → index into `State::users`.
-    sessions: HashMap<String, usize>,
-    token_requests: usize,
-    failures: VecDeque<TokenFailure>,
-    instance_url: Option<String>,
-    /// Frozen or deactivated users: their logins are refused.
-    frozen: HashSet<String>,
-    /// Every session is answered as dead (`set_refuse_sessions`).
-    refuse_sessions: bool,
-    requests: Vec<SeenRequest>,
-    api_usage: u64,
-}
-
-impl State {
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not take every later assertion down with it.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-type MockResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
-
-/// Why a handler gives up on a request; hyper then drops the connection (or resets the stream).
-/// A concrete type rather than a boxed error keeps the service future provably `'static`.
-#[derive(Debug, thiserror::Error)]
-enum HandlerError {
-    #[error("mock org dropped the connection on purpose")]
-    DroppedOnPurpose,
-    #[error("reading the request body: {0}")]
-    Body(#[from] hyper::Error),
-    #[error("system random number generator failed")]
-    Random,
-}
-
 fn invalid_input(msg: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
 }
@@ -383,30 +281,6 @@ async fn accept_loop(listener: TcpListener, acceptors: Acceptors, state: Arc<Sta
     }
 }
 
-/// Counts something in `Inner` for as long as it lives (a connection, a streaming answer).
-struct Counted {
-    state: Arc<State>,
-    field: fn(&mut Inner) -> &mut usize,
-}
-
-impl Counted {
-    fn new(state: &Arc<State>, field: fn(&mut Inner) -> &mut usize) -> Self {
-        *field(&mut state.inner()) += 1;
-        Self {
-            state: Arc::clone(state),
-            field,
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut inner = self.state.inner();
-        let count = (self.field)(&mut inner);
-        *count = count.saturating_sub(1);
-    }
-}
-
 async fn dispatch(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -417,59 +291,6 @@ async fn dispatch(
     } else {
         rest::handle(state, req).await
     }
-}
-
-/// What was learned from a request body read as a stream: it may be far too big to keep.
-struct BodySummary {
-    len: usize,
-    sha256_hex: String,
-    /// The body itself when it is at most the `keep` limit given to `read_body`.
-    kept: Option<Vec<u8>>,
-}
-
-async fn read_body(mut body: Incoming, keep: usize) -> Result<BodySummary, hyper::Error> {
-    let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    let mut len = 0usize;
-    let mut kept = Some(Vec::new());
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue; // trailers
-        };
-        hash.update(&data);
-        len = len.saturating_add(data.len());
-        if len > keep {
-            kept = None;
-        } else if let Some(k) = kept.as_mut() {
-            k.extend_from_slice(&data);
-        }
-    }
-    let sha256_hex = hash
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(BodySummary {
-        len,
-        sha256_hex,
-        kept,
-    })
-}
-
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> MockResponse {
-    let mut response = Response::new(Full::new(body.into()).boxed_unsync());
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let content_type = HeaderValue::from_str(content_type)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, content_type);
-    response
-}
-
-fn respond_json(status: u16, value: &serde_json::Value) -> MockResponse {
-    respond(status, "application/json;charset=UTF-8", value.to_string())
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
-use super::token::{ORG_ID, user_id};
-use super::{
+use super::state::{
     BodySummary, Counted, HandlerError, MockResponse, SeenRequest, State, read_body, respond,
     respond_json,
 };
+use super::token::{ORG_ID, user_id};
 
 /// Echo bodies up to this size are returned verbatim; bigger ones only as length and hash.
 const ECHO_KEEP: usize = 64 * 1024;

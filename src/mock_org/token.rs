@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{HandlerError, MockResponse, State, TokenFailure, read_body, respond, respond_json};
+use super::state::{
+    HandlerError, MockResponse, State, TokenFailure, read_body, respond, respond_json,
+};
 
 /// The org id as Salesforce prints it in ids (18 chars) and in access tokens (15 chars).
 pub(super) const ORG_ID: &str = "00D000000000001EAA";
