@@ -4,12 +4,13 @@
 //! Salesforce never says how long a session lives; it answers 401 `INVALID_SESSION_ID` (Bulk API
 //! 1.0: 400 `InvalidSessionId`) when it is gone. (The SOAP API reads the session from the
 //! envelope, which the proxy does not touch: SOAP calls are not served with the proxy's session.)
-//! This layer hands the request down with its [`Expiry`] policy, and the replay layer below
-//! sends it again when the policy says so: the policy drops *that* session, mints a new one,
-//! which goes on the next send, once; the second answer goes to the caller whatever it is. A
-//! request whose body streamed (over `replay_limit`) cannot be sent again: its session is still
-//! dropped, so the caller's retry gets a new one. A 401 saying the session "is not valid for use
-//! with the REST API" is a setup problem a new token cannot fix: it is passed on, not replayed.
+//! This layer puts the session on the request and hands it down with its [`Expiry`] policy; the
+//! replay layer below sends it again when the policy says so: the policy drops *that* session,
+//! mints a new one and puts it on the next send, once; the second answer goes to the caller
+//! whatever it is. A request whose body streamed (over `replay_limit`) cannot be sent again: its
+//! session is still dropped, so the caller's retry gets a new one. A 401 saying the session "is
+//! not valid for use with the REST API" is a setup problem a new token cannot fix: it is passed
+//! on, not replayed.
 //!
 //! What a caller sends can never take the credentials away: its hop-by-hop headers, and every
 //! header its `Connection` names, are stripped here, before the session is added (a
@@ -100,27 +101,34 @@ where
     }
 }
 
-async fn serve<S>(mut inner: S, sessions: Arc<SessionSource>, request: Request<ProxyBody>) -> Answer
+async fn serve<S>(
+    mut inner: S,
+    sessions: Arc<SessionSource>,
+    mut request: Request<ProxyBody>,
+) -> Answer
 where
     S: Service<(Request<ProxyBody>, Expiry), Response = Response<ProxyBody>, Error = ProxyError>,
 {
-    let (mut parts, body) = request.into_parts();
     // Before anything of sfproxy's is added: nothing the caller's `Connection` names can reach
     // the credentials. Identify has read `Proxy-Authorization` already.
-    strip_hop_by_hop(&mut parts.headers);
-    let matched = parts
-        .extensions
+    strip_hop_by_hop(request.headers_mut());
+    let matched = request
+        .extensions_mut()
         .remove::<RouteMatch>()
         .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
-    let notes = parts.extensions.get::<Arc<Notes>>().cloned();
+    let notes = request.extensions().get::<Arc<Notes>>().cloned();
     let (org, user) = (&matched.route.org, matched.route.user.as_str());
     let (session, source) = sessions
         .cache
         .get(org, user, &sessions.tokens)
         .await
         .map_err(|e| ProxyError::login(&org.name, user, &e))?;
+    let api = Api::of(matched.path.path());
+    // On the request itself, where the caller's headers have room, not on each send's copy of
+    // them (copied to their length, they would grow for it).
+    credential::attach(request.headers_mut(), api, &session.token);
     let expiry = Expiry {
-        api: Api::of(matched.path.path()),
+        api,
         matched,
         session,
         source,
@@ -129,15 +137,11 @@ where
         replayed: false,
     };
     expiry.note(source.as_str());
-    inner
-        .ready()
-        .await?
-        .call((Request::from_parts(parts, body), expiry))
-        .await
+    inner.ready().await?.call((request, expiry)).await
 }
 
-/// The session layer's replay policy: puts the session on every send, and says "again", once,
-/// with a new session, when Salesforce answers that it expired.
+/// The session layer's replay policy: says where every send goes, and "again", once, with a new
+/// session, when Salesforce answers that it expired.
 pub struct Expiry {
     sessions: Arc<SessionSource>,
     matched: RouteMatch,
@@ -145,7 +149,8 @@ pub struct Expiry {
     session: Arc<Session>,
     source: Source,
     notes: Option<Arc<Notes>>,
-    /// Replayed once: the next answer goes back whatever it is.
+    /// Replayed once, with a new session (the request carries the first): the next answer goes
+    /// back whatever it is.
     replayed: bool,
 }
 
@@ -232,10 +237,12 @@ impl Expiry {
 }
 
 impl Policy for Expiry {
-    /// The session where the API reads it, replacing any credentials the caller sent, and the
-    /// [`Destination`]: the only extension upstream reads.
+    /// The [`Destination`], the only extension upstream reads; on the replay, the new session
+    /// in place of the one the request carries.
     fn prepare(&self, request: &mut Request<ProxyBody>) {
-        credential::attach(request.headers_mut(), self.api, &self.session.token);
+        if self.replayed {
+            credential::attach(request.headers_mut(), self.api, &self.session.token);
+        }
         request.extensions_mut().insert(Destination {
             target: self.matched.clone(),
             instance: self.session.instance.clone(),

@@ -3,7 +3,7 @@
 //! A larger body streams on (a 150 MB Bulk upload never sits in memory) and is sent only once.
 
 use bytes::Bytes;
-use http::{Extensions, Request, request::Parts};
+use http::Request;
 use http_body::Body;
 
 use crate::body::{self, BodyError, Buffered, ProxyBody, buffer_up_to};
@@ -55,30 +55,36 @@ impl KeptBody {
 
 /// A request kept to be sent as often as a policy asks.
 pub struct Kept {
-    head: Parts,
-    body: KeptBody,
+    /// The head, as the request came (its body a zero-sized placeholder).
+    pub head: Request<ProxyBody>,
+    pub body: KeptBody,
 }
 
-impl Kept {
-    pub fn new(head: Parts, body: KeptBody) -> Self {
-        Self { head, body }
-    }
-
-    /// One send's copy: method, URI, version, headers and body; no extensions (a policy puts
-    /// on each send what it needs).
-    pub fn copy(&self) -> Request<ProxyBody> {
-        let mut request = Request::new(self.body.body());
-        *request.method_mut() = self.head.method.clone();
-        *request.uri_mut() = self.head.uri.clone();
-        *request.version_mut() = self.head.version;
-        *request.headers_mut() = self.head.headers.clone();
-        request
-    }
+/// One send's copy of `head` and `body`: method, URI, version, headers and the kept bytes; no
+/// extensions (a policy puts on each send what it needs).
+pub fn copy(head: &Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
+    let mut request = Request::new(body.body());
+    *request.method_mut() = head.method().clone();
+    *request.uri_mut() = head.uri().clone();
+    *request.version_mut() = head.version();
+    *request.headers_mut() = head.headers().clone();
+    request
 }
 
-/// The only send of a request whose body streams: the head moves into it, without the extensions
-/// of the stages above (as a [`Kept::copy`] is).
-pub fn once(mut head: Parts, body: ProxyBody) -> Request<ProxyBody> {
-    head.extensions = Extensions::new();
-    Request::from_parts(head, body)
+/// The first send's copy: as [`copy`], its extensions the head's own map, emptied, so the room
+/// allocated for the stages above serves it (a new map would cost two allocations).
+pub fn first(head: &mut Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
+    let mut extensions = std::mem::take(head.extensions_mut());
+    extensions.clear();
+    let mut request = copy(head, body);
+    *request.extensions_mut() = extensions;
+    request
+}
+
+/// The only send of a request whose body streams: the head goes with it, without the extensions
+/// of the stages above (as a [`copy`] is).
+pub fn once(mut head: Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
+    *head.body_mut() = body;
+    head.extensions_mut().clear();
+    head
 }

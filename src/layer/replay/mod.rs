@@ -3,14 +3,16 @@
 //!
 //! Two policies judge every request. The layer's own ([`ResendRefused`] in the stack) judges
 //! each send, with a fresh copy for each; the request's own, handed down with it by the stage
-//! above (the session layer's expiry policy), judges what the first lets through, and its
-//! `Again` starts a new send. So a request the instance refused unprocessed is sent once more
-//! per send, and an expired session's replay is bounded by the session layer's policy.
+//! above (in the stack, the session layer's: an expired session), judges what the first lets
+//! through, and its `Again` starts a new send. So a request the instance refused unprocessed is
+//! sent once more per send, and an expired session's replay is bounded by its own policy.
 //!
 //! To send a request twice its body must be kept: bodies up to `replay_limit` are, larger ones
-//! stream through and are sent once (the policies still see the answer). Most requests are
-//! bodyless and answered at once: they take no box of their own here, only the fast state of
-//! [`Replaying`]; reading a body, judging an answer and sending again are boxed where they run.
+//! stream through and are sent once (the policies still see the answer). Each send carries a copy
+//! of the head, without the extensions of the stages above (the first send reuses their map).
+//! Most requests are bodyless and answered at once: they take no box of their own here, only the
+//! fast state of [`Replaying`]; reading a body, judging an answer and sending again are boxed
+//! where they run.
 
 mod kept;
 
@@ -20,11 +22,11 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, Response, request::Parts};
+use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{
-    body::ProxyBody,
+    body::{self, ProxyBody},
     context::{Answer, Policy, Verdict},
     error::{ProxyError, error_chain},
 };
@@ -81,31 +83,57 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, (request, policy): (Request<ProxyBody>, P)) -> Self::Future {
-        let (head, body) = request.into_parts();
-        let mut rest = Rest {
-            // The ready service sends first; its clone any send after.
-            inner: self.inner.clone(),
-            resend: self.resend.clone(),
-            fresh: self.resend.clone(),
-            policy,
-            kept: None,
-        };
+    // Each state in one expression, so the kept head is moved as few times as can be (a move of
+    // it is a copy of a few hundred bytes).
+    fn call(&mut self, (mut request, policy): (Request<ProxyBody>, P)) -> Self::Future {
+        // The head stays in `request`, to be kept; the placeholder body is zero-sized, not boxed.
+        let body = std::mem::replace(request.body_mut(), body::empty());
+        let resend = self.resend.clone();
         let state = match KeptBody::look(body, self.limit) {
             Found::Kept(body) => {
-                let kept = Kept::new(head, body);
-                let sending = self.inner.call(rest.copy(&kept));
-                rest.kept = Some(kept);
+                let mut first = kept::first(&mut request, &body);
+                resend.prepare(&mut first);
+                policy.prepare(&mut first);
                 State::First {
-                    sending,
-                    rest: Some(rest),
+                    sending: self.inner.call(first),
+                    rest: Rest {
+                        // The ready service sent first; its clone sends any send after.
+                        inner: self.inner.clone(),
+                        fresh: resend.clone(),
+                        resend,
+                        policy,
+                        kept: Some(Kept {
+                            head: request,
+                            body,
+                        }),
+                    },
                 }
             }
-            Found::Large(body) => State::First {
-                sending: self.inner.call(rest.once(head, body)),
-                rest: Some(rest),
-            },
-            Found::Unread(body) => State::Slow(Box::pin(rest.read_first(head, body, self.limit))),
+            Found::Large(body) => {
+                let mut only = kept::once(request, body);
+                resend.prepare(&mut only);
+                policy.prepare(&mut only);
+                State::First {
+                    sending: self.inner.call(only),
+                    rest: Rest {
+                        inner: self.inner.clone(),
+                        fresh: resend.clone(),
+                        resend,
+                        policy,
+                        kept: None,
+                    },
+                }
+            }
+            Found::Unread(body) => {
+                let rest = Rest {
+                    inner: self.inner.clone(),
+                    fresh: resend.clone(),
+                    resend,
+                    policy,
+                    kept: None,
+                };
+                State::Slow(Box::pin(rest.read_first(request, body, self.limit)))
+            }
         };
         Replaying { state }
     }
@@ -139,12 +167,12 @@ where
     }
 
     fn copy(&self, kept: &Kept) -> Request<ProxyBody> {
-        let mut request = kept.copy();
+        let mut request = kept::copy(&kept.head, &kept.body);
         self.prepare(&mut request);
         request
     }
 
-    fn once(&self, head: Parts, body: ProxyBody) -> Request<ProxyBody> {
+    fn once(&self, head: Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
         let mut request = kept::once(head, body);
         self.prepare(&mut request);
         request
@@ -155,12 +183,19 @@ where
     }
 
     /// A body to read before the first send: kept if it ends within `limit`, else it streams.
-    async fn read_first(mut self, head: Parts, body: ProxyBody, limit: usize) -> Answer {
+    async fn read_first(
+        mut self,
+        head: Request<ProxyBody>,
+        body: ProxyBody,
+        limit: usize,
+    ) -> Answer {
         let answer = match KeptBody::read(body, limit).await {
             Err(error) => return Err(ProxyError::CallerGone(error_chain(&error))),
             Ok(Ok(body)) => {
-                let kept = Kept::new(head, body);
-                let answer = self.send(self.copy(&kept)).await;
+                let mut kept = Kept { head, body };
+                let mut first = kept::first(&mut kept.head, &kept.body);
+                self.prepare(&mut first);
+                let answer = self.send(first).await;
                 self.kept = Some(kept);
                 answer
             }
@@ -219,7 +254,7 @@ pub struct Replaying<S: Service<Request<ProxyBody>>, R, P> {
 enum State<S: Service<Request<ProxyBody>>, R, P> {
     First {
         sending: S::Future,
-        rest: Option<Rest<S, R, P>>,
+        rest: Rest<S, R, P>,
     },
     Slow(Pin<Box<dyn Future<Output = Answer> + Send>>),
     Done,
@@ -245,14 +280,16 @@ where
             match &mut this.state {
                 State::First { sending, rest } => {
                     let answer = ready!(Pin::new(sending).poll(cx));
-                    match rest.take() {
-                        Some(rest) if rest.wants(&answer) => {
+                    if !rest.wants(&answer) {
+                        // Dropped in place: most requests end here.
+                        this.state = State::Done;
+                        return Poll::Ready(answer);
+                    }
+                    match std::mem::replace(&mut this.state, State::Done) {
+                        State::First { rest, .. } => {
                             this.state = State::Slow(Box::pin(rest.after(answer)));
                         }
-                        _ => {
-                            this.state = State::Done;
-                            return Poll::Ready(answer);
-                        }
+                        _ => return Poll::Ready(answer),
                     }
                 }
                 State::Slow(rest) => {
