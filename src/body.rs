@@ -1,4 +1,5 @@
-//! The one body type that travels the stack, and the bounded buffering the session layer needs.
+//! The one body type that travels the stack, and the bounded buffering the replay layer (to keep
+//! a request) and the session layer (to read an expiry answer) need.
 //!
 //! Request and response bodies are boxed once at the edges so every layer shares one concrete
 //! type. Buffering is always bounded: a body is kept whole only up to a limit (so a request can be

@@ -18,8 +18,11 @@ use http_body_util::{BodyExt, Limited};
 use crate::{
     body,
     config::{Config, Org},
-    error::{error_chain, login_hint},
-    salesforce::token::{Session, TokenClient, TokenError},
+    error::error_chain,
+    salesforce::{
+        hints::login_hint,
+        token::{Session, TokenClient, TokenError},
+    },
     upstream::client::HttpClient,
 };
 

@@ -3,17 +3,21 @@
 //!
 //! In the order the stages add them: the server sets [`ClientAddr`] (and [`Tunnel`] inside a
 //! tunnel), trace sets [`Notes`], identify a [`Caller`], route a [`RouteMatch`] (or answers a
-//! CONNECT with a [`TunnelGrant`]), session a [`Destination`].
+//! CONNECT with a [`TunnelGrant`]), session a [`Destination`]. The session layer also hands the
+//! replay layer a [`Policy`] with each request: when to send it again, and what each send carries.
 
 use std::{
+    future::Future,
     net::SocketAddr,
     sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
-use http::uri::PathAndQuery;
+use http::{Request, Response, uri::PathAndQuery};
 
 use crate::{
+    body::ProxyBody,
     config::{InstanceUrl, Route},
+    error::ProxyError,
     intercept::Intercept,
     metrics::RouteHandles,
 };
@@ -119,4 +123,38 @@ impl Inside {
 pub struct Tunnel {
     pub host: String,
     pub caller: Caller,
+}
+
+/// An answer from the stages below, as a replay [`Policy`] judges it.
+pub type Answer = Result<Response<ProxyBody>, ProxyError>;
+
+/// What a [`Policy`] says of an answer.
+pub enum Verdict {
+    /// Pass this answer on (whole, if the policy read its body).
+    Answer(Answer),
+    /// Drop this answer and send the kept request once more.
+    Again,
+}
+
+/// When the replay layer sends a request once more, and what every send of it carries. The
+/// replay layer keeps the request and follows its policies, knowing nothing of why; the policy
+/// knows why, and nothing of how the request is kept.
+pub trait Policy {
+    /// Readies one send: `request` is a copy of the kept request (method, URI, version,
+    /// headers, body), without extensions.
+    fn prepare(&self, _request: &mut Request<ProxyBody>) {}
+
+    /// Cheap and synchronous, asked of every answer: whether it may call for another send. Most
+    /// answers do not, and go back at once, without [`judge`](Policy::judge)'s future.
+    fn wants(&self, answer: &Answer) -> bool;
+
+    /// Judges an answer `wants` picked, when the request can be sent again. A policy bounds its
+    /// own sends: the replay layer sends again as often as it says `Again`.
+    fn judge(&mut self, answer: Answer) -> impl Future<Output = Verdict> + Send;
+
+    /// Sees an answer `wants` picked when the request cannot be sent again (its body streamed
+    /// on, over the replay limit), to act on it; gives it back.
+    fn last(&mut self, answer: Answer) -> impl Future<Output = Answer> + Send {
+        std::future::ready(answer)
+    }
 }

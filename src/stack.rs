@@ -12,6 +12,7 @@ use crate::{
     layer::{
         identify::{Identify, IdentifyLayer},
         limits::{Limits, LimitsLayer},
+        replay::{Replay, ReplayLayer, ResendRefused},
         rescue::{Rescue, RescueLayer},
         route::{RouteLayer, RouteTable, Router},
         session::{SessionLayer, Sessions},
@@ -24,7 +25,8 @@ use crate::{
 
 /// The whole proxy as one service: every request in, a response out, never an error. Named, not
 /// boxed: it is cloned for every request, and a boxed service would also box each future again.
-pub type ProxyService = Trace<Rescue<Limits<Identify<Router<Sessions<Upstream>>>>>>;
+pub type ProxyService =
+    Trace<Rescue<Limits<Identify<Router<Sessions<Replay<Upstream, ResendRefused>>>>>>>;
 
 /// A built stack, and what of it the app keeps besides the service.
 pub struct Built {
@@ -67,11 +69,14 @@ pub fn build(
         .layer(IdentifyLayer::new(config.clients.clone()))
         // Picks org and user; needs the caller, since routes may be limited to some clients.
         .layer(RouteLayer::new(routes.clone(), intercept.clone()))
-        // The session of the route's (org, user); it wraps upstream so it can replay once.
-        .layer(SessionLayer::new(
-            sessions,
-            tokens.clone(),
+        // The session of the route's (org, user), where its API reads it; its expiry policy
+        // goes down with the request, so the replay below can send it again with a new one.
+        .layer(SessionLayer::new(sessions, tokens.clone()))
+        // Keeps bodies up to replay_limit, to send a request again: once per send when the
+        // instance refused it unprocessed, and when the request's own policy says so.
+        .layer(ReplayLayer::new(
             config.proxy.replay_limit,
+            ResendRefused::default(),
         ))
         .service(Upstream::new(client, &tls, config.proxy.request_timeout));
     Ok(Built {

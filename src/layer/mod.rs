@@ -3,6 +3,7 @@
 
 pub mod identify;
 pub mod limits;
+pub mod replay;
 pub mod rescue;
 pub mod route;
 pub mod session;

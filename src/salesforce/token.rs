@@ -178,7 +178,7 @@ impl TokenClient {
                 "no answer from"
             };
             // The caller hears the class of failure; the log keeps the socket's details.
-            let detail = crate::error::error_chain(&e);
+            let detail = crate::error::chain::error_chain(&e);
             tracing::warn!(org = %org.name, detail = detail.as_str(), "{what} the token endpoint");
             TokenError::Transient(format!(
                 "{what} {}: {}",

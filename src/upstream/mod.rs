@@ -31,7 +31,7 @@ use crate::{
     config::InstanceUrl,
     context::{Destination, RouteMatch},
     error::ProxyError,
-    metrics,
+    salesforce::limit_info,
     upstream::{
         client::{CONNECT_TIMEOUT, HttpClient},
         h2::{Broken, Failure, H2Connections},
@@ -147,9 +147,9 @@ impl Service<Request<ProxyBody>> for Upstream {
             let (mut parts, body) = response.into_parts();
             if let Some((used, limit)) = parts
                 .headers
-                .get("sforce-limit-info")
+                .get(&limit_info::HEADER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(metrics::parse_api_usage)
+                .and_then(limit_info::api_usage)
             {
                 handles.api_usage.set(used as f64);
                 handles.api_limit.set(limit as f64);
