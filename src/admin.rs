@@ -26,11 +26,11 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
 };
 
 /// What `/readyz` asks: `Err` says why the proxy should not get traffic yet.
-pub trait Readiness: Send + Sync + 'static {
+pub(crate) trait Readiness: Send + Sync + 'static {
     fn readiness(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-pub async fn serve<R: Readiness>(
+pub(crate) async fn serve<R: Readiness>(
     listener: TcpListener,
     ready: Arc<R>,
     prometheus: Option<PrometheusHandle>,

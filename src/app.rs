@@ -42,13 +42,13 @@ const WARM_RETRY: Duration = Duration::from_secs(30);
 const WARM_RENEW_AT: f64 = 0.75;
 
 /// One loaded config and the stack built from it.
-pub struct Active {
-    pub config: Arc<Config>,
-    pub service: ProxyService,
-    pub tokens: TokenClient,
+pub(crate) struct Active {
+    pub(crate) config: Arc<Config>,
+    pub(crate) service: ProxyService,
+    pub(crate) tokens: TokenClient,
     /// The config's routes with the metric handles the stack attached.
-    pub routes: RouteTable,
-    pub intercept: Option<Arc<Intercept>>,
+    pub(crate) routes: RouteTable,
+    pub(crate) intercept: Option<Arc<Intercept>>,
 }
 
 pub struct App {
@@ -79,16 +79,16 @@ impl App {
         }))
     }
 
-    pub fn active(&self) -> Arc<Active> {
+    pub(crate) fn active(&self) -> Arc<Active> {
         self.active.load_full()
     }
 
-    pub fn service(&self) -> ProxyService {
+    pub(crate) fn service(&self) -> ProxyService {
         self.active.load().service.clone()
     }
 
     /// Re-reads the config file, off the async threads; on any error the running config stays.
-    pub async fn reload(&self) -> Result<(), String> {
+    pub(crate) async fn reload(&self) -> Result<(), String> {
         let (path, sessions) = (self.path.clone(), self.sessions.clone());
         let running = self.active.load().intercept.clone();
         let built = tokio::task::spawn_blocking(move || build(&path, &sessions, running.as_ref()))
@@ -133,7 +133,7 @@ impl App {
 
     /// Ready while the proxy port is bound and not draining, once every warm (org, user) has
     /// had a session.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub(crate) async fn ready(&self) -> Result<(), String> {
         if !self.serving.load(Ordering::Acquire) {
             return Err("the proxy port is not bound, or the proxy is stopping".into());
         }

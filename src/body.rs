@@ -11,13 +11,13 @@ use futures_util::StreamExt;
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body read failure (caller gone, upstream cut off). A named type rather than `BoxError`
 /// inside `ProxyBody`: a trait object there trips rustc's "Send is not general enough" in the
 /// stack's boxed futures.
 #[derive(Debug)]
-pub struct BodyError(pub BoxError);
+pub(crate) struct BodyError(pub(crate) BoxError);
 
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,20 +32,20 @@ impl std::error::Error for BodyError {
 }
 
 /// The body type of every request and response inside the stack.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
 
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-pub fn empty() -> ProxyBody {
+pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Boxes a hyper body (caller's request or Salesforce's answer).
-pub fn boxed<B>(body: B) -> ProxyBody
+pub(crate) fn boxed<B>(body: B) -> ProxyBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -54,7 +54,7 @@ where
 }
 
 /// A body after an attempt to hold it in memory.
-pub enum Buffered {
+pub(crate) enum Buffered {
     /// The whole body, no larger than the limit: it can be sent again.
     Complete(Bytes),
     /// Larger than the limit: what was read, followed by the rest, streaming.
@@ -62,7 +62,7 @@ pub enum Buffered {
 }
 
 /// Reads `body` into memory if it ends within `limit` bytes; otherwise returns it intact, streaming.
-pub async fn buffer_up_to(mut body: ProxyBody, limit: usize) -> Result<Buffered, BodyError> {
+pub(crate) async fn buffer_up_to(mut body: ProxyBody, limit: usize) -> Result<Buffered, BodyError> {
     let mut held = BytesMut::new();
     let mut frames: Vec<Frame<Bytes>> = Vec::new();
     while let Some(frame) = body.frame().await {

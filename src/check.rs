@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Beyond this difference with the token host's clock, assertions start to fail.
-pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 const MAX_BODY: usize = 64 * 1024;
 
 /// What `check` found: printable lines, and whether every route passed.

@@ -24,51 +24,51 @@ use crate::{
 
 /// The peer address of the connection, set by the server for every request.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// The identified caller.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: Arc<str>,
+pub(crate) struct Caller {
+    pub(crate) name: Arc<str>,
 }
 
 /// What the layers learn about a request, shared through its extensions (replays included), for
 /// the one log line and the request metrics.
 #[derive(Debug, Default)]
-pub struct Notes {
+pub(crate) struct Notes {
     client: OnceLock<Arc<str>>,
     route: OnceLock<(Arc<Route>, Arc<RouteHandles>)>,
     session: Mutex<Option<&'static str>>,
 }
 
 impl Notes {
-    pub fn set_client(&self, client: Arc<str>) {
+    pub(crate) fn set_client(&self, client: Arc<str>) {
         let _ = self.client.set(client);
     }
 
-    pub fn set_route(&self, route: Arc<Route>, metrics: Arc<RouteHandles>) {
+    pub(crate) fn set_route(&self, route: Arc<Route>, metrics: Arc<RouteHandles>) {
         let _ = self.route.set((route, metrics));
     }
 
     /// `cache`, `minted` or `replayed`; the last word wins.
-    pub fn set_session(&self, source: &'static str) {
+    pub(crate) fn set_session(&self, source: &'static str) {
         *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
-    pub fn client(&self) -> Option<&Arc<str>> {
+    pub(crate) fn client(&self) -> Option<&Arc<str>> {
         self.client.get()
     }
 
-    pub fn route(&self) -> Option<&Arc<Route>> {
+    pub(crate) fn route(&self) -> Option<&Arc<Route>> {
         self.route.get().map(|(route, _)| route)
     }
 
     /// The metric handles of the chosen route.
-    pub fn route_metrics(&self) -> Option<&Arc<RouteHandles>> {
+    pub(crate) fn route_metrics(&self) -> Option<&Arc<RouteHandles>> {
         self.route.get().map(|(_, metrics)| metrics)
     }
 
-    pub fn session(&self) -> Option<&'static str> {
+    pub(crate) fn session(&self) -> Option<&'static str> {
         *self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -76,32 +76,32 @@ impl Notes {
 /// The chosen route, its metric handles, and the path and query to send to the instance
 /// (`strip_prefix` applied).
 #[derive(Debug, Clone)]
-pub struct RouteMatch {
-    pub route: Arc<Route>,
-    pub metrics: Arc<RouteHandles>,
-    pub path: PathAndQuery,
+pub(crate) struct RouteMatch {
+    pub(crate) route: Arc<Route>,
+    pub(crate) metrics: Arc<RouteHandles>,
+    pub(crate) path: PathAndQuery,
 }
 
 /// Where the request goes: the route's path on the instance its session is valid for; set by
 /// the session layer, the only extension upstream reads.
 #[derive(Debug, Clone)]
-pub struct Destination {
-    pub target: RouteMatch,
-    pub instance: InstanceUrl,
+pub(crate) struct Destination {
+    pub(crate) target: RouteMatch,
+    pub(crate) instance: InstanceUrl,
 }
 
 /// An accepted CONNECT, as the route layer grants it on the answer: the server then opens the
 /// tunnel.
 #[derive(Clone, Debug)]
-pub struct TunnelGrant {
-    pub host: String,
-    pub caller: Caller,
-    pub inside: Inside,
+pub(crate) struct TunnelGrant {
+    pub(crate) host: String,
+    pub(crate) caller: Caller,
+    pub(crate) inside: Inside,
 }
 
 /// What a tunnel carries, by the port it was asked for.
 #[derive(Clone, Debug)]
-pub enum Inside {
+pub(crate) enum Inside {
     /// Port 443: TLS, terminated with a leaf of the interception CA.
     Tls(Arc<Intercept>),
     /// Port 80: plain HTTP.
@@ -109,7 +109,7 @@ pub enum Inside {
 }
 
 impl Inside {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         match self {
             Inside::Tls(_) => 443,
             Inside::Plain => 80,
@@ -120,16 +120,16 @@ impl Inside {
 /// Set on every request that arrives inside a tunnel: the caller identified on the CONNECT, and
 /// the host the tunnel is for (which decides the route, whatever `Host` the request carries).
 #[derive(Clone, Debug)]
-pub struct Tunnel {
-    pub host: String,
-    pub caller: Caller,
+pub(crate) struct Tunnel {
+    pub(crate) host: String,
+    pub(crate) caller: Caller,
 }
 
 /// An answer from the stages below, as a replay [`Policy`] judges it.
-pub type Answer = Result<Response<ProxyBody>, ProxyError>;
+pub(crate) type Answer = Result<Response<ProxyBody>, ProxyError>;
 
 /// What a [`Policy`] says of an answer.
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Pass this answer on (whole, if the policy read its body).
     Answer(Answer),
     /// Drop this answer and send the kept request once more.
@@ -139,7 +139,7 @@ pub enum Verdict {
 /// When the replay layer sends a request once more, and what every send of it carries. The
 /// replay layer keeps the request and follows its policies, knowing nothing of why; the policy
 /// knows why, and nothing of how the request is kept.
-pub trait Policy {
+pub(crate) trait Policy {
     /// Readies one send: `request` is a copy of the kept request (method, URI, version,
     /// headers, body), without extensions.
     fn prepare(&self, _request: &mut Request<ProxyBody>) {}

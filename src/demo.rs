@@ -16,10 +16,10 @@ use crate::{
     pki, server,
 };
 
-pub const CONSUMER_KEY: &str = "3MVG9demo.consumer.key";
-pub const USER: &str = "integration@demo.example";
+pub(crate) const CONSUMER_KEY: &str = "3MVG9demo.consumer.key";
+pub(crate) const USER: &str = "integration@demo.example";
 /// A real org expects this audience whatever host the token is posted to; so does the stand-in.
-pub const AUDIENCE: &str = "https://login.salesforce.com";
+pub(crate) const AUDIENCE: &str = "https://login.salesforce.com";
 
 /// The demo's files: key, certificate, CA, config.
 fn workdir() -> std::io::Result<PathBuf> {
@@ -29,7 +29,7 @@ fn workdir() -> std::io::Result<PathBuf> {
 }
 
 /// The config the demo runs on, for a stand-in org at `org_url`.
-pub fn config_text(listen: SocketAddr, org_url: &str) -> String {
+pub(crate) fn config_text(listen: SocketAddr, org_url: &str) -> String {
     format!(
         r#"# Written by `sfproxy demo`: a working config for a stand-in org on this machine.
 [proxy]

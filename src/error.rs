@@ -6,21 +6,21 @@
 //! existing Salesforce error handling reads them. Nothing here may carry a token, an assertion, a
 //! key or a secret: messages are built from names, hosts and Salesforce's error codes only.
 
-pub mod chain;
+pub(crate) mod chain;
 
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-pub use self::chain::error_chain;
+pub(crate) use self::chain::error_chain;
 use crate::{
     body::{ProxyBody, full},
     salesforce::{cache::LoginError, hints::login_hint, token::TokenError},
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The caller's request cannot be proxied as sent.
     #[error("{0}")]
     BadRequest(String),
@@ -153,12 +153,12 @@ pub enum ProxyError {
 
 /// nginx's "client closed request": not a status any caller receives, but one logs and
 /// dashboards recognise.
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl ProxyError {
     /// Why `user` of `org` has no session: a refusal, an unavailable token endpoint (both
     /// remembered for `retry_after`), or a spent login budget.
-    pub fn login(org: &str, user: &str, error: &LoginError) -> Self {
+    pub(crate) fn login(org: &str, user: &str, error: &LoginError) -> Self {
         match error {
             LoginError::Failed {
                 error: TokenError::Rejected { error, description },
@@ -187,7 +187,7 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) | Self::AmbiguousFraming | Self::FramingLost => {
                 StatusCode::BAD_REQUEST
@@ -218,7 +218,7 @@ impl ProxyError {
     }
 
     /// The `errorCode` of the body: part of the interface, callers match on it.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) | Self::AmbiguousFraming | Self::FramingLost => "PROXY_BAD_REQUEST",
             Self::AuthRequired(_) => "PROXY_AUTH_REQUIRED",
@@ -273,7 +273,7 @@ impl ProxyError {
 
     /// The body of the answer: `[{"errorCode":..,"message":..}]`, plus Salesforce's error and a
     /// hint for refused logins.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let mut entry = Map::new();
         entry.insert("errorCode".into(), json!(self.code()));
         entry.insert("message".into(), json!(self.message()));
@@ -290,7 +290,7 @@ impl ProxyError {
         Value::Array(vec![Value::Object(entry)]).to_string()
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let body = self.to_json();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();

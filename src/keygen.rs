@@ -11,7 +11,7 @@ use std::{
 
 use crate::pki;
 
-pub const DEFAULT_DAYS: u32 = 730;
+pub(crate) const DEFAULT_DAYS: u32 = 730;
 
 /// The options of `sfproxy keygen` (clap reads them straight into this).
 #[derive(clap::Args)]
@@ -131,7 +131,7 @@ pub fn run(args: &Keygen) -> Result<String, String> {
 }
 
 /// Creates (or truncates) a file only its owner may read.
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

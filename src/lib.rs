@@ -3,7 +3,8 @@
 //! Legacy callers send plain, unauthenticated REST calls; sfproxy identifies the caller, picks a
 //! route (org + integration user), gets a session with the OAuth 2.0 JWT bearer flow, and
 //! forwards the call to the org's instance over TLS. Modules are listed in the order a request
-//! meets them.
+//! meets them (docs/architecture.md has the map); only what the binary and the tests use is
+//! public.
 
 // Start-up: the validated config, and the running proxy that swaps it on reload.
 pub mod config;
@@ -11,37 +12,37 @@ pub mod config;
 pub mod app;
 
 // Accepting connections, the threads that serve them, then the tower stack: trace, rescue,
-// identify, route, session.
-pub mod server;
+// limits, identify, route, session, replay, upstream; what a request carries between them.
+mod server;
 
-pub mod context;
+mod workers;
 
-pub mod workers;
+mod stack;
 
-pub mod stack;
+mod context;
 
-pub mod layer;
+mod layer;
 
-// Sessions from Salesforce's token endpoint, and the instance the request goes to.
-pub mod salesforce;
+// Salesforce's wire knowledge: logins, sessions, expiry answers, where the credential goes.
+mod salesforce;
 
-pub mod upstream;
+mod upstream;
 
 // Shared by every stage: the body type, errors and their answers, metrics, log lines.
-pub mod body;
+mod body;
 
-pub mod error;
+mod error;
 
-pub mod metrics;
+mod metrics;
 
 pub mod logs;
 
-pub mod tap;
+mod tap;
 
-pub mod framing;
+mod framing;
 
 // Beside the request path: the admin port, setup tools, the demo and its stand-in org.
-pub mod admin;
+mod admin;
 
 pub mod check;
 

@@ -16,21 +16,21 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-pub const REQUESTS: &str = "sfproxy_requests_total";
-pub const REQUEST_DURATION: &str = "sfproxy_request_duration_seconds";
-pub const UPSTREAM_DURATION: &str = "sfproxy_upstream_duration_seconds";
-pub const TOKEN_REQUESTS: &str = "sfproxy_token_requests_total";
-pub const SESSION_CACHE: &str = "sfproxy_session_cache_total";
-pub const SESSION_REPLAYS: &str = "sfproxy_session_replays_total";
-pub const API_USAGE: &str = "sfproxy_salesforce_api_usage";
-pub const API_LIMIT: &str = "sfproxy_salesforce_api_limit";
-pub const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
-pub const REFUSALS: &str = "sfproxy_refusals_total";
-pub const CONNECTIONS_OPEN: &str = "sfproxy_connections_open";
-pub const REQUESTS_IN_FLIGHT: &str = "sfproxy_requests_in_flight";
+pub(crate) const REQUESTS: &str = "sfproxy_requests_total";
+pub(crate) const REQUEST_DURATION: &str = "sfproxy_request_duration_seconds";
+pub(crate) const UPSTREAM_DURATION: &str = "sfproxy_upstream_duration_seconds";
+pub(crate) const TOKEN_REQUESTS: &str = "sfproxy_token_requests_total";
+pub(crate) const SESSION_CACHE: &str = "sfproxy_session_cache_total";
+pub(crate) const SESSION_REPLAYS: &str = "sfproxy_session_replays_total";
+pub(crate) const API_USAGE: &str = "sfproxy_salesforce_api_usage";
+pub(crate) const API_LIMIT: &str = "sfproxy_salesforce_api_limit";
+pub(crate) const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
+pub(crate) const REFUSALS: &str = "sfproxy_refusals_total";
+pub(crate) const CONNECTIONS_OPEN: &str = "sfproxy_connections_open";
+pub(crate) const REQUESTS_IN_FLIGHT: &str = "sfproxy_requests_in_flight";
 
 /// The `route` label of requests refused before a route was chosen.
-pub const NO_ROUTE: &str = "none";
+pub(crate) const NO_ROUTE: &str = "none";
 
 /// Buckets for request and upstream latency, in seconds: Salesforce calls take from a few
 /// milliseconds (cached limits) to minutes (large queries, Bulk uploads).
@@ -39,7 +39,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process-wide Prometheus recorder and describes every metric.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub(crate) fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)
         .map_err(|e| format!("metrics buckets: {e}"))?
@@ -99,38 +99,38 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// plain data) and handed on with the route a request matched: trace records the request, the
 /// session cache the lookup, upstream the answer, none of them looking a handle up.
 #[derive(Debug)]
-pub struct RouteHandles {
-    pub route: RouteMetrics,
+pub(crate) struct RouteHandles {
+    pub(crate) route: RouteMetrics,
     /// Shared by every route of the org.
-    pub org: Arc<OrgMetrics>,
+    pub(crate) org: Arc<OrgMetrics>,
 }
 
 /// The metrics of one org, registered on first use. The recorder is installed after the config
 /// is loaded, so handles cannot be made with the org; once made, recording through them skips
 /// the registry lookup and label strings a `counter!(name, labels)` costs on every request.
-pub struct OrgMetrics {
+pub(crate) struct OrgMetrics {
     org: String,
     handles: OnceLock<OrgHandles>,
 }
 
-pub struct OrgHandles {
-    pub upstream_duration: Histogram,
-    pub api_usage: Gauge,
-    pub api_limit: Gauge,
-    pub session_hit: Counter,
-    pub session_miss: Counter,
+pub(crate) struct OrgHandles {
+    pub(crate) upstream_duration: Histogram,
+    pub(crate) api_usage: Gauge,
+    pub(crate) api_limit: Gauge,
+    pub(crate) session_hit: Counter,
+    pub(crate) session_miss: Counter,
 }
 
 impl OrgMetrics {
     /// The metrics labelled `org`.
-    pub fn new(org: &str) -> Self {
+    pub(crate) fn new(org: &str) -> Self {
         Self {
             org: org.to_owned(),
             handles: OnceLock::new(),
         }
     }
 
-    pub fn get(&self) -> &OrgHandles {
+    pub(crate) fn get(&self) -> &OrgHandles {
         self.handles.get_or_init(|| {
             let org = &self.org;
             OrgHandles {
@@ -152,7 +152,7 @@ impl fmt::Debug for OrgMetrics {
 
 /// The request metrics of one route (see [`OrgMetrics`]): its latency histogram, and a counter
 /// per status it has answered with.
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     route: Arc<str>,
     duration: OnceLock<Histogram>,
     by_status: Mutex<Vec<(u16, Counter)>>,
@@ -160,7 +160,7 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     /// The metrics labelled `route`.
-    pub fn new(route: Arc<str>) -> Self {
+    pub(crate) fn new(route: Arc<str>) -> Self {
         Self {
             route,
             duration: OnceLock::new(),
@@ -168,7 +168,7 @@ impl RouteMetrics {
         }
     }
 
-    pub fn record(&self, status: u16, seconds: f64) {
+    pub(crate) fn record(&self, status: u16, seconds: f64) {
         let route = &*self.route;
         self.duration
             .get_or_init(|| histogram!(REQUEST_DURATION, "route" => route.to_owned()))
@@ -195,12 +195,12 @@ impl fmt::Debug for RouteMetrics {
 }
 
 /// `sfproxy_requests_total` of a route (or [`NO_ROUTE`]) and status.
-pub fn requests(route: &str, status: u16) -> Counter {
+pub(crate) fn requests(route: &str, status: u16) -> Counter {
     counter!(REQUESTS, "route" => route.to_owned(), "status" => status.to_string())
 }
 
 /// `sfproxy_requests_in_flight`, registered once.
-pub fn requests_in_flight() -> &'static Gauge {
+pub(crate) fn requests_in_flight() -> &'static Gauge {
     static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
     IN_FLIGHT.get_or_init(|| gauge!(REQUESTS_IN_FLIGHT))
 }

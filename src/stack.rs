@@ -25,24 +25,24 @@ use crate::{
 
 /// The whole proxy as one service: every request in, a response out, never an error. Named, not
 /// boxed: it is cloned for every request, and a boxed service would also box each future again.
-pub type ProxyService =
+pub(crate) type ProxyService =
     Trace<Rescue<Limits<Identify<Router<Sessions<Replay<Upstream, ResendRefused>>>>>>>;
 
 /// A built stack, and what of it the app keeps besides the service.
-pub struct Built {
-    pub service: ProxyService,
-    pub tokens: TokenClient,
+pub(crate) struct Built {
+    pub(crate) service: ProxyService,
+    pub(crate) tokens: TokenClient,
     /// The routes with their metric handles: warm-up logins are counted through them too.
-    pub routes: RouteTable,
+    pub(crate) routes: RouteTable,
     /// The interception in use, for the next reload to keep.
-    pub intercept: Option<Arc<Intercept>>,
+    pub(crate) intercept: Option<Arc<Intercept>>,
 }
 
 /// The stack for `config`. `sessions` is passed in because it outlives the stack: a reload builds
 /// a new stack around the same sessions. `running`: the interception of the stack this one
 /// replaces, kept when the CA is the same, so callers see the same leaf for a host after a
 /// reload (and none is issued again).
-pub fn build(
+pub(crate) fn build(
     config: &Config,
     sessions: SessionCache,
     running: Option<&Arc<Intercept>>,
@@ -88,7 +88,7 @@ pub fn build(
 }
 
 /// Each route of `config` with its metric handles; the routes of an org share the org's.
-pub fn route_table(config: &Config) -> RouteTable {
+pub(crate) fn route_table(config: &Config) -> RouteTable {
     let mut orgs: HashMap<&str, Arc<OrgMetrics>> = HashMap::new();
     config
         .routes

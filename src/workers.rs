@@ -33,12 +33,12 @@ thread_local! {
 }
 
 /// The serving thread this code runs on (0, 1, …), `None` elsewhere.
-pub fn current() -> Option<usize> {
+pub(crate) fn current() -> Option<usize> {
     INDEX.get()
 }
 
 /// The serving threads; dropping this stops them (the tasks they still have are dropped).
-pub struct Workers {
+pub(crate) struct Workers {
     threads: Vec<Worker>,
 }
 
@@ -53,7 +53,7 @@ struct Worker {
 
 impl Workers {
     /// Starts `count` threads (at least one), named `sfproxy-worker`.
-    pub fn start(count: usize) -> io::Result<Workers> {
+    pub(crate) fn start(count: usize) -> io::Result<Workers> {
         let threads = (0..count.max(1))
             .map(start_worker)
             .collect::<io::Result<_>>()?;
@@ -64,7 +64,7 @@ impl Workers {
     /// connections (a connection that becomes a tunnel counts until the tunnel ends). It is made there, not here: its memory comes from that thread's heap and
     /// returns to it (the allocator reuses memory freed by the thread that allocated it at
     /// once, memory from other threads only later), and its sockets belong to that thread.
-    pub fn serve<F>(&self, connection: impl FnOnce() -> F + Send + 'static)
+    pub(crate) fn serve<F>(&self, connection: impl FnOnce() -> F + Send + 'static)
     where
         F: Future<Output = ()> + Send + 'static,
     {

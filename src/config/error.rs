@@ -7,8 +7,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct ConfigError {
-    pub key: String,
-    pub message: String,
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl ConfigError {

@@ -7,32 +7,7 @@
 use http::{Uri, uri::Authority};
 
 use super::model::{HostPattern, InstanceHost, InstancePolicy, InstanceUrl};
-
-/// The domains Salesforce serves orgs' instances and My Domains from (`acme.my.salesforce.com`,
-/// `na123.salesforce.com`, Experience Cloud `*.force.com`, legacy `*.cloudforce.com` and
-/// `*.database.com`, Government Cloud Plus Defense `*.salesforce.mil` / `*.force.mil`, and the
-/// Alibaba-operated China cloud `*.sfcrmproducts.cn` / `*.sfcrmapps.cn`). Source: Salesforce Help,
-/// "Allow the Required Domains" and "My Domain URL Formats"; their Setup, Sites and content
-/// domains (`salesforce-setup.com`, `site.com`, `salesforce-sites.com`, `force-user-content.com`,
-/// ...) serve no API and are left out.
-pub const SALESFORCE_DOMAINS: &[&str] = &[
-    "salesforce.com",
-    "force.com",
-    "cloudforce.com",
-    "database.com",
-    "salesforce.mil",
-    "force.mil",
-    "sfcrmproducts.cn",
-    "sfcrmapps.cn",
-];
-
-/// `host` (lower-case, no trailing dot) is one of [`SALESFORCE_DOMAINS`] or under one.
-pub fn is_salesforce_host(host: &str) -> bool {
-    SALESFORCE_DOMAINS.iter().any(|domain| {
-        host.strip_suffix(domain)
-            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
-    })
-}
+use crate::salesforce::domains::is_salesforce_host;
 
 /// A host and port, lower-case, without the trailing dot; the port 443 when not given.
 fn host_and_port(authority: &Authority) -> (String, u16) {
@@ -86,10 +61,10 @@ impl InstanceHost {
 
 /// Where sessions of an org may be sent when the token response names the instance: a hostile or
 /// mistaken token endpoint must not make sfproxy dial (and report on) any host and port it likes.
-/// By default, port 443 under [`SALESFORCE_DOMAINS`] when `login_url` is a Salesforce host, and
+/// By default, port 443 under Salesforce's domains when `login_url` is a Salesforce host, and
 /// the login host and port itself when it is not (a stand-in); plus the `instance_hosts` entries.
 impl InstancePolicy {
-    pub fn new(login_url: &Uri, listed: Vec<InstanceHost>) -> Self {
+    pub(crate) fn new(login_url: &Uri, listed: Vec<InstanceHost>) -> Self {
         let login = login_url
             .authority()
             .map(host_and_port)
@@ -98,7 +73,7 @@ impl InstancePolicy {
     }
 
     /// Whether a session may be sent to `instance`.
-    pub fn allows(&self, instance: &InstanceUrl) -> bool {
+    pub(crate) fn allows(&self, instance: &InstanceUrl) -> bool {
         let (host, port) = host_and_port(&instance.0);
         let default = match &self.login {
             None => port == 443 && is_salesforce_host(&host),

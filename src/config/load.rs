@@ -13,13 +13,13 @@ use crate::intercept::ca::InterceptCa;
 
 /// The most any file the config names (the config itself, keys, certificates) may hold: they are
 /// a few KB, and a path to `/dev/zero` or a huge file must not fill the memory.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Reads a file the config names: only a regular file, at most [`MAX_FILE_BYTES`]. Opened
 /// non-blocking, so a FIFO nobody writes (or a device) is refused at once instead of blocking
 /// the thread; the type is checked again on the opened file, so a swap after the first check
 /// cannot slip a FIFO or a device in. The error is `cannot read PATH: why`.
-pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     read_regular(path).map_err(|why| format!("cannot read {}: {why}", path.display()))
 }
 
@@ -86,7 +86,7 @@ fn not_regular(meta: &std::fs::Metadata) -> Result<(), String> {
 }
 
 /// Reads the extra trust anchors of `proxy.ca_file`.
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

@@ -28,12 +28,12 @@ mod raw;
 mod tests;
 mod validate;
 
-pub use defaults::*;
+pub(crate) use defaults::*;
 pub use error::ConfigError;
-pub use instances::{SALESFORCE_DOMAINS, is_salesforce_host};
-pub use load::{MAX_FILE_BYTES, read_ca_file, read_file};
-pub use model::*;
-pub use org::infer_audience;
+#[cfg(test)]
+pub(crate) use load::read_ca_file;
+pub use model::Config;
+pub(crate) use model::*;
 
 impl Config {
     /// The config file to read: `--config`, else `$SFPROXY_CONFIG`, else `sfproxy.toml`.
@@ -50,7 +50,7 @@ impl Config {
         Self::from_toml(&text, base)
     }
 
-    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
         validate::validate(raw::parse(text)?, base)
     }
 }

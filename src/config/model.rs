@@ -3,7 +3,7 @@
 //! route lives with route choice (`layer::route`), where a session may be sent with the instance
 //! rules (`instances`), and the metric handles of orgs and routes are attached by the stack.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use http::{Uri, uri::Authority};
 use ipnet::IpNet;
@@ -15,67 +15,65 @@ use crate::intercept::ca::InterceptCa;
 /// The validated configuration the proxy runs on.
 #[derive(Debug)]
 pub struct Config {
-    pub proxy: ProxySettings,
-    pub orgs: HashMap<String, Arc<Org>>,
+    pub(crate) proxy: ProxySettings,
     /// In file order: without credentials, the first client whose networks hold the source wins.
-    pub clients: Vec<Client>,
-    pub routes: Vec<Arc<Route>>,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) routes: Vec<Arc<Route>>,
 }
 
 #[derive(Debug, Clone)]
-pub struct ProxySettings {
-    pub listen: SocketAddr,
+pub(crate) struct ProxySettings {
+    pub(crate) listen: SocketAddr,
     /// Extra trust anchors for the token host and instances, besides the webpki roots: the
     /// certificates of `ca_file`, read once, when the config is loaded.
-    pub ca_certs: Vec<CertificateDer<'static>>,
-    pub replay_limit: usize,
-    pub request_timeout: Duration,
+    pub(crate) ca_certs: Vec<CertificateDer<'static>>,
+    pub(crate) replay_limit: usize,
+    pub(crate) request_timeout: Duration,
     /// Health, readiness and metrics; off unless set.
-    pub admin_listen: Option<SocketAddr>,
+    pub(crate) admin_listen: Option<SocketAddr>,
     /// How long requests in flight may take to finish after SIGTERM/SIGINT.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// The request line and headers together.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// The whole header section must arrive within this (slowloris).
-    pub header_timeout: Duration,
-    pub max_body: u64,
-    pub max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) max_body: u64,
+    pub(crate) max_connections: usize,
     /// Serving threads; by default one per core the process may use.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// The CA for CONNECT interception; `None`: CONNECT is refused (405).
-    pub intercept: Option<Arc<InterceptCa>>,
+    pub(crate) intercept: Option<Arc<InterceptCa>>,
 }
 
 #[derive(Debug)]
-pub struct Org {
-    pub name: String,
-    pub login_url: String,
+pub(crate) struct Org {
+    pub(crate) name: String,
     /// `{login_url}/services/oauth2/token`.
-    pub token_url: Uri,
-    pub audience: String,
-    pub client_id: String,
-    pub key: SigningKey,
-    pub session_ttl: Duration,
-    pub assertion_ttl: Duration,
+    pub(crate) token_url: Uri,
+    pub(crate) audience: String,
+    pub(crate) client_id: String,
+    pub(crate) key: SigningKey,
+    pub(crate) session_ttl: Duration,
+    pub(crate) assertion_ttl: Duration,
     /// When set, the upstream for this org whatever the token response says.
-    pub instance_url: Option<InstanceUrl>,
+    pub(crate) instance_url: Option<InstanceUrl>,
     /// Which `instance_url` of a token response sessions may be sent to.
-    pub instances: InstancePolicy,
+    pub(crate) instances: InstancePolicy,
     /// Mint sessions at start and keep them fresh; readiness waits for them.
-    pub warm: bool,
+    pub(crate) warm: bool,
     /// Where the key was read from, for `sfproxy check`'s permission warning.
-    pub key_file: Option<PathBuf>,
-    pub login_timeout: Duration,
-    pub unavailable_backoff: Duration,
-    pub rejected_backoff: Duration,
-    pub max_logins_per_hour: u32,
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) login_timeout: Duration,
+    pub(crate) unavailable_backoff: Duration,
+    pub(crate) rejected_backoff: Duration,
+    pub(crate) max_logins_per_hour: u32,
     /// Digest of every setting that makes a session (login URL, audience, client id, key,
     /// instance, instance hosts): sessions survive a reload exactly when it is unchanged.
-    pub settings_id: [u8; 32],
+    pub(crate) settings_id: [u8; 32],
 }
 
 /// The org's RSA private key, held only as a signing key; `Debug` never shows it.
-pub struct SigningKey(pub EncodingKey);
+pub(crate) struct SigningKey(pub(crate) EncodingKey);
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,11 +82,11 @@ impl fmt::Debug for SigningKey {
 }
 
 #[derive(Clone)]
-pub struct Client {
-    pub name: Arc<str>,
-    pub networks: Vec<IpNet>,
+pub(crate) struct Client {
+    pub(crate) name: Arc<str>,
+    pub(crate) networks: Vec<IpNet>,
     /// SHA-256 of the secret; the secret itself is never kept.
-    pub secret_sha256: Option<[u8; 32]>,
+    pub(crate) secret_sha256: Option<[u8; 32]>,
 }
 
 /// Without the secret's hash: an unsalted SHA-256 of a weak secret is as good as the secret.
@@ -103,19 +101,19 @@ impl fmt::Debug for Client {
 }
 
 #[derive(Debug)]
-pub struct Route {
-    pub name: Arc<str>,
-    pub hosts: Vec<HostPattern>,
-    pub path_prefix: String,
-    pub strip_prefix: bool,
-    pub org: Arc<Org>,
-    pub user: String,
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) hosts: Vec<HostPattern>,
+    pub(crate) path_prefix: String,
+    pub(crate) strip_prefix: bool,
+    pub(crate) org: Arc<Org>,
+    pub(crate) user: String,
     /// `None`: every client.
-    pub clients: Option<Vec<String>>,
+    pub(crate) clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     Any,
     /// `*.example.com`: held as `.example.com`, matches subdomains only.
     Subdomains(String),
@@ -157,10 +155,10 @@ impl HostPattern {
 
 /// An https origin a session may be sent to: scheme https, a host, no path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceUrl(pub Authority);
+pub(crate) struct InstanceUrl(pub(crate) Authority);
 
 impl InstanceUrl {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, String> {
         let uri: Uri = raw
             .parse()
             .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
@@ -192,7 +190,7 @@ impl fmt::Display for InstanceUrl {
 /// One `instance_hosts` entry: `"host"`, `"*.domain"` (subdomains only), either with `:port`
 /// (else port 443 only, as https has it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceHost {
+pub(crate) struct InstanceHost {
     pub(super) host: HostPattern,
     pub(super) port: u16,
 }
@@ -200,7 +198,7 @@ pub struct InstanceHost {
 /// Where sessions of an org may be sent when the token response names the instance (the rules
 /// are in `instances`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstancePolicy {
+pub(crate) struct InstancePolicy {
     /// `login_url`'s host and port when it is not a Salesforce host on 443.
     pub(super) login: Option<(String, u16)>,
     pub(super) listed: Vec<InstanceHost>,

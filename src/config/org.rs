@@ -7,6 +7,8 @@ use std::path::Path;
 use aws_lc_rs::digest;
 use http::Uri;
 
+use crate::salesforce::domains::infer_audience;
+
 use super::{
     defaults::{
         DEFAULT_ASSERTION_TTL, DEFAULT_LOGIN_TIMEOUT, DEFAULT_MAX_LOGINS_PER_HOUR,
@@ -37,30 +39,6 @@ pub(super) fn parse_login_url(raw: &str) -> Result<Uri, String> {
         }
         Some(_) if uri.query().is_some() => Err(format!("{raw:?} must not have a query")),
         Some(_) => Ok(uri),
-    }
-}
-
-/// The JWT `aud` when not configured: login/test for Salesforce hosts, the login URL itself for a
-/// stand-in (`../shared/salesforce.md`: the audience is the login host, never the My Domain).
-pub fn infer_audience(login_url: &str, host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    let first_label = host.split('.').next().unwrap_or("");
-    // Sandboxes: test.salesforce.com, enhanced `*.sandbox.my.salesforce.com`, legacy
-    // `mydomain--sandbox.my.salesforce.com` and `csNN.salesforce.com` instances.
-    let legacy_sandbox = (host.ends_with(".my.salesforce.com") && first_label.contains("--"))
-        || (first_label.len() > 2
-            && first_label.starts_with("cs")
-            && first_label[2..].chars().all(|c| c.is_ascii_digit())
-            && host.ends_with(".salesforce.com"));
-    if host == "test.salesforce.com"
-        || host.ends_with(".sandbox.my.salesforce.com")
-        || legacy_sandbox
-    {
-        "https://test.salesforce.com".to_owned()
-    } else if host == "salesforce.com" || host.ends_with(".salesforce.com") {
-        "https://login.salesforce.com".to_owned()
-    } else {
-        login_url.to_owned()
     }
 }
 
@@ -155,7 +133,6 @@ pub(super) fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, 
     };
     Ok(Org {
         name: name.to_owned(),
-        login_url,
         token_url,
         audience,
         client_id,
@@ -203,13 +180,12 @@ pub(super) fn validate_org(name: &str, raw: RawOrg, base: &Path) -> Result<Org, 
 impl Org {
     /// An org for unit tests: `login_url` (and the token URL under it), the key of `key_pem`,
     /// defaults elsewhere; tests override fields with struct update syntax.
-    pub fn for_tests(login_url: &str, client_id: &str, key_pem: &str) -> Org {
+    pub(crate) fn for_tests(login_url: &str, client_id: &str, key_pem: &str) -> Org {
         use std::time::Duration;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
         Org {
             name: "acme".into(),
-            login_url: login_url.to_owned(),
             token_url: format!("{login_url}/services/oauth2/token")
                 .parse()
                 .unwrap_or_else(|e| panic!("{e}")),

@@ -1,6 +1,8 @@
 use std::path::Path;
 
+use super::load::{MAX_FILE_BYTES, read_file};
 use super::{org::parse_login_url, *};
+use crate::salesforce::domains::{infer_audience, is_salesforce_host};
 
 fn key_file() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +36,7 @@ fn defaults_apply() {
     let config = load("").unwrap();
     assert_eq!(config.proxy.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(config.proxy.replay_limit, 1024 * 1024);
-    let org = &config.orgs["acme"];
+    let org = &config.routes[0].org;
     assert_eq!(org.audience, "https://login.salesforce.com");
     assert_eq!(
         org.token_url.to_string(),
@@ -399,7 +401,7 @@ fn bad_instance_hosts_are_refused_naming_the_key() {
         assert_eq!(err.key, "orgs.acme.instance_hosts", "{bad}: {err}");
     }
     let config = load("").unwrap();
-    assert!(config.orgs["acme"].instances.listed.is_empty());
+    assert!(config.routes[0].org.instances.listed.is_empty());
 }
 
 #[test]

@@ -60,7 +60,6 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
 
     Ok(Config {
         proxy,
-        orgs,
         clients,
         routes,
     })

@@ -4,7 +4,7 @@
 //! `error.rs` maps (the token client among them) use it too, without an import cycle.
 
 /// An error and its sources on one line: "client error (Connect): tcp connect error: refused".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -17,11 +17,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::P
 use crate::pki::{KeyAndCert, PkiError, set_validity, subject};
 
 /// Name suffixes every interception CA permits.
-pub const PERMITTED: &[&str] = &["salesforce.com", "force.com"];
+pub(crate) const PERMITTED: &[&str] = &["salesforce.com", "force.com"];
 /// Leaves live a week and are renewed a day before they expire.
 const LEAF_DAYS: u32 = 7;
-pub const LEAF_LIFETIME: Duration = Duration::from_secs(LEAF_DAYS as u64 * 86_400);
-pub const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(86_400);
+pub(crate) const LEAF_LIFETIME: Duration = Duration::from_secs(LEAF_DAYS as u64 * 86_400);
+pub(crate) const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(86_400);
 
 /// Makes an interception CA (ECDSA P-256) constrained to [`PERMITTED`] plus `permit`.
 pub fn generate(name: &str, days: u32, permit: &[String]) -> Result<KeyAndCert, PkiError> {
@@ -102,7 +102,7 @@ impl InterceptCa {
     }
 
     /// The same certificate and the same key: leaves issued by one verify as the other's.
-    pub fn same_ca(&self, other: &InterceptCa) -> bool {
+    pub(crate) fn same_ca(&self, other: &InterceptCa) -> bool {
         self.ca_der == other.ca_der
             && self.issuer.key().serialized_der() == other.issuer.key().serialized_der()
     }

@@ -23,7 +23,7 @@ use crate::intercept::ca::{InterceptCa, LEAF_LIFETIME, LEAF_RENEW_BEFORE};
 const MAX_LEAVES: u64 = 10_000;
 
 /// The interception CA and the leaves it issued, one per host, made on first use.
-pub struct Intercept {
+pub(crate) struct Intercept {
     ca: Arc<InterceptCa>,
     leaves: Cache<String, Arc<CertifiedKey>>,
 }
@@ -35,7 +35,7 @@ impl std::fmt::Debug for Intercept {
 }
 
 impl Intercept {
-    pub fn new(ca: Arc<InterceptCa>) -> Self {
+    pub(crate) fn new(ca: Arc<InterceptCa>) -> Self {
         Self {
             ca,
             // Renewed a day before it expires: a leaf is dropped from the cache by then.
@@ -47,7 +47,7 @@ impl Intercept {
     }
 
     /// The CA the leaves are issued by.
-    pub fn ca(&self) -> &InterceptCa {
+    pub(crate) fn ca(&self) -> &InterceptCa {
         &self.ca
     }
 
@@ -60,7 +60,7 @@ impl Intercept {
 
     /// The TLS of the tunnel, terminated with the host's leaf by `deadline`; `None` (logged) when
     /// the caller does not complete it.
-    pub async fn accept<I>(
+    pub(crate) async fn accept<I>(
         &self,
         io: I,
         host: &str,

@@ -32,16 +32,16 @@ use crate::{
 const CREDENTIALS_REFUSED: &str = "the proxy credentials were not accepted";
 
 /// The caller's name when no `[clients]` are configured (loopback only).
-pub const LOCAL_CALLER: &str = "local";
+pub(crate) const LOCAL_CALLER: &str = "local";
 static LOCAL: LazyLock<Arc<str>> = LazyLock::new(|| LOCAL_CALLER.into());
 
 #[derive(Clone)]
-pub struct IdentifyLayer {
+pub(crate) struct IdentifyLayer {
     clients: Arc<[Client]>,
 }
 
 impl IdentifyLayer {
-    pub fn new(clients: Vec<Client>) -> Self {
+    pub(crate) fn new(clients: Vec<Client>) -> Self {
         Self {
             clients: clients.into(),
         }
@@ -59,7 +59,7 @@ impl<S> Layer<S> for IdentifyLayer {
 }
 
 #[derive(Clone)]
-pub struct Identify<S> {
+pub(crate) struct Identify<S> {
     inner: S,
     clients: Arc<[Client]>,
 }
@@ -106,7 +106,7 @@ where
 }
 
 /// Decides who the caller is; see the module doc for the rules.
-pub fn identify(
+pub(crate) fn identify(
     clients: &[Client],
     source: IpAddr,
     credentials: Option<&HeaderValue>,

@@ -1,10 +1,10 @@
 //! The middleware of the request path, one per file, in the order a request meets them
 //! (`stack.rs` assembles them).
 
-pub mod identify;
-pub mod limits;
-pub mod replay;
-pub mod rescue;
-pub mod route;
-pub mod session;
-pub mod trace;
+pub(crate) mod identify;
+pub(crate) mod limits;
+pub(crate) mod replay;
+pub(crate) mod rescue;
+pub(crate) mod route;
+pub(crate) mod session;
+pub(crate) mod trace;

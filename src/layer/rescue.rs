@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use crate::{body::ProxyBody, error::ProxyError};
 
 #[derive(Clone, Default)]
-pub struct RescueLayer;
+pub(crate) struct RescueLayer;
 
 impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
@@ -32,7 +32,7 @@ impl<S> Layer<S> for RescueLayer {
 }
 
 #[derive(Clone)]
-pub struct Rescue<S> {
+pub(crate) struct Rescue<S> {
     inner: S,
 }
 
@@ -85,7 +85,7 @@ fn answer(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
 
 /// `error` as a whole HTTP/1.1 answer written on a raw connection, before (or instead of) any
 /// request is read, with `connection: close`; counted as a refusal.
-pub fn raw_answer(error: &ProxyError) -> Vec<u8> {
+pub(crate) fn raw_answer(error: &ProxyError) -> Vec<u8> {
     metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
     let body = error.to_json();
     let retry = if error.status() == http::StatusCode::SERVICE_UNAVAILABLE {

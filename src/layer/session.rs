@@ -46,17 +46,17 @@ use crate::{
 /// What the session layer needs besides the request: the cache (shared across reloads) and the
 /// token client of the current config.
 #[derive(Clone)]
-pub struct SessionLayer {
+pub(crate) struct SessionLayer {
     sessions: Arc<SessionSource>,
 }
 
-pub struct SessionSource {
-    pub cache: SessionCache,
-    pub tokens: TokenClient,
+pub(crate) struct SessionSource {
+    pub(crate) cache: SessionCache,
+    pub(crate) tokens: TokenClient,
 }
 
 impl SessionLayer {
-    pub fn new(cache: SessionCache, tokens: TokenClient) -> Self {
+    pub(crate) fn new(cache: SessionCache, tokens: TokenClient) -> Self {
         Self {
             sessions: Arc::new(SessionSource { cache, tokens }),
         }
@@ -74,7 +74,7 @@ impl<S> Layer<S> for SessionLayer {
 }
 
 #[derive(Clone)]
-pub struct Sessions<S> {
+pub(crate) struct Sessions<S> {
     inner: S,
     sessions: Arc<SessionSource>,
 }
@@ -142,7 +142,7 @@ where
 
 /// The session layer's replay policy: says where every send goes, and "again", once, with a new
 /// session, when Salesforce answers that it expired.
-pub struct Expiry {
+pub(crate) struct Expiry {
     sessions: Arc<SessionSource>,
     matched: RouteMatch,
     api: Api,

@@ -28,7 +28,7 @@ use crate::{
     metrics,
 };
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Callers' ids longer than this are replaced, not echoed.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -127,7 +127,7 @@ impl Body for Guarded {
 }
 
 #[derive(Clone, Default)]
-pub struct TraceLayer;
+pub(crate) struct TraceLayer;
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
@@ -137,7 +137,7 @@ impl<S> Layer<S> for TraceLayer {
 }
 
 #[derive(Clone)]
-pub struct Trace<S> {
+pub(crate) struct Trace<S> {
     inner: S,
 }
 

@@ -15,20 +15,20 @@ use serde::Serialize;
 use crate::config::Org;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Claims<'a> {
-    pub iss: &'a str,
-    pub sub: &'a str,
-    pub aud: &'a str,
-    pub exp: u64,
-    pub iat: u64,
+pub(crate) struct Claims<'a> {
+    pub(crate) iss: &'a str,
+    pub(crate) sub: &'a str,
+    pub(crate) aud: &'a str,
+    pub(crate) exp: u64,
+    pub(crate) iat: u64,
 }
 
 /// A signed assertion. It can be exchanged for a session for a few minutes, so it is as secret as
 /// a token: `Debug` hides it and it is never logged.
-pub struct Assertion(String);
+pub(crate) struct Assertion(String);
 
 impl Assertion {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -39,7 +39,7 @@ impl fmt::Debug for Assertion {
     }
 }
 
-pub fn claims<'a>(org: &'a Org, user: &'a str, now: SystemTime) -> Claims<'a> {
+pub(crate) fn claims<'a>(org: &'a Org, user: &'a str, now: SystemTime) -> Claims<'a> {
     let now = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     Claims {
         iss: &org.client_id,
@@ -51,7 +51,7 @@ pub fn claims<'a>(org: &'a Org, user: &'a str, now: SystemTime) -> Claims<'a> {
 }
 
 /// Signs the claims with the org's key, RS256 (`{"typ":"JWT","alg":"RS256"}`, no `kid`).
-pub fn sign(org: &Org, user: &str) -> Result<Assertion, jsonwebtoken::errors::Error> {
+pub(crate) fn sign(org: &Org, user: &str) -> Result<Assertion, jsonwebtoken::errors::Error> {
     let claims = claims(org, user, SystemTime::now());
     jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &org.key.0).map(Assertion)
 }

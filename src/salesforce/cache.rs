@@ -51,13 +51,13 @@ impl Key {
 
 /// Where the session of a request came from, for the request log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Cache,
     Minted,
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Cache => "cache",
             Self::Minted => "minted",
@@ -92,7 +92,7 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
 
 /// The sessions of every (org, user), and the guard of their logins; both outlive reloads.
 #[derive(Clone)]
-pub struct SessionCache {
+pub(crate) struct SessionCache {
     /// Keys come from the config, not from callers: a fast hash needs no flooding resistance.
     sessions: Cache<Key, Arc<Session>, foldhash::fast::RandomState>,
     guard: Arc<LoginGuard>,
@@ -112,7 +112,7 @@ impl Default for SessionCache {
 
 /// Why no session could be had.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     /// The login failed, now or within its remembered backoff; ask again after `retry_after`.
     #[error("{error}")]
     Failed {
@@ -141,7 +141,7 @@ fn retry_pause(attempt: u32) -> Duration {
 impl SessionCache {
     /// The live session for (org, user), logging in with `tokens` if there is none.
     /// The lookup is counted in `metrics`, the org's handles.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         org: &Org,
         user: &str,
@@ -176,12 +176,12 @@ impl SessionCache {
     }
 
     /// The cached session of (org, user), without logging in.
-    pub async fn peek(&self, org: &Org, user: &str) -> Option<Arc<Session>> {
+    pub(crate) async fn peek(&self, org: &Org, user: &str) -> Option<Arc<Session>> {
         self.sessions.get(&Key::new(org, user)).await
     }
 
     /// Logs in and puts the new session in place of the cached one (keeping a session warm).
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         org: &Org,
         user: &str,
@@ -240,7 +240,7 @@ impl SessionCache {
     /// Drops `expired` if it is still the cached session for (org, user), unless it is a young
     /// session reported expired within seconds of the last drop ([`LoginGuard::may_drop`]):
     /// that one is kept, so repeated reports cost no login each; callers find it still cached.
-    pub async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
+    pub(crate) async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
         self.sessions
             .entry(Key::new(org, user))
             .and_compute_with(|current| {

@@ -16,7 +16,7 @@ static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 
 /// The Salesforce APIs, by where they read the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     /// REST, Bulk 2.0 and the rest of `/services/`: `Authorization: Bearer`.
     Rest,
     /// Bulk API 1.0 (`/services/async/`): `X-SFDC-Session`.
@@ -29,7 +29,7 @@ pub enum Api {
 
 impl Api {
     /// The API a path on the instance belongs to.
-    pub fn of(path: &str) -> Self {
+    pub(crate) fn of(path: &str) -> Self {
         if path.starts_with(BULK_V1_PREFIX) {
             Self::BulkV1
         } else if path.starts_with(SOAP_PREFIX) {
@@ -41,7 +41,7 @@ impl Api {
 }
 
 /// Puts `token` where `api` reads it, replacing whatever credentials the caller sent there.
-pub fn attach(headers: &mut HeaderMap, api: Api, token: &AccessToken) {
+pub(crate) fn attach(headers: &mut HeaderMap, api: Api, token: &AccessToken) {
     headers.insert(header::AUTHORIZATION, token.bearer());
     headers.remove(&X_SFDC_SESSION);
     match api {

@@ -15,14 +15,14 @@ use http::{HeaderMap, StatusCode, header};
 use crate::salesforce::credential::Api;
 
 /// Salesforce's expiry answers are tiny; a larger body is something else and streams on.
-pub const MAX_EXPIRY_BODY: usize = 64 * 1024;
+pub(crate) const MAX_EXPIRY_BODY: usize = 64 * 1024;
 
 /// A session valid for other APIs but not REST: a setup problem no new session cures.
 const NOT_FOR_REST: &str = "not valid for use with the REST API";
 
 /// Whether an answer with `status` from `api` may say the session expired (its body tells):
 /// the only answers whose body is read.
-pub fn may_say_expired(status: StatusCode, api: Api) -> bool {
+pub(crate) fn may_say_expired(status: StatusCode, api: Api) -> bool {
     match api {
         Api::BulkV1 => status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST,
         // SOAP's fault (500) joins here with the envelope rewrite.
@@ -34,7 +34,7 @@ pub fn may_say_expired(status: StatusCode, api: Api) -> bool {
 /// their structure: the `errorCode` of a REST error array (JSON, or XML with an XML `Accept`),
 /// Bulk API 1.0's `exceptionCode`. Not a substring of the body: an error that quotes what the
 /// caller sent (an entity named `InvalidSessionId`, say) must not cost a login.
-pub fn says_session_expired(headers: &HeaderMap, body: &[u8]) -> bool {
+pub(crate) fn says_session_expired(headers: &HeaderMap, body: &[u8]) -> bool {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -24,16 +24,16 @@ const WINDOW: Duration = Duration::from_secs(3600);
 /// A session younger than the spacing is dropped for an expiry answer only if no session of its
 /// (org, user) was dropped within the spacing: expiry answers cost at most one login per
 /// spacing, however many requests they answer. At least this long...
-pub const REMINT_SPACING: Duration = Duration::from_secs(10);
+pub(crate) const REMINT_SPACING: Duration = Duration::from_secs(10);
 
 /// ...and long enough that expiry answers spend at most half of `max_logins_per_hour`: 12 s at
 /// the default budget of 600.
-pub fn remint_spacing(max_logins_per_hour: u32) -> Duration {
+pub(crate) fn remint_spacing(max_logins_per_hour: u32) -> Duration {
     REMINT_SPACING.max(WINDOW * 2 / max_logins_per_hour.max(1))
 }
 
 #[derive(Default)]
-pub struct LoginGuard {
+pub(crate) struct LoginGuard {
     users: Mutex<HashMap<(String, String), UserState>>,
 }
 
@@ -62,7 +62,7 @@ impl LoginGuard {
     }
 
     /// The failure to answer with instead of asking Salesforce, and how long it still holds.
-    pub fn remembered(&self, org: &Org, user: &str) -> Option<(TokenError, Duration)> {
+    pub(crate) fn remembered(&self, org: &Org, user: &str) -> Option<(TokenError, Duration)> {
         let now = Instant::now();
         self.with(org, user, |state| {
             let failure = state.failure.as_ref()?;
@@ -75,7 +75,7 @@ impl LoginGuard {
     }
 
     /// Takes one token request from the hourly budget, or says when the next one frees up.
-    pub fn admit(&self, org: &Org, user: &str) -> Result<(), Duration> {
+    pub(crate) fn admit(&self, org: &Org, user: &str) -> Result<(), Duration> {
         let now = Instant::now();
         let limit = org.max_logins_per_hour as usize;
         self.with(org, user, |state| {
@@ -96,7 +96,7 @@ impl LoginGuard {
     }
 
     /// Remembers `error` for the backoff its kind calls for; returns that backoff.
-    pub fn remember(&self, org: &Org, user: &str, error: &TokenError) -> Duration {
+    pub(crate) fn remember(&self, org: &Org, user: &str, error: &TokenError) -> Duration {
         let backoff = match error {
             TokenError::Rejected { .. } => org.rejected_backoff,
             TokenError::Unavailable(_) | TokenError::Transient(_) => org.unavailable_backoff,
@@ -115,7 +115,7 @@ impl LoginGuard {
     /// so cost a login); a drop is remembered. Refused only when the session is younger than
     /// the [spacing](remint_spacing) and another was dropped within it: a first expiry is always renewed,
     /// a session that "expires" again moments later waits until it is that old.
-    pub fn may_drop(&self, org: &Org, user: &str, minted_at: Instant, now: Instant) -> bool {
+    pub(crate) fn may_drop(&self, org: &Org, user: &str, minted_at: Instant, now: Instant) -> bool {
         let spacing = remint_spacing(org.max_logins_per_hour);
         let young = now.saturating_duration_since(minted_at) < spacing;
         self.with(org, user, |state| {
@@ -130,7 +130,7 @@ impl LoginGuard {
         })
     }
 
-    pub fn clear(&self, org: &Org, user: &str) {
+    pub(crate) fn clear(&self, org: &Org, user: &str) {
         self.with(org, user, |state| state.failure = None);
     }
 }

@@ -4,7 +4,7 @@
 
 /// What the operator should change for each documented token endpoint refusal
 /// (`../shared/salesforce.md`); matched on the description Salesforce sends.
-pub fn login_hint(error: &str, description: &str) -> Option<&'static str> {
+pub(crate) fn login_hint(error: &str, description: &str) -> Option<&'static str> {
     let d = description.to_ascii_lowercase();
     let hint = match error {
         "invalid_grant" if d.contains("not admin approved") => {

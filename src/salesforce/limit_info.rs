@@ -5,10 +5,10 @@
 use http::HeaderName;
 
 /// The header's name (HTTP/2 CDNs send it lower-case; header names match case-insensitively).
-pub static HEADER: HeaderName = HeaderName::from_static("sforce-limit-info");
+pub(crate) static HEADER: HeaderName = HeaderName::from_static("sforce-limit-info");
 
 /// Reads `api-usage=N/M` out of a `Sforce-Limit-Info` value: (used, limit).
-pub fn api_usage(value: &str) -> Option<(u64, u64)> {
+pub(crate) fn api_usage(value: &str) -> Option<(u64, u64)> {
     // Salesforce sends `api-usage=` first: try that before splitting (every answer has one).
     if let Some(found) = value
         .strip_prefix("api-usage=")

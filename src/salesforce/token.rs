@@ -28,17 +28,17 @@ const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// A Salesforce session for one (org, user).
 #[derive(Debug)]
-pub struct Session {
-    pub token: AccessToken,
+pub(crate) struct Session {
+    pub(crate) token: AccessToken,
     /// Where this session is valid: the org's pinned instance, else the token response's.
-    pub instance: InstanceUrl,
+    pub(crate) instance: InstanceUrl,
     /// How long the cache may hand it out.
-    pub ttl: Duration,
-    pub minted_at: Instant,
+    pub(crate) ttl: Duration,
+    pub(crate) minted_at: Instant,
 }
 
 /// An access token, kept as the ready-made, log-redacted `Authorization` value.
-pub struct AccessToken {
+pub(crate) struct AccessToken {
     bearer: HeaderValue,
     raw: HeaderValue,
 }
@@ -53,12 +53,12 @@ impl AccessToken {
     }
 
     /// `Bearer <token>`, for `Authorization`.
-    pub fn bearer(&self) -> HeaderValue {
+    pub(crate) fn bearer(&self) -> HeaderValue {
         self.bearer.clone()
     }
 
     /// The bare token, for Bulk API 1.0's `X-SFDC-Session`.
-    pub fn raw(&self) -> HeaderValue {
+    pub(crate) fn raw(&self) -> HeaderValue {
         self.raw.clone()
     }
 }
@@ -70,7 +70,7 @@ impl fmt::Debug for AccessToken {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Salesforce read the assertion and said no.
     #[error("{error}: {description}")]
     Rejected { error: String, description: String },
@@ -83,7 +83,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
     }
 }
@@ -102,18 +102,18 @@ struct Failure {
 }
 
 #[derive(Clone)]
-pub struct TokenClient {
+pub(crate) struct TokenClient {
     http: HttpClient,
 }
 
 impl TokenClient {
-    pub fn new(http: HttpClient) -> Self {
+    pub(crate) fn new(http: HttpClient) -> Self {
         Self { http }
     }
 
     /// Signs an assertion for `user` and exchanges it for a session: one token request, which
     /// gives up after `timeout`. Retries and their budget are the cache's business.
-    pub async fn mint(
+    pub(crate) async fn mint(
         &self,
         org: &Org,
         user: &str,

@@ -38,17 +38,17 @@ const HYPER_HEADER_SLACK: usize = 2;
 
 /// What the connections of a port are held to.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// The request line and headers together.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// The protocol must be known, and each header section complete, within this.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 }
 
 /// How the connections of one port (and the tunnels opened on them) are served: hyper's
 /// builders with the header limits, the header timeout, and the drain.
 #[derive(Clone)]
-pub struct Serving {
+pub(crate) struct Serving {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
@@ -60,7 +60,7 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn new(limits: &ConnectionLimits, draining: watch::Receiver<bool>) -> Serving {
+    pub(crate) fn new(limits: &ConnectionLimits, draining: watch::Receiver<bool>) -> Serving {
         let header_limit = limits.max_header_bytes * HYPER_HEADER_SLACK;
         let mut http1 = http1::Builder::new();
         http1
@@ -82,7 +82,7 @@ impl Serving {
 
     /// Within this a new connection (or tunnel) must have said what it speaks, and a header
     /// section must be complete.
-    pub fn header_timeout(&self) -> Duration {
+    pub(crate) fn header_timeout(&self) -> Duration {
         self.header_timeout
     }
 }
@@ -91,8 +91,12 @@ impl Serving {
 /// bytes, which must arrive within `header_timeout`, tell HTTP/1.1 from HTTP/2; then hyper
 /// serves it with the limits of `serving` until it closes, or finishes its requests once the
 /// drain starts.
-pub async fn serve_connection<I, S>(io: I, peer: SocketAddr, serving: &mut Serving, service: S)
-where
+pub(crate) async fn serve_connection<I, S>(
+    io: I,
+    peer: SocketAddr,
+    serving: &mut Serving,
+    service: S,
+) where
     I: Peek + AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             Request<Incoming>,

@@ -7,9 +7,9 @@
 //! task, so it keeps that connection's `max_connections` slot, its place in
 //! `sfproxy_connections_open` and in the drain, and gets the same header timeout and limits.
 
-pub mod connection;
-pub mod rewind;
-pub mod tunnel;
+pub(crate) mod connection;
+pub(crate) mod rewind;
+pub(crate) mod tunnel;
 
 use std::{
     convert::Infallible,
@@ -47,7 +47,7 @@ use crate::{
 /// How long the accept loop waits after an accept error other than running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
@@ -57,7 +57,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// `grace()`. Connections are accepted here and served on `workers`. Each request is served by
 /// the stack `current()` returns when it arrives, so a reload takes effect for new requests
 /// while requests in flight finish on the old stack.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
     workers: &Workers,
     settings: &ProxySettings,
@@ -252,7 +252,7 @@ async fn shed(listener: &TcpListener, spare: &mut Option<std::fs::File>, error: 
 
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, not on
 /// first poll, so a signal that arrives right after start-up is not fatal.
-pub fn stop_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn stop_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

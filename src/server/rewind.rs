@@ -17,7 +17,7 @@ use tokio::{
 };
 
 /// A connection whose first bytes can be looked at before it is served.
-pub trait Peek {
+pub(crate) trait Peek {
     /// Copies the connection's first bytes into `buf` without consuming them, once there are at
     /// least `want` (or `buf` is full); fewer only if the caller closed first.
     fn peek(
@@ -43,13 +43,13 @@ impl Peek for TcpStream {
 
 /// A stream whose first bytes were read to look at them, and are read again first: the inside
 /// of a tunnel (no `peek` there), or its TLS.
-pub struct Rewind<I> {
+pub(crate) struct Rewind<I> {
     prefix: BytesMut,
     io: I,
 }
 
 impl<I> Rewind<I> {
-    pub fn new(io: I) -> Rewind<I> {
+    pub(crate) fn new(io: I) -> Rewind<I> {
         Rewind {
             prefix: BytesMut::new(),
             io,

@@ -29,7 +29,7 @@ use crate::{
 /// Serves the tunnel a granted CONNECT opened, once its 200 is sent: TLS with the host's leaf on
 /// port 443, plain HTTP on port 80, as the first bytes must confirm; then HTTP/1.1 or HTTP/2, each
 /// request through the stack `current()` returns, with the limits and drain of `serving`.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     upgrade: OnUpgrade,
     grant: TunnelGrant,
     peer: SocketAddr,

@@ -12,13 +12,13 @@ use rustls::{ClientConfig, RootCertStore};
 
 use crate::{body::ProxyBody, config::ProxySettings};
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// TLS to Salesforce: webpki roots plus `ca_file`, TLS 1.2+.
-pub fn tls_config(settings: &ProxySettings) -> Result<ClientConfig, String> {
+pub(crate) fn tls_config(settings: &ProxySettings) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in settings.ca_certs.iter().cloned() {
@@ -39,11 +39,11 @@ pub fn tls_config(settings: &ProxySettings) -> Result<ClientConfig, String> {
 
 /// The pooled https-only client, HTTP/1.1 and HTTP/2: token requests, and instances that do not
 /// speak HTTP/2.
-pub fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
+pub(crate) fn build_client(settings: &ProxySettings) -> Result<HttpClient, String> {
     Ok(pooled_client(tls_config(settings)?))
 }
 
-pub fn pooled_client(tls: ClientConfig) -> HttpClient {
+pub(crate) fn pooled_client(tls: ClientConfig) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -3,7 +3,7 @@
 /// What went wrong with a connection, in words a caller may read: the failure's class without
 /// the socket layer's addresses, ports and OS error texts (the log keeps those). `peer` names the
 /// other side: "instance", "token endpoint".
-pub fn failure_class(error: &(dyn std::error::Error + 'static), peer: &str) -> String {
+pub(crate) fn failure_class(error: &(dyn std::error::Error + 'static), peer: &str) -> String {
     use std::io::ErrorKind;
     let mut next = Some(error);
     while let Some(error) = next {

@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderName, header};
 
 /// The hop-by-hop headers every message loses, besides those `Connection` names.
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -31,7 +31,7 @@ fn is_proxy_set(name: &HeaderName) -> bool {
 /// the caller's `100-continue` by reading the body, and forwards it whole. The session layer
 /// strips the caller's request before it adds the session; upstream strips again, finding
 /// nothing. Most messages carry none: one pass over the names finds that, without allocating.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let found: Vec<HeaderName> = headers
         .keys()
         .filter(|name| is_hop_by_hop(name))

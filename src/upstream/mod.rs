@@ -8,10 +8,10 @@
 //! HTTP/2 connection ([`h2`]); an instance that does not offer HTTP/2 is served by the pooled
 //! client the token requests use.
 
-pub mod client;
-pub mod failure;
+pub(crate) mod client;
+pub(crate) mod failure;
 mod h2;
-pub mod hop;
+pub(crate) mod hop;
 mod stream;
 
 use std::{
@@ -41,7 +41,7 @@ use crate::{
 
 /// The URI sent to Salesforce: always the instance's origin; only path and query come from the
 /// caller.
-pub fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, ProxyError> {
+pub(crate) fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, ProxyError> {
     // From parts, not `Uri::builder()`: its closures cost ~150 instructions per request.
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(http::uri::Scheme::HTTPS);
@@ -51,7 +51,7 @@ pub fn upstream_uri(instance: &InstanceUrl, path: PathAndQuery) -> Result<Uri, P
 }
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// Behind `Arc`s: the stack is cloned for every request.
     pooled: Arc<HttpClient>,
     h2: Arc<H2Connections>,
@@ -61,7 +61,7 @@ pub struct Upstream {
 impl Upstream {
     /// `pooled`: the client for instances without HTTP/2 (shared with the token client);
     /// `tls`: its TLS settings, for the HTTP/2 connections.
-    pub fn new(pooled: HttpClient, tls: &ClientConfig, timeout: Duration) -> Self {
+    pub(crate) fn new(pooled: HttpClient, tls: &ClientConfig, timeout: Duration) -> Self {
         Self {
             pooled: Arc::new(pooled),
             h2: Arc::new(H2Connections::new(tls, CONNECT_TIMEOUT)),

@@ -32,7 +32,7 @@ use crate::body::ProxyBody;
 /// fails (the caller broke off: the instance must not take a truncated body as complete) or
 /// when `give_up` fires (nobody waits for the answer any more); it stops quietly when the
 /// instance resets the stream (it answered without needing the rest).
-pub struct Pipe {
+pub(crate) struct Pipe {
     body: ProxyBody,
     send: SendStream<Bytes>,
     /// Read but not sent yet: waiting for flow-control window.
@@ -41,7 +41,11 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    pub fn new(body: ProxyBody, send: SendStream<Bytes>, give_up: oneshot::Receiver<()>) -> Self {
+    pub(crate) fn new(
+        body: ProxyBody,
+        send: SendStream<Bytes>,
+        give_up: oneshot::Receiver<()>,
+    ) -> Self {
         Pipe {
             body,
             send,
@@ -130,14 +134,14 @@ impl Future for Pipe {
 
 /// Fires the pipe's `give_up` when dropped before [`GiveUp::answered`]: the request's future
 /// went away (the caller left, or the request timed out) while its body was still being sent.
-pub struct GiveUp(Option<oneshot::Sender<()>>);
+pub(crate) struct GiveUp(Option<oneshot::Sender<()>>);
 
 impl GiveUp {
-    pub fn new(sender: Option<oneshot::Sender<()>>) -> Self {
+    pub(crate) fn new(sender: Option<oneshot::Sender<()>>) -> Self {
         GiveUp(sender)
     }
 
-    pub fn answered(mut self) {
+    pub(crate) fn answered(mut self) {
         self.0 = None;
     }
 }
@@ -152,7 +156,7 @@ impl Drop for GiveUp {
 
 /// The answer's body. Each piece read gives its size back to the stream's window; dropped before
 /// its end, the stream is reset (by h2, once nothing holds it).
-pub struct Answer {
+pub(crate) struct Answer {
     recv: RecvStream,
     data_done: bool,
     /// Still to come, from `Content-Length` (h2 holds the data to it), as hyper's own HTTP/2
@@ -163,7 +167,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn new(recv: RecvStream, headers: &HeaderMap, received: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(recv: RecvStream, headers: &HeaderMap, received: Arc<AtomicU64>) -> Self {
         let remaining = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -228,7 +232,7 @@ const SETTING: usize = 6;
 /// followed (a few comparisons per frame, payloads skipped): every SETTINGS frame's
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` is stored in `max_header_list`, and `first_settings` fires
 /// once the first SETTINGS frame (the instance's connection preface) has been read.
-pub struct SettingsWatch {
+pub(crate) struct SettingsWatch {
     frames: Frames,
     max_header_list: Arc<AtomicU32>,
     first_settings: Option<oneshot::Sender<()>>,
@@ -309,7 +313,10 @@ impl Frames {
 }
 
 impl SettingsWatch {
-    pub fn new(max_header_list: Arc<AtomicU32>, first_settings: oneshot::Sender<()>) -> Self {
+    pub(crate) fn new(
+        max_header_list: Arc<AtomicU32>,
+        first_settings: oneshot::Sender<()>,
+    ) -> Self {
         Self {
             frames: Frames::default(),
             max_header_list,

@@ -9,10 +9,10 @@ use http_body::Body;
 use crate::body::{self, BodyError, Buffered, ProxyBody, buffer_up_to};
 
 /// A body held whole, no larger than the replay limit.
-pub struct KeptBody(Bytes);
+pub(crate) struct KeptBody(Bytes);
 
 /// A body as the replay layer first sees it, before reading any of it.
-pub enum Found {
+pub(crate) enum Found {
     /// Known to be empty: kept, with nothing to read.
     Kept(KeptBody),
     /// Says it is larger than the limit: it streams on, unread.
@@ -23,7 +23,7 @@ pub enum Found {
 
 impl KeptBody {
     /// What can be told of `body` without reading it.
-    pub fn look(body: ProxyBody, limit: usize) -> Found {
+    pub(crate) fn look(body: ProxyBody, limit: usize) -> Found {
         if body.is_end_stream() {
             Found::Kept(Self(Bytes::new()))
         } else if body.size_hint().lower() > limit as u64 {
@@ -35,7 +35,10 @@ impl KeptBody {
 
     /// Reads `body` whole if it ends within `limit` bytes; otherwise gives it back, streaming
     /// (what was read spliced back in front of the rest).
-    pub async fn read(body: ProxyBody, limit: usize) -> Result<Result<Self, ProxyBody>, BodyError> {
+    pub(crate) async fn read(
+        body: ProxyBody,
+        limit: usize,
+    ) -> Result<Result<Self, ProxyBody>, BodyError> {
         Ok(match buffer_up_to(body, limit).await? {
             Buffered::Complete(bytes) => Ok(Self(bytes)),
             Buffered::Streaming(body) => Err(body),
@@ -54,15 +57,15 @@ impl KeptBody {
 }
 
 /// A request kept to be sent as often as a policy asks.
-pub struct Kept {
+pub(crate) struct Kept {
     /// The head, as the request came (its body a zero-sized placeholder).
-    pub head: Request<ProxyBody>,
-    pub body: KeptBody,
+    pub(crate) head: Request<ProxyBody>,
+    pub(crate) body: KeptBody,
 }
 
 /// One send's copy of `head` and `body`: method, URI, version, headers and the kept bytes; no
 /// extensions (a policy puts on each send what it needs).
-pub fn copy(head: &Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
+pub(crate) fn copy(head: &Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
     let mut request = Request::new(body.body());
     *request.method_mut() = head.method().clone();
     *request.uri_mut() = head.uri().clone();
@@ -73,7 +76,7 @@ pub fn copy(head: &Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
 
 /// The first send's copy: as [`copy`], its extensions the head's own map, emptied, so the room
 /// allocated for the stages above serves it (a new map would cost two allocations).
-pub fn first(head: &mut Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
+pub(crate) fn first(head: &mut Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBody> {
     let mut extensions = std::mem::take(head.extensions_mut());
     extensions.clear();
     let mut request = copy(head, body);
@@ -83,7 +86,7 @@ pub fn first(head: &mut Request<ProxyBody>, body: &KeptBody) -> Request<ProxyBod
 
 /// The only send of a request whose body streams: the head goes with it, without the extensions
 /// of the stages above (as a [`copy`] is).
-pub fn once(mut head: Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
+pub(crate) fn once(mut head: Request<ProxyBody>, body: ProxyBody) -> Request<ProxyBody> {
     *head.body_mut() = body;
     head.extensions_mut().clear();
     head

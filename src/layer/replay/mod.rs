@@ -34,13 +34,13 @@ use kept::{Found, Kept, KeptBody};
 
 /// Keeps bodies up to `limit` bytes; `resend` judges each send.
 #[derive(Clone)]
-pub struct ReplayLayer<R> {
+pub(crate) struct ReplayLayer<R> {
     limit: usize,
     resend: R,
 }
 
 impl<R> ReplayLayer<R> {
-    pub fn new(limit: usize, resend: R) -> Self {
+    pub(crate) fn new(limit: usize, resend: R) -> Self {
         Self { limit, resend }
     }
 }
@@ -57,7 +57,7 @@ impl<S, R: Clone> Layer<S> for ReplayLayer<R> {
 }
 
 #[derive(Clone)]
-pub struct Replay<S, R> {
+pub(crate) struct Replay<S, R> {
     inner: S,
     limit: usize,
     resend: R,
@@ -244,7 +244,7 @@ where
 }
 
 /// The future of [`Replay`]: the first send polled in place; the rest, if any, boxed.
-pub struct Replaying<S: Service<Request<ProxyBody>>, R, P> {
+pub(crate) struct Replaying<S: Service<Request<ProxyBody>>, R, P> {
     state: State<S, R, P>,
 }
 
@@ -311,7 +311,7 @@ where
 /// or above a GOAWAY's last stream, as when an instance restarts): nothing of it was acted on.
 /// Once per send; a streamed body is gone, so such a request is answered 502.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ResendRefused {
+pub(crate) struct ResendRefused {
     resent: bool,
 }
 

@@ -42,10 +42,10 @@ use crate::{
 
 /// The routes in file order, each with the metric handles the stack attached to it: a match
 /// hands them on with the route, so no stage looks them up.
-pub type RouteTable = Arc<[(Arc<Route>, Arc<RouteHandles>)]>;
+pub(crate) type RouteTable = Arc<[(Arc<Route>, Arc<RouteHandles>)]>;
 
 #[derive(Clone)]
-pub struct RouteLayer {
+pub(crate) struct RouteLayer {
     routes: RouteTable,
     intercept: Option<Arc<Intercept>>,
 }
@@ -53,7 +53,7 @@ pub struct RouteLayer {
 impl RouteLayer {
     /// `intercept`: the CA that lets CONNECT open tunnels to port 443; `None` refuses those
     /// (tunnels to port 80 carry plain HTTP and need none).
-    pub fn new(routes: RouteTable, intercept: Option<Arc<Intercept>>) -> Self {
+    pub(crate) fn new(routes: RouteTable, intercept: Option<Arc<Intercept>>) -> Self {
         Self { routes, intercept }
     }
 }
@@ -70,7 +70,7 @@ impl<S> Layer<S> for RouteLayer {
 }
 
 #[derive(Clone)]
-pub struct Router<S> {
+pub(crate) struct Router<S> {
     inner: S,
     routes: RouteTable,
     intercept: Option<Arc<Intercept>>,

@@ -16,7 +16,7 @@ use crate::{
 
 impl HostPattern {
     /// `host` is already lower-case, without port or trailing dot.
-    pub fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Subdomains(suffix) => {
@@ -29,12 +29,12 @@ impl HostPattern {
 
 impl Route {
     /// One of the route's host patterns matches `host` (lower-case, no port or trailing dot).
-    pub fn serves_host(&self, host: &str) -> bool {
+    pub(crate) fn serves_host(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h.matches(host))
     }
 
     /// Segment-aware: `/acme` matches `/acme` and `/acme/x`, not `/acmex`.
-    pub fn matches_path(&self, path: &str) -> bool {
+    pub(crate) fn matches_path(&self, path: &str) -> bool {
         match path.strip_prefix(self.path_prefix.as_str()) {
             Some(rest) => {
                 self.path_prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
@@ -43,7 +43,7 @@ impl Route {
         }
     }
 
-    pub fn admits(&self, client: &str) -> bool {
+    pub(crate) fn admits(&self, client: &str) -> bool {
         self.clients
             .as_ref()
             .is_none_or(|names| names.iter().any(|n| n == client))
@@ -51,7 +51,7 @@ impl Route {
 }
 
 /// The lower-case target host, without port or trailing dot.
-pub fn target_host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
+pub(crate) fn target_host<B>(request: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
     let uri = request.uri();
     if let Some(scheme) = uri.scheme_str() {
         if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {

@@ -71,14 +71,14 @@ const INITIAL_STREAMS: usize = 100;
 /// URI and recommends headers under 8,000; 32 KiB holds the longest URI it takes and twice those
 /// headers, and stays well below the 56 KB at which an instance was seen to answer GOAWAY for the
 /// whole shared connection.
-pub const DEFAULT_MAX_HEADER_LIST: u32 = 32 * 1024;
+pub(crate) const DEFAULT_MAX_HEADER_LIST: u32 = 32 * 1024;
 
 /// What broke, for the caller (`reason`: the failure's class, see [`failure_class`]) and
 /// for the log (`detail`: the whole error chain, addresses and OS errors included).
 #[derive(Clone)]
-pub struct Broken {
-    pub reason: String,
-    pub detail: String,
+pub(crate) struct Broken {
+    pub(crate) reason: String,
+    pub(crate) detail: String,
 }
 
 impl Broken {
@@ -101,7 +101,7 @@ impl Broken {
 /// instance refused it unprocessed (the session layer sends a request it kept once more), or its
 /// headers are larger than the instance takes (it was not sent: on the shared connection, the
 /// instance's answer to that would be a GOAWAY failing every other request on it).
-pub enum Failure {
+pub(crate) enum Failure {
     Connect(Broken),
     NoAnswer(Broken),
     Refused(String),
@@ -109,7 +109,7 @@ pub enum Failure {
 }
 
 /// The HTTP/2 connections of every instance requests went to.
-pub struct H2Connections {
+pub(crate) struct H2Connections {
     tls: TlsConnector,
     connect_timeout: Duration,
     /// Per serving thread (`None`: any other thread), the instances it sent to. They are few
@@ -154,7 +154,7 @@ impl Instance {
 
 impl H2Connections {
     /// `tls`: the client's TLS settings; ALPN offers `h2` and `http/1.1`.
-    pub fn new(tls: &ClientConfig, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(tls: &ClientConfig, connect_timeout: Duration) -> Self {
         let mut tls = tls.clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self {
@@ -190,7 +190,7 @@ impl H2Connections {
 
     /// Sends `request` (its URI absolute, on `instance`) on the instance's HTTP/2 connection, or
     /// through `pooled` when the instance speaks HTTP/1.1 only.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         pooled: &HttpClient,
         instance: &InstanceUrl,
