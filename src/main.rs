@@ -76,16 +76,17 @@ enum Command {
 }
 
 /// `RUST_LOG` wins; otherwise `default` (the one-shot commands print their own report, so they
-/// log only errors). Lines go to stderr in batches through a writer thread of their own (see
-/// `sfproxy::logs`); the returned guard writes what is left at exit.
-fn init_logs(format: LogFormat, default: &str) -> std::io::Result<sfproxy::logs::Flush> {
+/// log only errors). Lines go to stderr in batches through a writer thread of their own, text
+/// ones through sfproxy's faster formatter (see `sfproxy::logs`); the returned guard writes what
+/// is left at exit.
+fn init_logs(format: LogFormat, default: &str) -> sfproxy::logs::Flush {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (writer, flush) = sfproxy::logs::writer(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let (writer, flush) = sfproxy::logs::batched(std::io::stderr())?;
-    let builder = builder.with_writer(writer);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder
             .event_format(sfproxy::logs::PlainText::default())
@@ -97,19 +98,13 @@ fn init_logs(format: LogFormat, default: &str) -> std::io::Result<sfproxy::logs:
             .with_current_span(true)
             .init(),
     }
-    Ok(flush)
+    flush
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Check { .. } | Command::Keygen(_));
-    let _logs = match init_logs(cli.log_format, if quiet { "error" } else { "info" }) {
-        Ok(flush) => flush,
-        Err(error) => {
-            eprintln!("sfproxy: cannot start the log writer: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let _logs = init_logs(cli.log_format, if quiet { "error" } else { "info" });
     // Accepting, the admin port, reloads and warm sessions; the proxy's connections are served
     // on threads of their own (`sfproxy::workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
