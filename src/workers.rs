@@ -107,10 +107,14 @@ fn start_worker(index: usize) -> io::Result<Worker> {
         .build()?;
     let (jobs, mut next) = mpsc::unbounded_channel::<Job>();
     let open = Arc::<AtomicUsize>::default();
+    // The thread names itself once it runs: waiting for that, the threads are all there (and
+    // named) when `start` returns, before the proxy says it is ready.
+    let (started, running) = std::sync::mpsc::sync_channel::<()>(1);
     thread::Builder::new()
         .name("sfproxy-worker".into())
         .spawn(move || {
             INDEX.set(Some(index));
+            let _ = started.send(());
             // Until the `Workers` is gone.
             runtime.block_on(async {
                 while let Some(job) = next.recv().await {
@@ -119,6 +123,9 @@ fn start_worker(index: usize) -> io::Result<Worker> {
             });
             runtime.shutdown_timeout(STOP_WAIT);
         })?;
+    running
+        .recv()
+        .map_err(|_| io::Error::other("a serving thread stopped as it started"))?;
     Ok(Worker { jobs, open })
 }
 
