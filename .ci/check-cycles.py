@@ -30,6 +30,19 @@ def modules():
     return found
 
 
+def without_tests(text):
+    """The text without its inline `#[cfg(test)] mod .. { .. }` blocks."""
+    while (start := TESTS.search(text)):
+        depth, end = 0, len(text)
+        for i in range(start.end() - 1, len(text)):
+            depth += (text[i] == '{') - (text[i] == '}')
+            if depth == 0:
+                end = i + 1
+                break
+        text = text[:start.start()] + text[end:]
+    return text
+
+
 def expand(tree, prefix=()):
     """`a::{b, c::{d}}` -> [a::b, a::c::d], as lists of segments."""
     tree = re.sub(r'\s+as\s+\w+', '', tree)
@@ -53,19 +66,22 @@ def expand(tree, prefix=()):
 def graph(found):
     edges = {}
     for name, path in found.items():
-        text = open(path, encoding='utf-8').read()
-        tests = TESTS.search(text)
-        if tests:
-            text = text[:tests.start()]
-        text = re.sub(r'//.*', '', text)
+        text = re.sub(r'//.*', '', open(path, encoding='utf-8').read())
+        text = without_tests(text)
         here = name.split('::')
         children = set(MOD.findall(text))
         paths = [p for tree in USE.findall(text) for p in expand(tree)]
         body = USE.sub('', text)
         paths += [p.split('::') for p in PATH.findall(body)]
+        # Paths through a name a `use` brought in (`use crate::upstream::{self}`, then
+        # `upstream::client::..`) or a child module (`mod rest;`, then `rest::handle`).
+        local = {segs[-2] if segs[-1] == 'self' else segs[-1]: segs[:-1] if segs[-1] == 'self'
+                 else segs for segs in paths if len(segs) > 1}
         for child in children:
-            inline = re.compile(r'(?<![:\w])' + child + r'(?:::\w+)+')
-            paths += [p.split('::') for p in inline.findall(body)]
+            local[child] = ['self', child]
+        for alias, target in local.items():
+            inline = re.compile(r'(?<![:\w])' + alias + r'((?:::\w+)+)')
+            paths += [target + p.split('::')[1:] for p in inline.findall(body)]
         targets = set()
         for segs in paths:
             if segs and segs[0] in children:

@@ -44,7 +44,8 @@ pub(crate) async fn serve<R: Readiness>(
         });
     }
     // The admin port is not drained: it answers (`/readyz`: not ready) until the process exits.
-    let (_never, draining) = watch::channel(false);
+    // The sender lives as long as this loop: dropped, every connection would read it as a drain.
+    let (_undrained, draining) = watch::channel(false);
     let serving = Serving::new(&LIMITS, draining);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {

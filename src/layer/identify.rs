@@ -16,8 +16,8 @@ use std::{
 };
 
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
+use base64::Engine;
 use futures_util::future::Either;
-use headers::{Header, ProxyAuthorization, authorization::Basic};
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
 
@@ -174,17 +174,26 @@ pub(crate) fn identify(
 }
 
 /// `Basic base64(user:secret)`, scheme case-insensitive (RFC 7617), the user up to the first
-/// `:`. The value must be as RFC 7235 writes it, spaces only between scheme and credentials.
+/// `:`, whitespace around the value and the credentials tolerated. By hand, not the `headers`
+/// crate's `Authorization<Basic>`: it refuses that whitespace (which HTTP/2 callers keep, since
+/// HPACK trims nothing) and would bring ten crates for these lines.
 fn parse_basic(value: &HeaderValue) -> Option<(String, String)> {
-    let ProxyAuthorization(basic) =
-        ProxyAuthorization::<Basic>::decode(&mut std::iter::once(value)).ok()?;
-    Some((basic.username().to_owned(), basic.password().to_owned()))
+    let text = value.to_str().ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, secret) = decoded.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine;
 
     fn sha256(bytes: &[u8]) -> [u8; 32] {
         let mut out = [0u8; 32];
@@ -265,6 +274,20 @@ mod tests {
         )
         .unwrap();
         assert!(identify(&c, ip("1.2.3.4"), Some(&lower)).is_ok());
+        // Whitespace around the value or the credentials (HTTP/2 values arrive as sent).
+        let encoded = basic("deploy:s3cret").to_str().unwrap()["Basic ".len()..].to_owned();
+        for spaced in [
+            format!(" Basic {encoded}"),
+            format!("Basic {encoded} "),
+            format!("Basic \t{encoded}"),
+            format!("Basic  {encoded}\t"),
+        ] {
+            let value = HeaderValue::from_str(&spaced).unwrap();
+            assert!(
+                identify(&c, ip("1.2.3.4"), Some(&value)).is_ok(),
+                "{spaced:?}"
+            );
+        }
     }
 
     #[test]
