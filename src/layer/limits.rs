@@ -25,7 +25,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::{Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
@@ -69,21 +69,47 @@ pub struct Limits<S> {
     max_body: u64,
 }
 
-/// The header section's size as it travelled: request line, and each `name: value\r\n`.
-fn header_bytes<B>(request: &Request<B>) -> usize {
-    let uri = request.uri();
-    // The target's length as `Uri` displays it, without building the string.
-    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path().len()
-        + uri.query().map_or(0, |q| q.len() + 1);
-    let line = request.method().as_str().len() + target + 12;
-    request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + line
+/// What the limits look at in a request's header section, read in one pass over it.
+struct Head<'a> {
+    /// The header section's size as it travelled: request line, and each `name: value\r\n`.
+    bytes: usize,
+    /// The first `Content-Length`.
+    content_length: Option<&'a HeaderValue>,
+    /// The first `Host`.
+    host: Option<&'a HeaderValue>,
+    two_hosts: bool,
+    two_credentials: bool,
+}
+
+impl<'a> Head<'a> {
+    fn read<B>(request: &'a Request<B>) -> Self {
+        let uri = request.uri();
+        // The target's length as `Uri` displays it, without building the string.
+        let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+            + uri.authority().map_or(0, |a| a.as_str().len())
+            + uri.path().len()
+            + uri.query().map_or(0, |q| q.len() + 1);
+        let mut head = Head {
+            bytes: request.method().as_str().len() + target + 12,
+            content_length: None,
+            host: None,
+            two_hosts: false,
+            two_credentials: false,
+        };
+        let mut credentials = false;
+        for (name, value) in request.headers() {
+            head.bytes += name.as_str().len() + value.len() + 4;
+            if name == header::HOST {
+                head.two_hosts |= head.host.replace(value).is_some();
+            } else if name == header::PROXY_AUTHORIZATION {
+                head.two_credentials |= credentials;
+                credentials = true;
+            } else if name == header::CONTENT_LENGTH && head.content_length.is_none() {
+                head.content_length = Some(value);
+            }
+        }
+        head
+    }
 }
 
 impl<S> Service<Request<ProxyBody>> for Limits<S>
@@ -105,19 +131,19 @@ where
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let (max_header_bytes, max_body) = (self.max_header_bytes, self.max_body);
-        if let Err(error) = check_head(&request) {
-            return Either::Right(Box::pin(std::future::ready(Err(error))));
-        }
-        if header_bytes(&request) > max_header_bytes {
+        let head = match check_head(&request) {
+            Ok(head) => head,
+            Err(error) => return Either::Right(Box::pin(std::future::ready(Err(error)))),
+        };
+        if head.bytes > max_header_bytes {
             return Either::Right(Box::pin(std::future::ready(Err(
                 ProxyError::HeadersTooLarge {
                     limit: max_header_bytes,
                 },
             ))));
         }
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
+        let declared = head
+            .content_length
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
@@ -154,8 +180,9 @@ where
     }
 }
 
-/// The method and the headers that say who and where: see the module doc.
-fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
+/// The method and the headers that say who and where (see the module doc); the head, read once
+/// for these checks and the limits.
+fn check_head<B>(request: &Request<B>) -> Result<Head<'_>, ProxyError> {
     match request.extensions().get::<FramingDoubt>() {
         Some(FramingDoubt::Both) => return Err(ProxyError::AmbiguousFraming),
         Some(FramingDoubt::Lost) => return Err(ProxyError::FramingLost),
@@ -186,53 +213,120 @@ fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
             return Err(ProxyError::MethodNotAllowed(method.as_str().to_owned()));
         }
     }
-    let headers = request.headers();
-    let mut hosts = headers.get_all(header::HOST).iter();
-    if let Some(host) = hosts.next() {
-        if hosts.next().is_some() {
-            return Err(ProxyError::BadRequest(
-                "two Host headers: send exactly one (RFC 9112 section 3.2)".into(),
-            ));
-        }
+    let head = Head::read(request);
+    if head.two_hosts {
+        return Err(ProxyError::BadRequest(
+            "two Host headers: send exactly one (RFC 9112 section 3.2)".into(),
+        ));
+    }
+    if let Some(host) = head.host {
         check_host(host.as_bytes())
             .map_err(|why| ProxyError::BadRequest(format!("malformed Host header: {why}")))?;
     }
-    if headers
-        .get_all(header::PROXY_AUTHORIZATION)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
+    if head.two_credentials {
         return Err(ProxyError::BadRequest(
             "two Proxy-Authorization headers: send one".into(),
         ));
     }
-    Ok(())
+    Ok(head)
 }
 
 /// A `Host` value (or a target's authority) whose port, if any, is a number up to 65535 and
 /// whose name does not end in a dot: `acme.my.salesforce.com.` names the same host under another
 /// spelling, which only invites a mismatch between what routes see and what is logged.
 pub fn check_host(value: &[u8]) -> Result<(), &'static str> {
-    // The port follows the last ':' outside an IPv6 literal's brackets.
-    let name_end = match value.iter().rposition(|&b| b == b':' || b == b']') {
-        Some(at) if value[at] == b':' => {
-            let port = &value[at + 1..];
-            // Digits only (no sign, no space), at most 65535: one pass, no string parse.
-            let number = port.iter().try_fold(0u32, |n, &b| {
-                (b.is_ascii_digit() && n <= 6553).then(|| n * 10 + u32::from(b - b'0'))
-            });
-            if port.is_empty() || number.is_none_or(|n| n > 65535) {
+    let name_end = match short_port(value) {
+        Some((port, colon)) => {
+            if port > 65535 {
                 return Err("the port must be a number from 0 to 65535");
             }
-            at
+            colon
         }
-        _ => value.len(),
+        // The port follows the last ':' outside an IPv6 literal's brackets.
+        None => match last_colon_or_bracket(value) {
+            Some(at) if value[at] == b':' => {
+                let port = &value[at + 1..];
+                // Digits only (no sign, no space), at most 65535: one pass, no string parse.
+                let number = port.iter().try_fold(0u32, |n, &b| {
+                    (b.is_ascii_digit() && n <= 6553).then(|| n * 10 + u32::from(b - b'0'))
+                });
+                if port.is_empty() || number.is_none_or(|n| n > 65535) {
+                    return Err("the port must be a number from 0 to 65535");
+                }
+                at
+            }
+            _ => value.len(),
+        },
     };
     if value[..name_end].ends_with(b".") {
         return Err("the host name ends with a dot; send it without");
     }
     Ok(())
+}
+
+/// Most values end in `:` and a port of a few digits, all within their last 8 bytes: the port
+/// and where that `:` is, read from those bytes at once.
+fn short_port(value: &[u8]) -> Option<(u32, usize)> {
+    let last = value.last_chunk::<8>()?;
+    // After the last ':' of the 8 bytes, 1 to 7 of them: digits, which no ':' or ']' follows.
+    let digits = (bytes_equal(u64::from_le_bytes(*last), b':').leading_zeros() / 8) as usize;
+    if !(1..8).contains(&digits) {
+        return None;
+    }
+    Some((last_digits(*last, digits)?, value.len() - 1 - digits))
+}
+
+/// The high bit of each byte of `word` that is `byte` set, and no other bit.
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let x = word ^ u64::from_ne_bytes([byte; 8]);
+    // Only a byte that is 0 here neither carries into its high bit nor has it.
+    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
+}
+
+/// Where the last `:` or `]` of `value` is: read 8 bytes at a time from the end (host names are
+/// a few words long, and most have no port).
+fn last_colon_or_bracket(value: &[u8]) -> Option<usize> {
+    let mut end = value.len();
+    let Some(last) = value.last_chunk::<8>() else {
+        return value.iter().rposition(|&b| b == b':' || b == b']');
+    };
+    let mut word = u64::from_le_bytes(*last);
+    loop {
+        let marks = bytes_equal(word, b':') | bytes_equal(word, b']');
+        if marks != 0 {
+            return Some(end - 1 - (marks.leading_zeros() / 8) as usize);
+        }
+        if end == 8 {
+            return None;
+        }
+        // The word before, or the first 8 bytes (read again in part).
+        end = (end - 8).max(8);
+        word = u64::from_le_bytes(*value[..end].last_chunk::<8>()?);
+    }
+}
+
+/// The number the last `digits` (1 to 7) of these 8 bytes write, if they are all ASCII digits.
+fn last_digits(bytes: [u8; 8], digits: usize) -> Option<u32> {
+    const ZEROS: u64 = u64::from_ne_bytes([b'0'; 8]);
+    const HIGH_NIBBLES: u64 = u64::from_ne_bytes([0xf0; 8]);
+    const SIXES: u64 = u64::from_ne_bytes([0x06; 8]);
+    // In memory order, the most significant digit first; the bytes before the digits read as
+    // leading zeros.
+    let keep = u64::MAX.checked_shl(8 * (8 - digits as u32)).unwrap_or(0);
+    let word = (u64::from_le_bytes(bytes) & keep) | (ZEROS & !keep);
+    // 0x30 to 0x39 each: `3` above, and below, nothing past 9 (adding 6 stays under 0x40).
+    if word & HIGH_NIBBLES != ZEROS || word.wrapping_add(SIXES) & HIGH_NIBBLES != ZEROS {
+        return None;
+    }
+    // Eight digits to a number as simdjson and fast_float do it: each byte with the one after
+    // it makes a two-digit number, then two multiplications weigh the four and add them up.
+    let values = word - ZEROS;
+    let pairs = values.wrapping_mul(10).wrapping_add(values >> 8);
+    let number = (pairs & 0x0000_00ff_0000_00ff)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((pairs >> 16) & 0x0000_00ff_0000_00ff).wrapping_mul(1 + (10_000 << 32)));
+    u32::try_from(number >> 32).ok()
 }
 
 /// What went wrong with a request body, whoever was reading it at the time.
@@ -348,15 +442,31 @@ mod tests {
                 .unwrap();
             let expected =
                 "GET".len() + request.uri().to_string().len() + 12 + "accept".len() + 3 + 4;
-            assert_eq!(header_bytes(&request), expected, "{target}");
+            assert_eq!(Head::read(&request).bytes, expected, "{target}");
         }
+    }
+
+    #[test]
+    fn the_declared_length_is_the_first_content_length() {
+        let request = Request::builder()
+            .uri("/services/data")
+            .header("content-type", "text/plain")
+            .header("content-length", "5")
+            .header("host", "a.example")
+            .header("content-length", "7")
+            .body(())
+            .unwrap();
+        let head = Head::read(&request);
+        assert_eq!(head.content_length, request.headers().get("content-length"));
+        assert_eq!(head.host, request.headers().get("host"));
+        assert!(!head.two_hosts && !head.two_credentials);
     }
 
     #[test]
     fn only_the_apis_methods_are_forwarded() {
         let head = |method: &str, uri: &str| {
             let request = Request::builder().method(method).uri(uri).body(()).unwrap();
-            check_head(&request).map_err(|e| e.code())
+            check_head(&request).map(drop).map_err(|e| e.code())
         };
         for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
             assert_eq!(head(method, "/services/data"), Ok(()), "{method}");
@@ -386,7 +496,9 @@ mod tests {
             for (name, value) in headers {
                 builder = builder.header(*name, *value);
             }
-            check_head(&builder.body(()).unwrap()).map_err(|e| e.to_string())
+            check_head(&builder.body(()).unwrap())
+                .map(drop)
+                .map_err(|e| e.to_string())
         };
         for good in [
             "acme.my.salesforce.com",
@@ -417,6 +529,82 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.contains("two Proxy-Authorization"), "{err}");
+    }
+
+    /// `check_host` as it read before it went 8 bytes at a time: the reference.
+    fn check_host_bytewise(value: &[u8]) -> Result<(), &'static str> {
+        let name_end = match value.iter().rposition(|&b| b == b':' || b == b']') {
+            Some(at) if value[at] == b':' => {
+                let port = &value[at + 1..];
+                let number = port.iter().try_fold(0u32, |n, &b| {
+                    (b.is_ascii_digit() && n <= 6553).then(|| n * 10 + u32::from(b - b'0'))
+                });
+                if port.is_empty() || number.is_none_or(|n| n > 65535) {
+                    return Err("the port must be a number from 0 to 65535");
+                }
+                at
+            }
+            _ => value.len(),
+        };
+        if value[..name_end].ends_with(b".") {
+            return Err("the host name ends with a dot; send it without");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn hosts_read_8_bytes_at_a_time_read_as_byte_by_byte() {
+        // Every value of up to 6 bytes from the bytes that matter, where the words fall.
+        let alphabet = b"09:].a/\xff";
+        let mut values = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|v: &Vec<u8>| alphabet.iter().map(move |&b| [&v[..], &[b]].concat()))
+                .collect();
+            values.extend(last.iter().cloned());
+        }
+        for value in &values {
+            for before in ["", "h", "a.example.", "[::1]", "acme.my.salesforce.com"] {
+                let value = [before.as_bytes(), value].concat();
+                assert_eq!(
+                    check_host(&value),
+                    check_host_bytewise(&value),
+                    "{:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
+        }
+        // Every port, with leading zeros, around the limit and past 8 digits.
+        for port in (0..=70_000u64).chain([99_999_999, 100_000_000, 4_294_967_296]) {
+            for zeros in ["", "0", "000000"] {
+                for host in [
+                    "h",
+                    "127.0.0.1",
+                    "a.",
+                    "[::1]",
+                    "acme.my.salesforce.com",
+                    "",
+                ] {
+                    let value = format!("{host}:{zeros}{port}");
+                    assert_eq!(
+                        check_host(value.as_bytes()),
+                        check_host_bytewise(value.as_bytes()),
+                        "{value}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_host_reads_as_byte_by_byte(value in proptest::collection::vec(
+            proptest::sample::select(&b"0123456789:]. [a/+-\0"[..]), 0..40,
+        )) {
+            proptest::prop_assert_eq!(check_host(&value), check_host_bytewise(&value));
+        }
     }
 
     #[tokio::test]
