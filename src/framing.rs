@@ -19,7 +19,7 @@ use crate::tap::Follow;
 
 /// Marks a request the limits layer refuses for its framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FramingDoubt {
+pub(crate) enum FramingDoubt {
     /// Its head had both `Content-Length` and `Transfer-Encoding`.
     Both,
     /// It came after bytes the watch could not follow: it cannot be told.
@@ -36,7 +36,7 @@ pub enum FramingDoubt {
 /// counted, and only those with both framings are kept, by number, behind a lock nothing else
 /// takes.
 #[derive(Debug)]
-pub struct FramingLog {
+pub(crate) struct FramingLog {
     /// Heads noted so far.
     noted: AtomicU64,
     /// Entries taken by [`FramingLog::next`] so far.
@@ -64,7 +64,7 @@ impl Default for FramingLog {
 
 impl FramingLog {
     /// Why the next request must be refused for its framing, if it must.
-    pub fn next(&self) -> Option<FramingDoubt> {
+    pub(crate) fn next(&self) -> Option<FramingDoubt> {
         let taken = self.taken.load(Ordering::Relaxed);
         if taken == self.noted.load(Ordering::Acquire) {
             return self
@@ -122,7 +122,7 @@ enum Framing {
 
 /// Follows the bytes of an HTTP/1 connection ([`crate::tap`]), its request heads read as they
 /// go by (see [`FramingLog`]). Bodies are skipped by their framing, not scanned.
-pub struct FramingWatch {
+pub(crate) struct FramingWatch {
     state: Framing,
     /// The head (or chunk line) read so far.
     pending: Vec<u8>,
@@ -132,7 +132,7 @@ pub struct FramingWatch {
 
 impl FramingWatch {
     /// `max_head`: past this, hyper refuses the head itself and the watch stops.
-    pub fn new(log: Arc<FramingLog>, max_head: usize) -> Self {
+    pub(crate) fn new(log: Arc<FramingLog>, max_head: usize) -> Self {
         Self {
             state: Framing::Head,
             pending: Vec::new(),

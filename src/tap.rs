@@ -12,18 +12,18 @@ use std::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What follows the bytes read: called with each read's bytes, in order.
-pub trait Follow {
+pub(crate) trait Follow {
     fn follow(&mut self, bytes: &[u8]);
 }
 
 /// `io`, its reads shown to `follower`.
-pub struct Tapped<T, F> {
+pub(crate) struct Tapped<T, F> {
     io: T,
     follower: F,
 }
 
 impl<T, F> Tapped<T, F> {
-    pub fn new(io: T, follower: F) -> Self {
+    pub(crate) fn new(io: T, follower: F) -> Self {
         Self { io, follower }
     }
 }

@@ -62,6 +62,9 @@ pub(crate) struct Serving {
 impl Serving {
     pub(crate) fn new(limits: &ConnectionLimits, draining: watch::Receiver<bool>) -> Serving {
         let header_limit = limits.max_header_bytes * HYPER_HEADER_SLACK;
+        // hyper's default head parsing, without its lenient options: the framing watch skips
+        // parsing heads its scan proves plain, relying on hyper to refuse any head httparse
+        // would (`framing::plain_head`).
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
