@@ -30,8 +30,6 @@ mod validate;
 
 pub(crate) use defaults::*;
 pub use error::ConfigError;
-#[cfg(test)]
-pub(crate) use load::read_ca_file;
 pub use model::Config;
 pub(crate) use model::*;
 

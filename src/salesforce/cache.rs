@@ -272,11 +272,7 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        config::{InstanceUrl, ProxySettings},
-        mock_org::{MockOrg, MockOrgConfig, MockUser},
-        pki,
-    };
+    use crate::{config::InstanceUrl, mock_org::MockOrg};
 
     /// The org's metric handles, as the stack attaches them (no recorder: nothing is kept).
     fn counted() -> &'static OrgMetrics {
@@ -285,55 +281,14 @@ mod tests {
         &METRICS
     }
 
-    async fn setup() -> (
-        MockOrg,
-        SessionCache,
-        TokenClient,
-        Arc<Org>,
-        tempfile::TempDir,
-    ) {
-        let app = pki::connected_app_cert("t", 1).unwrap();
-        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
-        let mock = MockOrg::start(MockOrgConfig {
-            consumer_key: "ck".into(),
-            certificate_pem: app.cert_pem.clone(),
-            users: vec![MockUser {
-                username: "u".into(),
-                approved: true,
-                rest_api: true,
-            }],
-            audience: "https://login.salesforce.com".into(),
-            tls,
-            listen: "127.0.0.1:0".parse().unwrap(),
-        })
-        .await
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.crt");
-        std::fs::write(&ca_file, ca.cert_pem).unwrap();
-        let settings = ProxySettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ca_certs: crate::config::read_ca_file(&ca_file).unwrap(),
-            replay_limit: 1024,
-            request_timeout: Duration::from_secs(5),
-            admin_listen: None,
-            shutdown_grace: Duration::from_secs(1),
-            max_header_bytes: 65536,
-            header_timeout: Duration::from_secs(10),
-            max_body: 1 << 20,
-            max_connections: 100,
-            workers: 1,
-            intercept: None,
-        };
-        let client = crate::upstream::client::build_client(&settings).unwrap();
-        let tokens = TokenClient::new(client);
-        let org = Arc::new(Org::for_tests(&mock.url(), "ck", &app.key_pem));
-        (mock, SessionCache::default(), tokens, org, dir)
+    async fn setup() -> (MockOrg, SessionCache, TokenClient, Arc<Org>) {
+        let (mock, tokens, org) = crate::salesforce::fixture::standin().await;
+        (mock, SessionCache::default(), tokens, org)
     }
 
     #[tokio::test]
     async fn a_stale_invalidation_keeps_the_fresh_session() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         let (first, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         assert_eq!(source, Source::Minted);
         let (again, source) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
@@ -361,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_young_session_expiring_again_is_not_reminted_for_every_caller() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         let (first, _) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         // The first expiry is renewed, at once.
         cache.invalidate(&org, "u", &first).await;
@@ -389,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_renewed_session_lives_its_own_ttl_not_the_old_ones() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         let ttl = Duration::from_millis(600);
         let org = Org {
             session_ttl: ttl,
@@ -416,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_remembered_not_retried() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         mock.fail_next_token_requests(
             1,
             crate::mock_org::TokenFailure::OAuth {
@@ -441,7 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_twice_within_the_timeout() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         let unavailable = crate::mock_org::TokenFailure::Raw {
             status: 503,
             content_type: "text/html".into(),
@@ -453,7 +408,7 @@ mod tests {
         assert_eq!(mock.token_requests(), 3);
 
         // Three failures: the login fails, and its failure is remembered.
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         mock.fail_next_token_requests(5, unavailable);
         let error = cache.get(&org, "u", &tokens, counted()).await.unwrap_err();
         assert!(matches!(&*error, LoginError::Failed { error, .. } if error.is_transient()));
@@ -468,7 +423,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hourly_budget_is_never_exceeded() {
-        let (mock, cache, tokens, org, _dir) = setup().await;
+        let (mock, cache, tokens, org) = setup().await;
         let mut org = Arc::try_unwrap(org).unwrap();
         org.max_logins_per_hour = 2;
         org.rejected_backoff = Duration::ZERO;

@@ -13,3 +13,52 @@ pub(crate) mod guard;
 pub(crate) mod hints;
 pub(crate) mod limit_info;
 pub(crate) mod token;
+
+/// A stand-in org with one approved user `u` (consumer key `ck`), its org, and a token client
+/// trusting the stand-in's TLS: what the unit tests of sessions log in against.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+
+    use crate::{
+        config::Org,
+        mock_org::{MockOrg, MockOrgConfig, MockUser},
+        pki,
+        salesforce::token::TokenClient,
+    };
+
+    pub(crate) async fn standin() -> (MockOrg, TokenClient, Arc<Org>) {
+        let app = pki::connected_app_cert("t", 1).unwrap();
+        let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
+        let mock = MockOrg::start(MockOrgConfig {
+            consumer_key: "ck".into(),
+            certificate_pem: app.cert_pem.clone(),
+            users: vec![MockUser {
+                username: "u".into(),
+                approved: true,
+                rest_api: true,
+            }],
+            audience: "https://login.salesforce.com".into(),
+            tls,
+            listen: "127.0.0.1:0".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tokens = TokenClient::new(crate::upstream::client::pooled_client(tls));
+        let org = Arc::new(Org::for_tests(&mock.url(), "ck", &app.key_pem));
+        (mock, tokens, org)
+    }
+}

@@ -5,16 +5,14 @@ use std::sync::Mutex;
 
 use http::{HeaderValue, StatusCode, header, uri::PathAndQuery};
 use http_body_util::BodyExt;
-use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tower::util::BoxCloneService;
 
 use super::*;
 use crate::{
-    config::{Org, Route},
+    config::Route,
     layer::replay::{ReplayLayer, ResendRefused},
     metrics::{OrgMetrics, RouteHandles, RouteMetrics},
-    mock_org::{MockOrg, MockOrgConfig, MockUser},
-    pki,
+    mock_org::MockOrg,
 };
 
 const EXPIRED: &str =
@@ -31,40 +29,13 @@ struct TestOrg {
 }
 
 async fn org() -> TestOrg {
-    let app = pki::connected_app_cert("t", 1).unwrap();
-    let (ca, tls) = pki::tls_ca_and_server(&["localhost", "127.0.0.1"]).unwrap();
-    let mock = MockOrg::start(MockOrgConfig {
-        consumer_key: "ck".into(),
-        certificate_pem: app.cert_pem.clone(),
-        users: vec![MockUser {
-            username: "u".into(),
-            approved: true,
-            rest_api: true,
-        }],
-        audience: "https://login.salesforce.com".into(),
-        tls,
-        listen: "127.0.0.1:0".parse().unwrap(),
-    })
-    .await
-    .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tokens = TokenClient::new(crate::upstream::client::pooled_client(tls));
+    let (mock, tokens, org) = crate::salesforce::fixture::standin().await;
     let route = Arc::new(Route {
         name: "erp".into(),
         hosts: Vec::new(),
         path_prefix: "/".into(),
         strip_prefix: false,
-        org: Arc::new(Org::for_tests(&mock.url(), "ck", &app.key_pem)),
+        org,
         user: "u".into(),
         clients: None,
     });
