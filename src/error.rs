@@ -16,7 +16,15 @@ use serde_json::{Map, Value, json};
 pub(crate) use self::chain::error_chain;
 use crate::{
     body::{ProxyBody, full},
-    salesforce::{cache::LoginError, hints::login_hint, token::TokenError},
+    salesforce::{
+        cache::LoginError,
+        hints::login_hint,
+        soap::{
+            envelope::EnvelopeError,
+            fault::{self, ProxyFault},
+        },
+        token::TokenError,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -149,11 +157,28 @@ pub(crate) enum ProxyError {
     CallerGone(String),
     #[error("internal proxy error: {0}")]
     Internal(String),
+    /// A SOAP call whose envelope sfproxy cannot put the session in; nothing was sent.
+    #[error("{0}; nothing was sent")]
+    BadEnvelope(String),
+    /// A SOAP envelope whose Body does not start within `max_header_bytes`.
+    #[error("{0}; nothing was sent")]
+    EnvelopeHeadTooLarge(String),
 }
 
 /// nginx's "client closed request": not a status any caller receives, but one logs and
 /// dashboards recognise.
 pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl From<EnvelopeError> for ProxyError {
+    fn from(error: EnvelopeError) -> Self {
+        match error {
+            EnvelopeError::TooLarge { .. } => Self::EnvelopeHeadTooLarge(error.to_string()),
+            EnvelopeError::InflatedTooLarge { limit } => Self::BodyTooLarge { limit },
+            EnvelopeError::Body(error) => Self::CallerGone(error_chain(&error)),
+            other => Self::BadEnvelope(other.to_string()),
+        }
+    }
+}
 
 impl ProxyError {
     /// Why `user` of `org` has no session: a refusal, an unavailable token endpoint (both
@@ -211,6 +236,8 @@ impl ProxyError {
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadEnvelope(_) => StatusCode::BAD_REQUEST,
+            Self::EnvelopeHeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::CallerGone(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -230,9 +257,9 @@ impl ProxyError {
             Self::LoginUnavailable { .. } => "PROXY_LOGIN_UNAVAILABLE",
             Self::LoginBudgetExceeded { .. } => "PROXY_LOGIN_BUDGET_EXCEEDED",
             Self::BodyTooLarge { .. } => "PROXY_BODY_TOO_LARGE",
-            Self::HeadersTooLarge { .. } | Self::InstanceHeadersTooLarge { .. } => {
-                "PROXY_HEADERS_TOO_LARGE"
-            }
+            Self::HeadersTooLarge { .. }
+            | Self::InstanceHeadersTooLarge { .. }
+            | Self::EnvelopeHeadTooLarge(_) => "PROXY_HEADERS_TOO_LARGE",
             Self::TooManyConnections { .. } | Self::OutOfDescriptors => {
                 "PROXY_TOO_MANY_CONNECTIONS"
             }
@@ -242,6 +269,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "PROXY_UPSTREAM_TIMEOUT",
             Self::Internal(_) => "PROXY_INTERNAL",
             Self::CallerGone(_) => "PROXY_CALLER_GONE",
+            Self::BadEnvelope(_) => "PROXY_BAD_ENVELOPE",
         }
     }
 
@@ -273,6 +301,16 @@ impl ProxyError {
 
     /// The body of the answer: `[{"errorCode":..,"message":..}]`, plus Salesforce's error and a
     /// hint for refused logins.
+    /// What the operator should do, where sfproxy knows (a refused login).
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::LoginRejected {
+                error, description, ..
+            } => login_hint(error, description),
+            _ => None,
+        }
+    }
+
     pub(crate) fn to_json(&self) -> String {
         let mut entry = Map::new();
         entry.insert("errorCode".into(), json!(self.code()));
@@ -283,22 +321,55 @@ impl ProxyError {
         {
             entry.insert("salesforceError".into(), json!(error));
             entry.insert("salesforceErrorDescription".into(), json!(description));
-            if let Some(hint) = login_hint(error, description) {
-                entry.insert("hint".into(), json!(hint));
-            }
+        }
+        if let Some(hint) = self.hint() {
+            entry.insert("hint".into(), json!(hint));
         }
         Value::Array(vec![Value::Object(entry)]).to_string()
     }
 
+    /// The refusal as a SOAP 1.1 fault, for a SOAP caller's toolkit: `sf:{code}`, the message,
+    /// and the status and hint in `detail`.
+    pub(crate) fn to_fault(&self) -> String {
+        ProxyFault {
+            code: self.code(),
+            message: &self.message(),
+            status: self.status().as_u16(),
+            hint: self.hint(),
+        }
+        .to_xml()
+    }
+
+    /// The JSON answer, in Salesforce's REST error shape.
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
-        let body = self.to_json();
+        let status = self.status();
+        self.answer(status, "application/json", self.to_json())
+    }
+
+    /// The answer on a SOAP path: the fault, with status 500 as Salesforce answers faults (a
+    /// toolkit parses a fault body only then), except 407, which a proxy client must see.
+    pub(crate) fn into_soap_response(self) -> Response<ProxyBody> {
+        self.answer(self.soap_status(), fault::CONTENT_TYPE, self.to_fault())
+    }
+
+    /// The status of the fault answer.
+    pub(crate) fn soap_status(&self) -> StatusCode {
+        match self.status() {
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn answer(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: String,
+    ) -> Response<ProxyBody> {
         let mut response = Response::new(full(body));
-        *response.status_mut() = self.status();
+        *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Some(after) = self.retry_after() {
             // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);

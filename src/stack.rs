@@ -71,7 +71,14 @@ pub(crate) fn build(
         .layer(RouteLayer::new(routes.clone(), intercept.clone()))
         // The session of the route's (org, user), where its API reads it; its expiry policy
         // goes down with the request, so the replay below can send it again with a new one.
-        .layer(SessionLayer::new(sessions, tokens.clone()))
+        .layer(SessionLayer::new(
+            sessions,
+            tokens.clone(),
+            crate::salesforce::soap::envelope::Limits {
+                max_header_bytes: config.proxy.max_header_bytes,
+                max_body: config.proxy.max_body,
+            },
+        ))
         // Keeps bodies up to replay_limit, to send a request again: once per send when the
         // instance refused it unprocessed, and when the request's own policy says so.
         .layer(ReplayLayer::new(

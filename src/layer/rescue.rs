@@ -1,7 +1,8 @@
 //! Where errors become answers: the one edge at which a [`ProxyError`] turns into a response.
 //!
 //! Everything inside returns typed errors; this layer logs each refusal once, with its code, and
-//! answers with the status and Salesforce-shaped body of `error.rs`. A panic below is caught and
+//! answers with the status and Salesforce-shaped body of `error.rs`: JSON in the REST shape, or a
+//! SOAP fault to a request on a SOAP path (a toolkit reads nothing else). A panic below is caught and
 //! answered 500 `PROXY_INTERNAL` rather than dropping the caller's connection without a word.
 //! What is refused before a request is read (a connection over the limit, a tunnel that speaks
 //! the wrong protocol) gets the same answer written raw: [`raw_answer`].
@@ -19,7 +20,7 @@ use futures_util::{
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::{body::ProxyBody, error::ProxyError};
+use crate::{body::ProxyBody, context::Answer, error::ProxyError};
 
 #[derive(Clone, Default)]
 pub(crate) struct RescueLayer;
@@ -60,27 +61,61 @@ where
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
+        let answer = if is_soap_call(&request) {
+            answer_soap as fn(Outcome) -> _
+        } else {
+            answer_json
+        };
         AssertUnwindSafe(self.inner.call(request))
             .catch_unwind()
-            .map(answer as fn(Outcome) -> _)
+            .map(answer)
     }
 }
 
-/// The answer, or the error (a panic included) as a Salesforce-shaped refusal, logged and counted.
-fn answer(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
-    let error = match outcome {
-        Ok(Ok(response)) => return Ok(response),
-        Ok(Err(error)) => error,
-        Err(_) => ProxyError::Internal("a request handler panicked".into()),
-    };
-    let status = error.status();
-    metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
-    if status.is_server_error() {
-        tracing::warn!(code = error.code(), status = status.as_u16(), error = %error, "refused");
-    } else {
-        tracing::info!(code = error.code(), status = status.as_u16(), error = %error, "refused");
+/// A `POST` with `/services/Soap/` in its path: a SOAP toolkit's call, in any form (forward,
+/// gateway with a prefix, inside a tunnel), told before the route is known, so that a refusal
+/// before routing is a fault too.
+fn is_soap_call(request: &Request<ProxyBody>) -> bool {
+    request.method() == http::Method::POST && request.uri().path().contains("/services/Soap/")
+}
+
+fn answer_json(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(match failure(outcome) {
+        Ok(response) => response,
+        Err(error) => {
+            log(&error, error.status());
+            error.into_response()
+        }
+    })
+}
+
+fn answer_soap(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(match failure(outcome) {
+        Ok(response) => response,
+        Err(error) => {
+            log(&error, error.soap_status());
+            error.into_soap_response()
+        }
+    })
+}
+
+/// The answer, or the error it failed with (a panic included).
+fn failure(outcome: Outcome) -> Answer {
+    match outcome {
+        Ok(answer) => answer,
+        Err(_) => Err(ProxyError::Internal("a request handler panicked".into())),
     }
-    Ok(error.into_response())
+}
+
+/// A refusal, logged once with its code and the status sent, and counted.
+fn log(error: &ProxyError, sent: http::StatusCode) {
+    metrics::counter!(crate::metrics::REFUSALS, "code" => error.code()).increment(1);
+    let (code, status) = (error.code(), sent.as_u16());
+    if error.status().is_server_error() {
+        tracing::warn!(code, status, error = %error, "refused");
+    } else {
+        tracing::info!(code, status, error = %error, "refused");
+    }
 }
 
 /// `error` as a whole HTTP/1.1 answer written on a raw connection, before (or instead of) any

@@ -2,9 +2,8 @@
 //! reads it, and renewed once when Salesforce says it expired.
 //!
 //! Salesforce never says how long a session lives; it answers 401 `INVALID_SESSION_ID` (Bulk API
-//! 1.0: 400 `InvalidSessionId`) when it is gone. (The SOAP API reads the session from the
-//! envelope, which the proxy does not touch: SOAP calls are not served with the proxy's session.)
-//! This layer puts the session on the request and hands it down with its [`Expiry`] policy; the
+//! 1.0: 400 `InvalidSessionId`; SOAP: the 500 fault `sf:INVALID_SESSION_ID`) when it is gone.
+//! This layer puts the session on the request (for a SOAP call, in its envelope: [`envelope`]) and hands it down with its [`Expiry`] policy; the
 //! replay layer below sends it again when the policy says so: the policy drops *that* session,
 //! mints a new one and puts it on the next send, once; the second answer goes to the caller
 //! whatever it is. A request whose body streamed (over `replay_limit`) cannot be sent again: its
@@ -19,6 +18,10 @@
 //! whose session was minted by its own login is not replayed (a new session would not be
 //! different), and the cache keeps a session that "expires" again within seconds of the last
 //! drop ([`SessionCache::invalidate`]), so such a request is answered without a replay.
+//!
+//! The session of a route is shared by all its callers, so what would end it is answered here
+//! and never sent: OAuth's revoke (`/services/oauth2/revoke`), and SOAP's `logout()` and
+//! `invalidateSessions()`.
 
 use std::{
     future::Future,
@@ -27,7 +30,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+mod envelope;
+
+use http::{Method, Request, Response, StatusCode, header};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{
@@ -38,6 +43,10 @@ use crate::{
         cache::{SessionCache, Source},
         credential::{self, Api},
         expiry::{self, MAX_EXPIRY_BODY},
+        soap::{
+            api::soap_api,
+            envelope::{Limits, Template},
+        },
         token::{Session, TokenClient},
     },
     upstream::{failure::failure_class, hop::strip_hop_by_hop},
@@ -53,15 +62,24 @@ pub(crate) struct SessionLayer {
 pub(crate) struct SessionSource {
     pub(crate) cache: SessionCache,
     pub(crate) tokens: TokenClient,
+    /// How much of a SOAP envelope is read to put the session in it.
+    pub(crate) envelopes: Limits,
 }
 
 impl SessionLayer {
-    pub(crate) fn new(cache: SessionCache, tokens: TokenClient) -> Self {
+    pub(crate) fn new(cache: SessionCache, tokens: TokenClient, envelopes: Limits) -> Self {
         Self {
-            sessions: Arc::new(SessionSource { cache, tokens }),
+            sessions: Arc::new(SessionSource {
+                cache,
+                tokens,
+                envelopes,
+            }),
         }
     }
 }
+
+/// OAuth's revoke endpoint, on the login hosts and every instance.
+const REVOKE_PATH: &str = "/services/oauth2/revoke";
 
 impl<S> Layer<S> for SessionLayer {
     type Service = Sessions<S>;
@@ -116,6 +134,20 @@ where
         .extensions_mut()
         .remove::<RouteMatch>()
         .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
+    let path = matched.path.path();
+    if matches!(*request.method(), Method::POST | Method::GET) && path == REVOKE_PATH {
+        return Ok(revoked(&matched.route.name));
+    }
+    let (mut request, soap) = match soap_api(request.method(), path) {
+        None => (request, None),
+        Some(api) => {
+            let route = &matched.route.name;
+            match envelope::open(request, &api, &sessions.envelopes, route).await? {
+                envelope::Opened::Call(request, template) => (request, Some(template)),
+                envelope::Opened::Answered(answer) => return Ok(answer),
+            }
+        }
+    };
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
     let (org, user) = (&matched.route.org, matched.route.user.as_str());
     let (session, source) = sessions
@@ -123,12 +155,16 @@ where
         .get(org, user, &sessions.tokens, &matched.metrics.org)
         .await
         .map_err(|e| ProxyError::login(&org.name, user, &e))?;
-    let api = Api::of(matched.path.path());
+    let api = match soap {
+        Some(_) => Api::Soap,
+        None => Api::of(matched.path.path()),
+    };
     // On the request itself, where the caller's headers have room, not on each send's copy of
     // them (copied to their length, they would grow for it).
     credential::attach(request.headers_mut(), api, &session.token);
     let expiry = Expiry {
         api,
+        soap,
         matched,
         session,
         source,
@@ -140,12 +176,29 @@ where
     inner.ready().await?.call((request, expiry)).await
 }
 
+/// Revoke's answer, 200 with no body, as Salesforce gives it: the route's session lives on.
+fn revoked(route: &str) -> Response<ProxyBody> {
+    tracing::info!(
+        route,
+        "answered the token revoke here: it would end the session every caller of the route \
+         shares"
+    );
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from(0));
+    response
+}
+
 /// The session layer's replay policy: says where every send goes, and "again", once, with a new
 /// session, when Salesforce answers that it expired.
 pub(crate) struct Expiry {
     sessions: Arc<SessionSource>,
     matched: RouteMatch,
     api: Api,
+    /// A SOAP call's envelope head, which each send writes its session into.
+    soap: Option<Template>,
     session: Arc<Session>,
     source: Source,
     notes: Option<Arc<Notes>>,
@@ -166,7 +219,7 @@ impl Expiry {
         let (parts, body) = answer?.into_parts();
         match buffer_up_to(body, MAX_EXPIRY_BODY).await {
             Ok(Buffered::Complete(bytes)) => {
-                let expired = expiry::says_session_expired(&parts.headers, &bytes);
+                let expired = expiry::says_session_expired(self.api, &parts.headers, &bytes);
                 Ok((Response::from_parts(parts, body::full(bytes)), expired))
             }
             Ok(Buffered::Streaming(body)) => Ok((Response::from_parts(parts, body), false)),
@@ -238,9 +291,12 @@ impl Expiry {
 
 impl Policy for Expiry {
     /// The [`Destination`], the only extension upstream reads; on the replay, the new session
-    /// in place of the one the request carries.
+    /// in place of the one the request carries; a SOAP call's envelope, whole, with this send's
+    /// session.
     fn prepare(&self, request: &mut Request<ProxyBody>) {
-        if self.replayed {
+        if let Some(template) = &self.soap {
+            envelope::prepare(template, request, &self.session.token);
+        } else if self.replayed {
             credential::attach(request.headers_mut(), self.api, &self.session.token);
         }
         request.extensions_mut().insert(Destination {

@@ -1,8 +1,9 @@
 //! Where each Salesforce API reads the session: REST and Bulk 2.0 from `Authorization: Bearer`,
 //! Bulk API 1.0 from `X-SFDC-Session`, SOAP from the envelope's `SessionHeader`.
 //!
-//! The API is told by the path alone (the route's path on the instance), so the session layer
-//! decides it once per request and every send puts the session in the same place.
+//! REST and Bulk are told by the path alone (the route's path on the instance); a SOAP call by its
+//! method and path too (`soap::api`), by the session layer, which puts the session in the
+//! envelope. Decided once per request, so every send puts the session in the same place.
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -10,8 +11,6 @@ use crate::salesforce::token::AccessToken;
 
 /// Bulk API 1.0's paths; it reads the session from `X-SFDC-Session`, not `Authorization`.
 const BULK_V1_PREFIX: &str = "/services/async/";
-/// The SOAP API's paths (Partner, Enterprise, Metadata, Tooling, Apex web services).
-const SOAP_PREFIX: &str = "/services/Soap/";
 static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 
 /// The Salesforce APIs, by where they read the session.
@@ -21,35 +20,37 @@ pub(crate) enum Api {
     Rest,
     /// Bulk API 1.0 (`/services/async/`): `X-SFDC-Session`.
     BulkV1,
-    /// SOAP (`/services/Soap/`): only the envelope's `SessionHeader`, which sfproxy does not
-    /// write yet; until the envelope rewrite comes, a SOAP call is sent as a REST one is (with a
-    /// bearer it does not read) and the caller's own `SessionHeader` is what SOAP reads.
+    /// A SOAP call (`soap::api::soap_api`): only the envelope's `SessionHeader`, which the
+    /// session layer writes; no header carries the session.
     Soap,
 }
 
 impl Api {
-    /// The API a path on the instance belongs to.
+    /// The API a path on the instance belongs to, when the request is not a SOAP call.
     pub(crate) fn of(path: &str) -> Self {
         if path.starts_with(BULK_V1_PREFIX) {
             Self::BulkV1
-        } else if path.starts_with(SOAP_PREFIX) {
-            Self::Soap
         } else {
             Self::Rest
         }
     }
 }
 
-/// Puts `token` where `api` reads it, replacing whatever credentials the caller sent there.
+/// Puts `token` in the headers where `api` reads it, replacing whatever credentials the caller
+/// sent there; a SOAP call's headers carry none (its session goes in the envelope).
 pub(crate) fn attach(headers: &mut HeaderMap, api: Api, token: &AccessToken) {
-    headers.insert(header::AUTHORIZATION, token.bearer());
     headers.remove(&X_SFDC_SESSION);
     match api {
+        Api::Rest => {
+            headers.insert(header::AUTHORIZATION, token.bearer());
+        }
         Api::BulkV1 => {
+            headers.insert(header::AUTHORIZATION, token.bearer());
             headers.insert(X_SFDC_SESSION.clone(), token.raw());
         }
-        // The envelope's `SessionHeader` goes here, with the envelope rewrite.
-        Api::Soap | Api::Rest => {}
+        Api::Soap => {
+            headers.remove(header::AUTHORIZATION);
+        }
     }
 }
 
@@ -62,7 +63,8 @@ mod tests {
         assert_eq!(Api::of("/services/data/v61.0/limits"), Api::Rest);
         assert_eq!(Api::of("/services/data/v61.0/jobs/ingest"), Api::Rest);
         assert_eq!(Api::of("/services/async/61.0/job"), Api::BulkV1);
-        assert_eq!(Api::of("/services/Soap/u/61.0/00D5g0000012345"), Api::Soap);
+        // SOAP is told with the method, by `soap::api`.
+        assert_eq!(Api::of("/services/Soap/u/61.0/00D5g0000012345"), Api::Rest);
         // Salesforce's paths are case-sensitive, and a prefix is not a segment.
         assert_eq!(Api::of("/services/asyncx"), Api::Rest);
         assert_eq!(Api::of("/services/soap/u/61.0"), Api::Rest);

@@ -3,16 +3,15 @@
 //!
 //! REST (and Bulk 2.0): 401 with an error array, `[{"errorCode":"INVALID_SESSION_ID",..}]`, or
 //! its XML form with an XML `Accept`. Bulk API 1.0: 400 (or 401) with
-//! `<exceptionCode>InvalidSessionId</exceptionCode>`. SOAP: a 500 fault `sf:INVALID_SESSION_ID`,
-//! recognised here once sfproxy writes the envelope's session (until then a SOAP call is judged as
-//! a REST one). A 401 saying the session "is not valid for use with the REST API" is a setup
+//! `<exceptionCode>InvalidSessionId</exceptionCode>`. SOAP: a 500 fault whose `faultcode` is
+//! `sf:INVALID_SESSION_ID` (by its local name, [`fault::is_invalid_session`]). A 401 saying the session "is not valid for use with the REST API" is a setup
 //! problem no new session cures: not an expiry.
 
 use std::io::Read;
 
 use http::{HeaderMap, StatusCode, header};
 
-use crate::salesforce::credential::Api;
+use crate::salesforce::{credential::Api, soap::fault};
 
 /// Salesforce's expiry answers are tiny; a larger body is something else and streams on.
 pub(crate) const MAX_EXPIRY_BODY: usize = 64 * 1024;
@@ -25,16 +24,17 @@ const NOT_FOR_REST: &str = "not valid for use with the REST API";
 pub(crate) fn may_say_expired(status: StatusCode, api: Api) -> bool {
     match api {
         Api::BulkV1 => status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST,
-        // SOAP's fault (500) joins here with the envelope rewrite.
-        Api::Rest | Api::Soap => status == StatusCode::UNAUTHORIZED,
+        Api::Soap => status == StatusCode::INTERNAL_SERVER_ERROR,
+        Api::Rest => status == StatusCode::UNAUTHORIZED,
     }
 }
 
-/// Reads an error body (gzip-decoded if need be) for Salesforce's expired-session codes, by
-/// their structure: the `errorCode` of a REST error array (JSON, or XML with an XML `Accept`),
-/// Bulk API 1.0's `exceptionCode`. Not a substring of the body: an error that quotes what the
-/// caller sent (an entity named `InvalidSessionId`, say) must not cost a login.
-pub(crate) fn says_session_expired(headers: &HeaderMap, body: &[u8]) -> bool {
+/// Reads an error body of `api` (gzip-decoded if need be) for Salesforce's expired-session
+/// codes, by their structure: the `errorCode` of a REST error array (JSON, or XML with an XML
+/// `Accept`), Bulk API 1.0's `exceptionCode`, a SOAP fault's `faultcode`. Not a substring of the
+/// body: an error that quotes what the caller sent (an entity named `InvalidSessionId`, say) must
+/// not cost a login.
+pub(crate) fn says_session_expired(api: Api, headers: &HeaderMap, body: &[u8]) -> bool {
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -52,6 +52,9 @@ pub(crate) fn says_session_expired(headers: &HeaderMap, body: &[u8]) -> bool {
     } else {
         String::from_utf8_lossy(body).into_owned()
     };
+    if api == Api::Soap {
+        return fault::is_invalid_session(text.as_bytes());
+    }
     let text = text.trim_start();
     if text.starts_with('[') {
         let Ok(errors) = serde_json::from_str::<Vec<RestError>>(text) else {
@@ -61,7 +64,6 @@ pub(crate) fn says_session_expired(headers: &HeaderMap, body: &[u8]) -> bool {
             .iter()
             .any(|e| e.error_code == "INVALID_SESSION_ID" && !e.message.contains(NOT_FOR_REST));
     }
-    // The SOAP fault is read here next: the local name of `faultcode`, not its prefix.
     (text.contains("<errorCode>INVALID_SESSION_ID</errorCode>")
         || text.contains("<exceptionCode>InvalidSessionId</exceptionCode>"))
         && !text.contains(NOT_FOR_REST)
@@ -82,7 +84,7 @@ mod tests {
     use std::io::Write;
 
     fn expired(body: &str) -> bool {
-        says_session_expired(&HeaderMap::new(), body.as_bytes())
+        says_session_expired(Api::Rest, &HeaderMap::new(), body.as_bytes())
     }
 
     #[test]
@@ -123,7 +125,42 @@ mod tests {
         let gz = encoder.finish().unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
-        assert!(says_session_expired(&headers, &gz));
+        assert!(says_session_expired(Api::Rest, &headers, &gz));
+    }
+
+    #[test]
+    fn reads_soap_faults_by_their_code_gzip_too() {
+        let fault = "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+                     xmlns:sf=\"urn:fault.partner.soap.sforce.com\"><soapenv:Body><soapenv:Fault>\
+                     <faultcode>sf:INVALID_SESSION_ID</faultcode><faultstring>INVALID_SESSION_ID: \
+                     Invalid Session ID found in SessionHeader: Illegal Session</faultstring>\
+                     </soapenv:Fault></soapenv:Body></soapenv:Envelope>";
+        assert!(says_session_expired(
+            Api::Soap,
+            &HeaderMap::new(),
+            fault.as_bytes()
+        ));
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(fault.as_bytes()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert!(says_session_expired(
+            Api::Soap,
+            &headers,
+            &encoder.finish().unwrap()
+        ));
+        let other = fault.replace("sf:INVALID_SESSION_ID<", "sf:INVALID_FIELD<");
+        assert!(!says_session_expired(
+            Api::Soap,
+            &HeaderMap::new(),
+            other.as_bytes()
+        ));
+        // A REST error array on a SOAP path is not a fault.
+        assert!(!says_session_expired(
+            Api::Soap,
+            &HeaderMap::new(),
+            br#"[{"errorCode":"INVALID_SESSION_ID"}]"#
+        ));
     }
 
     #[test]
@@ -140,8 +177,9 @@ mod tests {
         assert!(may_say_expired(bad, Api::BulkV1));
         assert!(may_say_expired(unauthorized, Api::BulkV1));
         assert!(!may_say_expired(error, Api::BulkV1));
-        // As REST until the envelope rewrite (then: the 500 fault).
-        assert!(may_say_expired(unauthorized, Api::Soap));
-        assert!(!may_say_expired(error, Api::Soap));
+        // A SOAP fault is a 500.
+        assert!(may_say_expired(error, Api::Soap));
+        assert!(!may_say_expired(unauthorized, Api::Soap));
+        assert!(!may_say_expired(ok, Api::Soap));
     }
 }

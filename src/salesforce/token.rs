@@ -45,6 +45,10 @@ pub(crate) struct AccessToken {
 
 impl AccessToken {
     fn new(token: &str) -> Option<Self> {
+        // Printable ASCII only: it goes in headers and, for SOAP, in XML text as it is.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
         let mut bearer = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
         let mut raw = HeaderValue::from_str(token).ok()?;
         bearer.set_sensitive(true);
@@ -60,6 +64,12 @@ impl AccessToken {
     /// The bare token, for Bulk API 1.0's `X-SFDC-Session`.
     pub(crate) fn raw(&self) -> HeaderValue {
         self.raw.clone()
+    }
+
+    /// The bare token, for a SOAP envelope's `sessionId`.
+    pub(crate) fn as_str(&self) -> &str {
+        // Printable ASCII (checked in `new`): always text.
+        self.raw.to_str().unwrap_or_default()
     }
 }
 
@@ -234,7 +244,7 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
                 TokenError::Unavailable("the token response has no access_token".to_owned())
             })?;
         let token = AccessToken::new(&token).ok_or_else(|| {
-            TokenError::Unavailable("the access_token is not a valid header value".to_owned())
+            TokenError::Unavailable("the access_token is not printable ASCII".to_owned())
         })?;
         let instance = match (&org.instance_url, success.instance_url) {
             (Some(pinned), _) => pinned.clone(),

@@ -118,7 +118,15 @@ async fn serve_one(
     limit: usize,
 ) -> Served {
     let seen = Arc::default();
-    let stack = SessionLayer::new(org.cache.clone(), org.tokens.clone()).layer(
+    let stack = SessionLayer::new(
+        org.cache.clone(),
+        org.tokens.clone(),
+        crate::salesforce::soap::envelope::Limits {
+            max_header_bytes: 16 * 1024,
+            max_body: 1 << 30,
+        },
+    )
+    .layer(
         ReplayLayer::new(limit, ResendRefused::default()).layer(instance(
             expire,
             status,

@@ -1,0 +1,96 @@
+//! The session layer's SOAP arm: the SOAP API reads the session only from the envelope's
+//! `SessionHeader`, so a SOAP call's envelope is opened (read to the start of its Body, see
+//! [`envelope`]) before its session is taken, and every send of it, a replay included, writes the
+//! session of that send into the head kept from the caller's envelope.
+//!
+//! Opening first means a bad envelope is refused before anything happens (no login, nothing
+//! sent), and that the calls which would end the session every caller of the route shares,
+//! `logout()` and `invalidateSessions()`, are answered here, in Salesforce's shape, and never
+//! sent.
+
+use http::{HeaderValue, Request, Response, header};
+
+use crate::{
+    body::{self, Buffered, ProxyBody, buffer_up_to},
+    error::{ProxyError, error_chain},
+    salesforce::{
+        soap::{
+            api::SoapApi,
+            envelope::{self, Encoding, Limits, Template},
+            fault::{self, LocalCall},
+        },
+        token::AccessToken,
+    },
+};
+
+/// An `invalidateSessions()` names a few session ids; past this its answer counts no further.
+const MAX_LOCAL_CALL_BODY: usize = 64 * 1024;
+
+/// A SOAP call, opened.
+pub(super) enum Opened {
+    /// To send with a session: the request's body is now the envelope's rest, after the head
+    /// the template keeps.
+    Call(Request<ProxyBody>, Template),
+    /// Answered here: a call that would end the shared session.
+    Answered(Response<ProxyBody>),
+}
+
+/// Reads the head of `request`'s envelope; answers the calls that end the shared session.
+pub(super) async fn open(
+    mut request: Request<ProxyBody>,
+    api: &SoapApi,
+    limits: &Limits,
+    route: &str,
+) -> Result<Opened, ProxyError> {
+    let encoding = Encoding::from_headers(request.headers())?;
+    let content_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = std::mem::replace(request.body_mut(), body::empty());
+    let opened = envelope::open(body, api, encoding, content_length, limits).await?;
+    let local = opened
+        .operation
+        .as_ref()
+        .and_then(|operation| LocalCall::of(api, operation));
+    if let Some(call) = local {
+        let rest = match buffer_up_to(opened.rest, MAX_LOCAL_CALL_BODY).await {
+            Ok(Buffered::Complete(bytes)) => bytes,
+            Ok(Buffered::Streaming(_)) => bytes::Bytes::new(),
+            Err(error) => return Err(ProxyError::CallerGone(error_chain(&error))),
+        };
+        tracing::info!(
+            route,
+            api = api.name(),
+            call = call.name(),
+            "answered {}() here: it would end the session every caller of the route shares",
+            call.name()
+        );
+        let mut response = Response::new(body::full(call.answer(api, &rest)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(fault::CONTENT_TYPE),
+        );
+        return Ok(Opened::Answered(response));
+    }
+    *request.body_mut() = opened.rest;
+    Ok(Opened::Call(request, opened.template))
+}
+
+/// Readies one send of a SOAP call: `request`'s body is (a copy of) the envelope's rest; it
+/// becomes the whole envelope with `token` in its `SessionHeader`, framed to its new length.
+pub(super) fn prepare(template: &Template, request: &mut Request<ProxyBody>, token: &AccessToken) {
+    let rest = std::mem::replace(request.body_mut(), body::empty());
+    let (body, length) = template.body(token.as_str(), rest);
+    *request.body_mut() = body;
+    let headers = request.headers_mut();
+    match length {
+        Some(length) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
