@@ -19,6 +19,8 @@
 #       shared: nothing pinned, wrk, upstream and proxy compete for every core;
 #       pinned: wrk, the upstream and the stand-in on the first half of the cores, the proxy
 #               under test (sfproxy or the nginx peer) alone on the other half;
+#  5b. in the shared placement, the SOAP cell: a ~2 KB Partner query envelope through sfproxy at 64
+#     connections (the session written into the envelope) against the REST cell, same rounds;
 #  6. prints one table and writes it to benches/results/<date>-nproc<N>.md;
 #  7. measures cold start (1,000 concurrent requests on an empty cache), a 100 MB upload
 #     streaming through sfproxy, and the latency of a session replay.
@@ -167,11 +169,45 @@ names = ["ActiveScratchOrgs", "AnalyticsExternalDataSizeMB", "ConcurrentAsyncGet
 body = {n: {"Max": 15000, "Remaining": 14999} for n in names}
 print(json.dumps(body, separators=(",", ":")))')
 
+# The SOAP cell's call and answer: a ~2 KB Partner query envelope (CallOptions, QueryOptions and
+# an empty SessionHeader for sfproxy to fill, a long SOQL), and a ~1.5 KB queryResponse.
+python3 - "$RUN/soap-query.xml" <<'PY'
+import sys
+fields = ", ".join(f"Custom_Field_{i}__c" for i in range(60))
+envelope = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:urn="urn:partner.soap.sforce.com">\n'
+    '  <soapenv:Header>\n'
+    '    <urn:CallOptions><urn:client>WarehouseSync/4.2</urn:client></urn:CallOptions>\n'
+    '    <urn:QueryOptions><urn:batchSize>200</urn:batchSize></urn:QueryOptions>\n'
+    '    <urn:SessionHeader><urn:sessionId></urn:sessionId></urn:SessionHeader>\n'
+    '  </soapenv:Header>\n'
+    '  <soapenv:Body>\n'
+    f'    <urn:query><urn:queryString>SELECT Id, Name, {fields} FROM Account '
+    "WHERE LastModifiedDate = TODAY ORDER BY Name LIMIT 200</urn:queryString></urn:query>\n"
+    '  </soapenv:Body>\n'
+    '</soapenv:Envelope>\n'
+)
+open(sys.argv[1], "w").write(envelope)
+PY
+SOAP_ANSWER=$(python3 -c '
+records = "".join(
+    f"<records xsi:type=\"sf:sObject\"><sf:type>Account</sf:type><sf:Id>001000000000{i:03d}AAA</sf:Id>"
+    f"<sf:Id>001000000000{i:03d}AAA</sf:Id><sf:Name>Account {i}</sf:Name></records>" for i in range(10))
+print("<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope "
+      "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns=\"urn:partner.soap.sforce.com\" "
+      "xmlns:sf=\"urn:sobject.partner.soap.sforce.com\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
+      "<soapenv:Body><queryResponse><result xsi:type=\"QueryResult\"><done>true</done>"
+      "<queryLocator xsi:nil=\"true\"/>" + records + "<size>10</size></result></queryResponse>"
+      "</soapenv:Body></soapenv:Envelope>")')
+
 render() { # template out workers
     sed -e "s|@RUN@|$RUN|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@SINK_PORT@|$SINK_PORT|g" \
         -e "s|@PEER_PORT@|$PEER_PORT|g" -e "s|@SFPROXY_PORT@|$SFPROXY_PORT|g" \
         -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@STANDIN_PORT@|$STANDIN_PORT|g" \
         -e "s|@WORKERS@|${3:-1}|g" -e "s|@LIMITS_JSON@|$LIMITS_JSON|g" \
+        -e "s|@SOAP_ANSWER@|$SOAP_ANSWER|g" \
         -e "s|@HTTP2@|$([ "$UPSTREAM_H2" = 1 ] && echo http2)|g" "$1" >"$2"
 }
 
@@ -249,6 +285,7 @@ start_world() { # mode
 URL_DIRECT="https://127.0.0.1:$UPSTREAM_PORT/services/data/v61.0/limits"
 URL_PEER="http://127.0.0.1:$PEER_PORT/acme/services/data/v61.0/limits"
 URL_GATEWAY="http://127.0.0.1:$SFPROXY_PORT/acme/services/data/v61.0/limits"
+URL_SOAP="http://127.0.0.1:$SFPROXY_PORT/acme/services/Soap/u/61.0"
 URL_FORWARD="http://acme.my.salesforce.com/services/data/v61.0/limits" # sent through sfproxy
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%3R %3U %3S' # bash's `time`: wall time of the wrk run, and wrk's user and system CPU
@@ -300,22 +337,23 @@ upstream_conns() {
 }
 # One measured run of a cell (warm-up first in round 1), with the CPU time of every party alongside.
 cell() { # mode conns target round
-    local mode=$1 c=$2 target=$3 round=$4 url abs="" proxy=()
+    local mode=$1 c=$2 target=$3 round=$4 url abs="" proxy=() body=""
     case $target in
     direct) url=$URL_DIRECT ;;
     nginx) url=$URL_PEER; mapfile -t proxy < <(pids_of peer) ;;
-    gateway) url=$URL_GATEWAY; proxy=("${PID[sfproxy]}") ;;
+    gateway | rest) url=$URL_GATEWAY; proxy=("${PID[sfproxy]}") ;;
+    soap) url=$URL_SOAP; body="$RUN/soap-query.xml"; proxy=("${PID[sfproxy]}") ;;
     forward) url="http://127.0.0.1:$SFPROXY_PORT/"; abs=$URL_FORWARD; proxy=("${PID[sfproxy]}") ;;
     esac
     local upstream
     mapfile -t upstream < <(pids_of upstream)
     local wrk=(wrk -t"$WRK_THREADS" -c"$c" --timeout 5s -s "$HERE/wrk.lua")
     if [ "$round" = 1 ]; then
-        WRK_ABSOLUTE_URL=$abs "${PIN_LOAD[@]}" "${wrk[@]}" -d"${WARMUP}s" "$url" >/dev/null
+        WRK_ABSOLUTE_URL=$abs WRK_BODY_FILE=$body "${PIN_LOAD[@]}" "${wrk[@]}" -d"${WARMUP}s" "$url" >/dev/null
     fi
     local up0 px0 busy0 ours0 up1 px1 busy1 ours1 out="$RUN/wrk-$mode-$c-$target-$round.txt"
     up0=$(cpu_ticks "${upstream[@]}") px0=$(cpu_ticks "${proxy[@]}") busy0=$(busy_ticks) ours0=$(ours_ticks)
-    { time WRK_ABSOLUTE_URL=$abs "${PIN_LOAD[@]}" "${wrk[@]}" -d"${DURATION}s" --latency "$url" >"$out"; } \
+    { time WRK_ABSOLUTE_URL=$abs WRK_BODY_FILE=$body "${PIN_LOAD[@]}" "${wrk[@]}" -d"${DURATION}s" --latency "$url" >"$out"; } \
         2>"$RUN/wrk-time.txt"
     up1=$(cpu_ticks "${upstream[@]}") px1=$(cpu_ticks "${proxy[@]}") busy1=$(busy_ticks) ours1=$(ours_ticks)
     grep -q '^RESULT' "$out" || die "wrk: $(cat "$out")"
@@ -396,6 +434,38 @@ throughput() { # mode
     return 0
 }
 
+# --- 5b. SOAP -----------------------------------------------------------------------------------
+# The ~2 KB Partner query envelope through sfproxy (gateway form, 64 connections), its session
+# written into the envelope, against the REST cell (the same GET as gateway's) in the same rounds.
+soap_row() { # mode
+    local mode=$1 r t
+    local out
+    out=$(curl -s --max-time 10 -H 'Content-Type: text/xml; charset=utf-8' --data-binary @"$RUN/soap-query.xml" "$URL_SOAP")
+    grep -q '<queryResponse>' <<<"$out" || die "SOAP cell: $out"
+    say "$mode: SOAP against REST, 64 connections, $ROUNDS rounds"
+    for r in $(seq "$ROUNDS"); do
+        local order=(rest soap)
+        [ $((r % 2)) = 0 ] && order=(soap rest)
+        for t in "${order[@]}"; do cell "$mode" 64 "$t" "$r"; done
+    done
+    local xs=()
+    for t in rest soap; do
+        local fields=() i col
+        for i in 1 2 3 4 5; do
+            col=$(for r in $(seq "$ROUNDS"); do cut -d' ' -f"$i" <<<"${R["$mode 64 $t $r"]}"; done)
+            if [ "$i" = 4 ]; then fields+=("$(awk '{ s += $1 } END { print s + 0 }' <<<"$col")")
+            else fields+=("$(median <<<"$col")"); fi
+        done
+        R["$mode 64 $t"]="${fields[*]}"
+    done
+    for r in $(seq "$ROUNDS"); do
+        xs+=("$(ratio "$(cut -d' ' -f1 <<<"${R["$mode 64 soap $r"]}")" "$(cut -d' ' -f1 <<<"${R["$mode 64 rest $r"]}")")")
+    done
+    X[soap_ratio]=$(printf '%s\n' "${xs[@]}" | median)
+    X[soap_hwm]=$(status_kb "${PID[sfproxy]}" VmHWM)
+    X[soap_mode]=$mode
+}
+
 # --- 7. cold start, replay, streaming ----------------------------------------------------------
 declare -A X=()
 extras() {
@@ -449,7 +519,7 @@ for mode in $MODES; do
     say "mode $mode: starting upstream, stand-in, sfproxy, peer"
     start_world "$mode"
     throughput "$mode"
-    if [ "$mode" = shared ]; then extras; extras_done=1; fi
+    if [ "$mode" = shared ]; then soap_row "$mode"; extras; extras_done=1; fi
 done
 if [ "$extras_done" = 0 ]; then start_world shared; extras; fi
 
@@ -547,6 +617,21 @@ report() {
     echo
     echo "## Cold start, replay, streaming (shared placement, fresh sfproxy for each)"
     echo
+    if [ -n "${X[soap_ratio]:-}" ]; then
+        echo
+        echo "SOAP ($ROUNDS rounds, ${X[soap_mode]} placement, 64 connections, gateway form): POST /services/Soap/u/61.0 with a" \
+            "$(wc -c <"$RUN/soap-query.xml")-byte Partner query envelope, its session written into the envelope's SessionHeader," \
+            "against the REST cell (GET /services/data/v61.0/limits) in the same rounds, alternating."
+        echo
+        echo "| cell | req/s | p50 ms | p99 ms | errors | CPU µs/req |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for t in rest soap; do
+            read -r rps p50 p99 err cpu <<<"${R["${X[soap_mode]} 64 $t"]}"
+            echo "| $t | $(printf '%.0f' "$rps") | $(ms "$p50") | $(ms "$p99") | $err | $cpu |"
+        done
+        echo
+        echo "×REST req/s (median of the rounds' ratios): $(printf '%.2f' "${X[soap_ratio]}"); sfproxy VmHWM after: $(awk -v k="${X[soap_hwm]}" 'BEGIN { printf "%.1f MB", k / 1024 }')."
+    fi
     local cold=${X[cold]} warm=${X[warm]}
     echo "- **Cold start**: $BURST concurrent forward requests on a fresh sfproxy (no session, no upstream connection):" \
         "statuses $(jget "$cold" statuses), all answered in $(jget "$cold" all_answered_ms) ms (median $(jget "$cold" p50_ms) ms);" \
@@ -591,6 +676,8 @@ report() {
     ((worst > 0)) && echo "- peak RSS ≤ 30 MB at 256 connections: $(awk -v k="$worst" 'BEGIN { printf "%.1f MB", k / 1024 }') $(verdict "$worst" 0 'a <= 30 * 1024')"
     echo "- ${UPLOAD_MB} MB upload grows RSS by < 16 MB: ${growth} MB $(verdict "$((${X[rss_hwm]} - ${X[rss_before]}))" 0 'a < 16 * 1024')"
     echo "- cold start, exactly 1 token request: ${X[cold_tokens]} $(verdict "${X[cold_tokens]}" 1 'a == b')"
+    [ -n "${X[soap_ratio]:-}" ] &&
+        echo "- SOAP cell ≥ 0.9 × the REST cell's req/s: $(printf '%.2f' "${X[soap_ratio]}") $(verdict "${X[soap_ratio]}" 0.9 'a >= b')"
     echo
     echo "Total runtime: $(($(date +%s) - started_at)) s$( ((waited > 0)) && echo ", of which ${waited} s waiting for an idle machine")."
 }

@@ -14,6 +14,17 @@ if absolute and absolute ~= "" then
    wrk.headers["Host"] = absolute:match("^https?://([^/]+)")
 end
 
+-- The SOAP cell: POST the envelope in WRK_BODY_FILE, as a SOAP toolkit does.
+local body_file = os.getenv("WRK_BODY_FILE")
+if body_file and body_file ~= "" then
+   local f = assert(io.open(body_file, "rb"))
+   wrk.method = "POST"
+   wrk.body = f:read("*a")
+   f:close()
+   wrk.headers["Content-Type"] = "text/xml; charset=utf-8"
+   wrk.headers["SOAPAction"] = '""'
+end
+
 -- One machine-readable line at the end: latencies in microseconds.
 function done(summary, latency, requests)
    local e = summary.errors
