@@ -103,7 +103,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
             .admin
             .map_or_else(|| "off".to_owned(), |a| format!("http://{a}"));
         println!(
-            "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint and REST API),\n\
+            "sfproxy demo: a Salesforce stand-in runs at {url} (token endpoint, REST and SOAP APIs),\n\
              and sfproxy listens on http://{listen} in front of it (admin: {admin}).\n\
              Config, key and certificates: {dir}\n\n\
              Try, in another terminal:\n\n  \
@@ -111,6 +111,10 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
              http_proxy=http://{listen} curl 'http://demo.my.salesforce.com/services/data/v61.0/query?q=SELECT+Id+FROM+Account'\n  \
              curl http://{listen}/demo/services/data/v61.0/limits          # gateway form\n  \
              curl -x http://{listen} http://evil.example/                   # refused: no route\n  \
+             curl -x http://{listen} http://demo.my.salesforce.com/services/Soap/u/61.0 \\\n    \
+             -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: \"\"' --data-binary \\\n    \
+             '<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
+             xmlns:urn=\"urn:partner.soap.sforce.com\"><soapenv:Body><urn:getUserInfo/></soapenv:Body></soapenv:Envelope>'\n  \
              curl {admin}/metrics                                          # Prometheus metrics\n\n\
              Ctrl-C stops it.",
             dir = dir.display(),
