@@ -533,3 +533,77 @@ async fn every_refusal_on_a_soap_path_is_a_fault() {
     let reply = call(&proxy, PARTNER, body.as_bytes(), &auth).await;
     assert_fault(&reply, 500, "PROXY_UPSTREAM_UNREACHABLE", 502);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_mb_envelope_streams_through_with_bounded_memory() {
+    let org = Org::start().await;
+    let config = org.config("max_body = \"256MiB\"", "")
+        + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    // Info, not trace: a trace line per body frame would be most of the run.
+    let proxy = Proxy::start_with_env(&config, &[("RUST_LOG", "info")]);
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // A `create` of one Account whose Description is 100 MB of text.
+    let (head, tail) = (
+        envelope(
+            Some("<urn:SessionHeader><urn:sessionId/></urn:SessionHeader>"),
+            "<urn:create><urn:sObjects><type>Account</type><Name>Big</Name><Description>@</Description></urn:sObjects></urn:create>",
+        )
+        .split_once('@')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.xml");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        out.write_all(head.as_bytes()).unwrap();
+        let line = "lorem ipsum dolor sit amet ".repeat(40);
+        let mut written = 0;
+        while written < 100 * 1024 * 1024 {
+            out.write_all(line.as_bytes()).unwrap();
+            written += line.len();
+        }
+        out.write_all(tail.as_bytes()).unwrap();
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    let before = proxy.rss_kb();
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Content-Type: text/xml; charset=utf-8",
+        "-H",
+        "SOAPAction: \"\"",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        PARTNER,
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("<success>true</success>"),
+        "{}",
+        reply.body
+    );
+    let growth_mb = (proxy.peak_rss_kb().saturating_sub(before)) as f64 / 1024.0;
+    let seen = org.mock.soap_calls().pop().unwrap();
+    let session = seen.session_id.clone().unwrap();
+    assert_eq!(
+        seen.envelope.len() as u64,
+        size + session.len() as u64,
+        "the whole envelope arrived, with the session"
+    );
+    assert_eq!(seen.content_length, Some(seen.envelope.len() as u64));
+    assert!(
+        growth_mb < 16.0,
+        "a 100 MB envelope grew the proxy's peak RSS by {growth_mb:.1} MB"
+    );
+}
