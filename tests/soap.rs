@@ -553,7 +553,7 @@ async fn a_100_mb_envelope_streams_through_with_bounded_memory() {
     // A `create` of one Account whose Description is 100 MB of text.
     let (head, tail) = (
         envelope(
-            Some("<urn:SessionHeader><urn:sessionId/></urn:SessionHeader>"),
+            Some("<urn:SessionHeader><urn:sessionId></urn:sessionId></urn:SessionHeader>"),
             "<urn:create><urn:sObjects><type>Account</type><Name>Big</Name><Description>@</Description></urn:sObjects></urn:create>",
         )
         .split_once('@')
