@@ -607,3 +607,79 @@ async fn a_100_mb_envelope_streams_through_with_bounded_memory() {
         "a 100 MB envelope grew the proxy's peak RSS by {growth_mb:.1} MB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zeep_calls_partner_operations_through_http_proxy_without_a_session() {
+    let has_zeep = std::process::Command::new("python3")
+        .args(["-c", "import zeep"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_zeep {
+        // CI installs zeep (.ci/run): there, a missing one is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no zeep in CI: .ci/run must install tests/python/requirements.txt"
+        );
+        eprintln!(
+            "SKIPPED: no zeep on this machine (pip install -r tests/python/requirements.txt)"
+        );
+        return;
+    }
+    let org = Org::start().await;
+    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    // tests/python/soap_client.py: zeep with the Partner WSDL the tests ship, its endpoint an
+    // http:// URL, the proxy from HTTP_PROXY (which requests reads), no session anywhere.
+    let output = tokio::process::Command::new("python3")
+        .arg(python.join("soap_client.py"))
+        .arg(PARTNER)
+        .env("HTTP_PROXY", proxy.url())
+        .env_remove("http_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["userName"], USER, "{result}");
+    assert_eq!(result["query_size"], 3, "{result}");
+    assert_eq!(
+        result["paged_names"].as_array().map(Vec::len),
+        Some(3),
+        "{result}"
+    );
+    assert_eq!(result["created_success"], true, "{result}");
+    assert_eq!(result["describe_name"], "Account", "{result}");
+    assert_eq!(result["logout"], "ok", "{result}");
+    // Every call reached the stand-in with the route's session in its envelope, but logout.
+    let calls = org.mock.soap_calls();
+    let operations: Vec<&str> = calls.iter().map(|c| c.operation.as_str()).collect();
+    assert_eq!(
+        operations,
+        [
+            "getUserInfo",
+            "query",
+            "query",
+            "queryMore",
+            "create",
+            "describeSObject"
+        ],
+        "logout never reaches Salesforce"
+    );
+    assert!(calls.iter().all(|c| {
+        c.session_id
+            .as_deref()
+            .is_some_and(|s| s.starts_with("00D000000000001!"))
+    }));
+    assert_eq!(org.mock.soap_session_enders(), 0);
+    assert_eq!(org.mock.token_requests(), 1);
+}
