@@ -1,5 +1,6 @@
 //! A Salesforce stand-in: the OAuth 2.0 JWT bearer token endpoint plus enough of the REST,
-//! Bulk 1.0 and Apex REST surface to exercise a proxy end to end.
+//! Bulk 1.0, Apex REST and SOAP (Partner, Enterprise, Tooling, Metadata, Apex web services)
+//! surface to exercise a proxy end to end.
 //!
 //! The proxy's hard parts are token minting, noticing expired sessions and streaming bodies;
 //! none of them can be tested against a real org in CI. This module serves real TLS (h2 and
@@ -9,11 +10,12 @@
 //! token endpoint to test caching, back-off and timeouts.
 
 mod rest;
+mod soap;
 mod state;
 mod token;
 
 use state::{Counted, HandlerError, Inner, MockResponse, State};
-pub use state::{MockUser, SeenRequest, TokenFailure};
+pub use state::{MockUser, SeenRequest, SeenSoapCall, TokenFailure};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -126,7 +128,8 @@ impl MockOrg {
     }
 
     /// Answers every REST request as if its session were dead (401 `INVALID_SESSION_ID`; Bulk
-    /// 1.0: 400 `InvalidSessionId`), fresh ones included: a Salesforce that accepts no session.
+    /// 1.0: 400 `InvalidSessionId`; SOAP: the 500 `sf:INVALID_SESSION_ID` fault), fresh ones
+    /// included: a Salesforce that accepts no session.
     pub fn set_refuse_sessions(&self, refuse: bool) {
         self.state.inner().refuse_sessions = refuse;
     }
@@ -136,7 +139,7 @@ impl MockOrg {
         self.state.inner().instance_url = url;
     }
 
-    /// Every REST request seen (not token requests), in order.
+    /// Every API request seen (REST, Bulk 1.0, SOAP; not token requests), in order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.state.inner().requests.clone()
     }
@@ -145,7 +148,47 @@ impl MockOrg {
         self.state.inner().sessions.len()
     }
 
-    /// Makes every REST answer wait `delay` (None: answer at once).
+    /// The sessions valid now (access tokens, sorted), to compare with what calls carried.
+    pub fn live_session_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.state.inner().sessions.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every call to a SOAP endpoint, in order, whatever it was answered.
+    pub fn soap_calls(&self) -> Vec<SeenSoapCall> {
+        self.state.inner().soap_calls.clone()
+    }
+
+    /// SOAP `logout` / `invalidateSessions` calls that reached the org: a proxy must never let
+    /// one through (each is also logged as an error and faulted; the session is not ended).
+    pub fn soap_session_enders(&self) -> usize {
+        self.state.inner().soap_session_enders
+    }
+
+    /// `/services/oauth2/revoke` requests that reached the org: a proxy must never let one
+    /// through (each is logged as an error and answered 500; nothing is revoked).
+    pub fn revokes(&self) -> usize {
+        self.state.inner().revokes
+    }
+
+    /// The org id (18 characters), as in identity URLs and `getUserInfo`.
+    pub fn org_id(&self) -> String {
+        token::ORG_ID.to_owned()
+    }
+
+    /// A configured user's id (18 characters, stable for the username), as in identity URLs and
+    /// `getUserInfo`.
+    pub fn user_id(&self, username: &str) -> Option<String> {
+        let index = self
+            .state
+            .users
+            .iter()
+            .position(|u| u.username == username)?;
+        Some(token::user_id(index))
+    }
+
+    /// Makes every REST and SOAP answer wait `delay` (None: answer at once).
     pub fn set_api_delay(&self, delay: Option<Duration>) {
         self.state.inner().api_delay = delay;
     }
@@ -286,8 +329,13 @@ async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<MockResponse, HandlerError> {
     tracing::debug!(method = %req.method(), path = req.uri().path(), "mock org request");
-    if req.uri().path() == "/services/oauth2/token" {
+    let path = req.uri().path();
+    if path == "/services/oauth2/token" {
         token::handle(state, req).await
+    } else if path == "/services/oauth2/revoke" {
+        token::revoke(state, req).await
+    } else if soap::is_soap_path(path) {
+        soap::handle(state, req).await
     } else {
         rest::handle(state, req).await
     }

@@ -27,7 +27,7 @@ use super::token::{ORG_ID, user_id};
 /// Echo bodies up to this size are returned verbatim; bigger ones only as length and hash.
 const ECHO_KEEP: usize = 64 * 1024;
 const DOWNLOAD_CHUNK: u64 = 16 * 1024;
-const DAILY_API_MAX: u64 = 15_000;
+pub(super) const DAILY_API_MAX: u64 = 15_000;
 const SESSION_EXPIRED: &str = "Session expired or invalid";
 const NOT_FOR_REST: &str = "This session is not valid for use with the REST API";
 const BULK_NS: &str = "http://www.force.com/2009/06/asyncapi/dataload";

@@ -41,7 +41,8 @@ pub enum TokenFailure {
     Drop,
 }
 
-/// One REST request as the org saw it (token requests are not recorded).
+/// One API request as the org saw it: REST, Bulk 1.0 and SOAP calls alike (token requests are
+/// not recorded). A SOAP call's `session_valid` is about the session in its envelope.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
     pub method: String,
@@ -53,6 +54,31 @@ pub struct SeenRequest {
     pub session_valid: bool,
     /// Came over HTTP/2 (else HTTP/1.1).
     pub http2: bool,
+}
+
+/// One call to a SOAP endpoint (`/services/Soap/...`) as the org saw it, malformed ones included.
+#[derive(Clone, Debug)]
+pub struct SeenSoapCall {
+    pub path: String,
+    /// "partner", "enterprise", "tooling", "metadata" or "apex".
+    pub api: String,
+    /// The local name of the Body's first child element ("" when the envelope did not parse).
+    pub operation: String,
+    /// The text of `SessionHeader/sessionId` in the API's namespace, as found (not trimmed).
+    pub session_id: Option<String>,
+    /// The body as received, after undoing its `Content-Encoding` (gzip, deflate).
+    pub envelope: Vec<u8>,
+    /// The `Content-Encoding` header as received.
+    pub content_encoding: Option<String>,
+    /// The `Content-Length` header as received (None when absent, as with chunked bodies).
+    pub content_length: Option<u64>,
+    /// Lower-case names, in arrival order (the same as `SeenRequest::headers`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// A query's records kept for `queryMore`, each already written as its `<records>` element.
+pub(crate) struct SoapCursor {
+    pub(crate) records: Vec<String>,
 }
 
 /// Shared between the handle and every connection task.
@@ -90,6 +116,15 @@ pub(crate) struct Inner {
     pub(crate) refuse_sessions: bool,
     pub(crate) requests: Vec<SeenRequest>,
     pub(crate) api_usage: u64,
+    pub(crate) soap_calls: Vec<SeenSoapCall>,
+    /// SOAP `logout` / `invalidateSessions` calls that reached the org (none ever should).
+    pub(crate) soap_session_enders: usize,
+    /// `/services/oauth2/revoke` requests that reached the org (none ever should).
+    pub(crate) revokes: usize,
+    /// Open query cursors by their 18-character locator id (the part before the `-`).
+    pub(crate) soap_cursors: HashMap<String, SoapCursor>,
+    /// Ids handed out so far by SOAP `create` and query cursors (each new one is unique).
+    pub(crate) soap_ids: u64,
 }
 
 impl State {

@@ -174,6 +174,24 @@ fn verify(state: &State, assertion: &str) -> Result<usize, Rejection> {
     Ok(index)
 }
 
+/// `/services/oauth2/revoke` must never reach Salesforce through the proxy: it would end the
+/// session every caller shares. Counted, logged as an error, answered 500; nothing is revoked.
+pub(super) async fn revoke(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<MockResponse, HandlerError> {
+    let _ = read_body(req.into_body(), 0).await?;
+    state.inner().revokes += 1;
+    tracing::error!(
+        "mock org: a token revoke reached Salesforce; it would end the session every caller shares"
+    );
+    Ok(oauth_error(
+        500,
+        "proxy_test_failure",
+        "revoke reached Salesforce: it would end the session every caller shares",
+    ))
+}
+
 /// Issues a new session for `user` and returns the token response.
 fn mint(state: &State, user: usize) -> Result<serde_json::Value, HandlerError> {
     let mut random = [0u8; 75];

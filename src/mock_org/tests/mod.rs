@@ -1,8 +1,11 @@
 //! End-to-end tests of the stand-in org over real TLS, with a client that trusts only the
 //! throwaway CA, so they also prove the generated certificates work for h2 and HTTP/1.1.
-//! This file holds the shared fixture; the tests live in `token_tests` and `api_tests`.
+//! This file holds the shared fixture; the tests live in `token_tests`, `api_tests`,
+//! `soap_tests` and `soap_data_tests`.
 
 mod api_tests;
+mod soap_data_tests;
+mod soap_tests;
 mod token_tests;
 
 use std::time::{SystemTime, UNIX_EPOCH};
