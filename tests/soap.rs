@@ -364,6 +364,7 @@ async fn logout_invalidate_sessions_and_revoke_are_answered_by_sfproxy() {
 
     // None of them reached Salesforce; the next caller's call uses the same session.
     assert_eq!(org.mock.soap_session_enders(), 0);
+    assert_eq!(org.mock.revokes(), 0);
     let reply = call(
         &proxy,
         PARTNER,
