@@ -10,6 +10,8 @@
 //! body (Salesforce's Java WSC client gzips by default) is inflated as it streams and the
 //! outgoing body deflated again. DOCTYPEs are refused: no entity is ever expanded.
 
+mod error;
+mod markup;
 mod scan;
 
 use std::borrow::Cow;
@@ -20,7 +22,10 @@ use http_body_util::{BodyExt, StreamBody};
 
 use super::api::SoapApi;
 use crate::body::{self, BodyError, ProxyBody, gzip};
-use scan::{Found, Piece, Progress, Scan};
+pub(crate) use error::EnvelopeError;
+use markup::{Edit, Piece};
+pub(crate) use scan::Operation;
+use scan::{Found, Progress, Scan};
 
 /// The bounds of an envelope's reading.
 #[derive(Debug, Clone, Copy)]
@@ -55,21 +60,15 @@ impl Encoding {
                 let is_gzip =
                     coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip");
                 if !is_gzip || gzip {
-                    return Err(EnvelopeError::ContentEncoding(scan::shown(text.as_bytes())));
+                    return Err(EnvelopeError::ContentEncoding(markup::shown(
+                        text.as_bytes(),
+                    )));
                 }
                 gzip = true;
             }
         }
         Ok(if gzip { Self::Gzip } else { Self::Identity })
     }
-}
-
-/// The first element in the Body, e.g. `query` in urn:partner.soap.sforce.com
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Operation {
-    /// Empty when the element is in no namespace (or its prefix is undeclared).
-    pub(crate) namespace: String,
-    pub(crate) name: String,
 }
 
 /// An envelope read to its Body: the head as a template, the rest of the body, the operation.
@@ -154,65 +153,6 @@ fn escape_text(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Why an envelope cannot carry the session. Each message is what a caller reads in the SOAP
-/// fault: what is wrong and what sfproxy accepts, naming at most elements, never content.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EnvelopeError {
-    #[error(
-        "the request body is not XML: {reason}; a SOAP call's body must be a SOAP 1.1 envelope \
-         in UTF-8"
-    )]
-    NotXml { reason: String },
-    #[error(
-        "the request body is not a SOAP 1.1 envelope: its root element is {root}, not Envelope \
-         in http://schemas.xmlsoap.org/soap/envelope/{hint}"
-    )]
-    NoEnvelope { root: String, hint: &'static str },
-    #[error(
-        "the SOAP envelope has no Body: the Envelope ends before a Body element in \
-         http://schemas.xmlsoap.org/soap/envelope/"
-    )]
-    NoBody,
-    #[error("the request body is not UTF-8: {0}; sfproxy accepts SOAP envelopes in UTF-8 only")]
-    Encoding(String),
-    #[error(
-        "the request body has a DOCTYPE declaration, which a SOAP message must not have: \
-         sfproxy refuses it (it never expands entities)"
-    )]
-    Doctype,
-    #[error(
-        "the SOAP envelope's Body does not start within its first {limit} bytes: sfproxy reads \
-         at most that much of an envelope (max_header_bytes) to put the session in its Header"
-    )]
-    TooLarge { limit: usize },
-    #[error("the request body ended before the SOAP envelope's Body started")]
-    Truncated,
-    #[error("the request body is not valid gzip (it was sent with Content-Encoding: gzip): {0}")]
-    Gzip(String),
-    #[error(
-        "Content-Encoding {0} is not supported on SOAP calls: sfproxy accepts gzip, or no \
-         Content-Encoding (identity)"
-    )]
-    ContentEncoding(String),
-    #[error("reading the request body failed: {0}")]
-    Body(#[source] BodyError),
-    #[error(
-        "the request body is larger than the limit of {limit} bytes once decompressed \
-         (Content-Encoding: gzip)"
-    )]
-    InflatedTooLarge { limit: u64 },
-}
-
-impl From<BodyError> for EnvelopeError {
-    fn from(e: BodyError) -> Self {
-        match e.0.downcast_ref::<gzip::GzipError>() {
-            Some(gzip::GzipError::TooLarge { limit }) => Self::InflatedTooLarge { limit: *limit },
-            Some(gzip::GzipError::Invalid(why)) => Self::Gzip((*why).to_owned()),
-            None => Self::Body(e),
-        }
-    }
-}
-
 /// The body's first bytes, up to the bound, copied only when the head spans frames.
 struct Head {
     /// The only frame so far (no copy).
@@ -236,7 +176,8 @@ impl Head {
             return;
         }
         if !self.one.is_empty() {
-            self.many.reserve(self.one.len() + data.len());
+            self.many
+                .reserve((self.one.len() + data.len()).min(self.max));
             self.many.extend_from_slice(&self.one);
             self.one = Bytes::new();
         }
@@ -345,7 +286,7 @@ pub(crate) async fn open(
 }
 
 /// The head's bytes with the edits made, split at each slot.
-fn parts(head: &Bytes, mut edits: Vec<scan::Edit>, namespace: &str) -> Vec<Bytes> {
+fn parts(head: &Bytes, mut edits: Vec<Edit>, namespace: &str) -> Vec<Bytes> {
     edits.sort_by_key(|e| e.at.start);
     let namespace = quick_xml::escape::escape(namespace);
     let mut out = BytesMut::with_capacity(head.len() + 160 + namespace.len());

@@ -450,3 +450,44 @@ fn content_encodings() {
          Content-Encoding (identity)"
     );
 }
+
+#[tokio::test]
+async fn a_session_id_with_markup_inside_is_replaced_whole() {
+    let header = "<soapenv:Header><urn:SessionHeader><urn:sessionId><!-- c -->old<b>x</b>\
+                  </urn:sessionId></urn:SessionHeader></soapenv:Header>";
+    let input = envelope(header, QUERY);
+    let (out, _) = rewrite(&input, &SoapApi::Partner).await;
+    let want = format!(
+        "<soapenv:Header><urn:SessionHeader><urn:sessionId>{SID}</urn:sessionId>\
+         </urn:SessionHeader></soapenv:Header>"
+    );
+    assert_eq!(out, envelope(&want, QUERY));
+}
+
+#[tokio::test]
+async fn the_soap_namespace_may_be_declared_on_the_header_and_body() {
+    let input = "<Envelope xmlns=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+                 <h:Header xmlns:h=\"http://schemas.xmlsoap.org/soap/envelope/\"/>\
+                 <b:Body xmlns:b=\"http://schemas.xmlsoap.org/soap/envelope/\"><q/></b:Body></Envelope>";
+    let (out, op) = rewrite(input, &SoapApi::Partner).await;
+    let want = input.replace(
+        "<h:Header xmlns:h=\"http://schemas.xmlsoap.org/soap/envelope/\"/>",
+        &format!(
+            "<h:Header xmlns:h=\"http://schemas.xmlsoap.org/soap/envelope/\">{}</h:Header>",
+            inserted("urn:partner.soap.sforce.com")
+        ),
+    );
+    assert_eq!(out, want);
+    assert_eq!(op.map(|o| o.name), Some("q".into()));
+    // A Header in another namespace is not the Header: one is inserted before the Body.
+    let input = format!(
+        "<e:Envelope xmlns:e=\"{ENV}\"><x:Header xmlns:x=\"urn:x\"/><e:Body/></e:Envelope>"
+    );
+    let (out, _) = rewrite(&input, &SoapApi::Partner).await;
+    let want = format!(
+        "<e:Envelope xmlns:e=\"{ENV}\"><x:Header xmlns:x=\"urn:x\"/><e:Header>{}</e:Header>\
+         <e:Body/></e:Envelope>",
+        inserted("urn:partner.soap.sforce.com")
+    );
+    assert_eq!(out, want);
+}
