@@ -4,8 +4,8 @@
 //!
 //! `open` reads the caller's body only up to (and a little past) the start of the envelope's
 //! Body, bounded by `max_header_bytes`, and keeps that head as a [`Template`]: its bytes as sent,
-//! split where the session goes (the text of a `sessionId` the caller sent is cut out; a missing one, a
-//! missing `SessionHeader` or `Header` is added). Everything else is kept byte for byte and the
+//! split where the session goes (the text of a `sessionId` the caller sent is cut out; a missing
+//! one, a missing `SessionHeader` or `Header` is added). Everything else is kept byte for byte and the
 //! rest of the body streams on untouched, so a 100 MB envelope costs one bounded head. A gzipped
 //! body (Salesforce's Java WSC client gzips by default) is inflated as it streams and the
 //! outgoing body deflated again. DOCTYPEs are refused: no entity is ever expanded.
