@@ -4,11 +4,17 @@
 //! Request and response bodies are boxed once at the edges so every layer shares one concrete
 //! type. Buffering is always bounded: a body is kept whole only up to a limit (so a request can be
 //! replayed, or a 401 inspected); past it the bytes already read are spliced back in front of the
-//! rest and the body streams on, so a 150 MB Bulk upload never sits in memory.
+//! rest and the body streams on, so a 150 MB Bulk upload never sits in memory. `gzip` inflates
+//! and deflates bodies as they stream (a SOAP envelope is rewritten inside its gzip).
+
+pub(crate) mod gzip;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body::Frame;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody, combinators::UnsyncBoxBody};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +57,55 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(|e| BodyError(e.into())).boxed_unsync()
+}
+
+/// `head`, then every frame of `rest`: bytes read ahead spliced back in front of the body they
+/// came from. The size hint is `rest`'s plus `head`'s length.
+pub(crate) fn prepend(head: Bytes, rest: ProxyBody) -> ProxyBody {
+    if head.is_empty() {
+        return rest;
+    }
+    Prepend {
+        head: Some(head),
+        rest,
+    }
+    .boxed_unsync()
+}
+
+struct Prepend {
+    head: Option<Bytes>,
+    rest: ProxyBody,
+}
+
+impl Body for Prepend {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match this.head.take() {
+            Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let n = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(n));
+        }
+        hint.set_lower(rest.lower().saturating_add(n));
+        hint
+    }
 }
 
 /// A body after an attempt to hold it in memory.
@@ -119,5 +174,17 @@ mod tests {
         };
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes, "abcdef");
+    }
+
+    #[tokio::test]
+    async fn prepend_puts_the_head_first_and_adds_it_to_the_size() {
+        let body = prepend(Bytes::from_static(b"ab"), full("cde"));
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcde");
+        let streaming = prepend(Bytes::from_static(b"x"), chunked(&["y", "z"]));
+        assert_eq!(streaming.size_hint().lower(), 1);
+        assert_eq!(streaming.collect().await.unwrap().to_bytes(), "xyz");
+        let none = prepend(Bytes::new(), full("q"));
+        assert_eq!(none.collect().await.unwrap().to_bytes(), "q");
     }
 }

@@ -1,0 +1,453 @@
+//! The envelope's head, read as XML events with their byte offsets, up to the start of its Body:
+//! where the session goes, as edits of the bytes sent, and the Body's first element.
+//!
+//! A scan resumes: it is handed the bytes buffered so far and parses from the last complete
+//! event, so bytes arriving one at a time cost no more than one parse of the head. Each attempt
+//! runs quick-xml's `Reader` over a slice (namespaces are resolved here, with the bindings of the
+//! few elements that matter), never expanding an entity and never writing XML back out.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use super::error::EnvelopeError;
+use super::markup::{
+    Edit, Piece, ends_early, expand, is_ws, not_xml, prelude, session_header, session_id, shown,
+    split, starts_doctype,
+};
+
+const SOAP11: &[u8] = b"http://schemas.xmlsoap.org/soap/envelope/";
+const SOAP12: &[u8] = b"http://www.w3.org/2003/05/soap-envelope";
+
+/// The first element in the Body, e.g. `query` in urn:partner.soap.sforce.com
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Operation {
+    /// Empty when the element is in no namespace (or its prefix is undeclared).
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+/// A complete head: its edits, where it ends (just after the Body start tag), the operation.
+pub(super) struct Found {
+    pub(super) edits: Vec<Edit>,
+    pub(super) end: usize,
+    pub(super) operation: Option<Operation>,
+}
+
+pub(super) enum Progress {
+    /// The bytes so far end inside the head (or before the operation): read more.
+    More,
+    Done(Found),
+}
+
+/// What an open element is to the rewrite.
+enum Role {
+    Envelope,
+    Header { has_session: bool, open_end: usize },
+    SessionHeader { qname: Range<usize>, has_id: bool },
+    SessionId { content_start: usize },
+    Body,
+    Other,
+}
+
+struct Open {
+    qname: Range<usize>,
+    role: Role,
+}
+
+/// A namespace declaration in scope: on the Envelope (depth 1), one of its children (2) or the
+/// Body's first child (3).
+struct Binding {
+    prefix: Vec<u8>,
+    uri: Vec<u8>,
+    depth: usize,
+}
+
+pub(super) struct Scan {
+    /// Where the next event starts: everything before it has been read.
+    pos: usize,
+    /// Parse again only when this many bytes follow `pos` (twice what was incomplete).
+    retry: usize,
+    prelude_done: bool,
+    stack: Vec<Open>,
+    ns: Vec<Binding>,
+    seen_header: bool,
+    /// The Envelope's prefix with its colon (empty when it uses the default namespace).
+    envelope_prefix: Range<usize>,
+    edits: Vec<Edit>,
+    end: Option<usize>,
+}
+
+impl Scan {
+    pub(super) fn new() -> Self {
+        Self {
+            pos: 0,
+            retry: 0,
+            prelude_done: false,
+            stack: Vec::new(),
+            ns: Vec::new(),
+            seen_header: false,
+            envelope_prefix: 0..0,
+            edits: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// Whether `len` bytes buffered are worth another attempt.
+    pub(super) fn ready(&self, len: usize) -> bool {
+        len.saturating_sub(self.pos) >= self.retry
+    }
+
+    /// Parses on from the last complete event. `view` is the body's first bytes, at most the
+    /// bound; `last` says no more will come (the body ended, or the bound was reached), `cut`
+    /// that the body goes on past `view` (so a head not complete in it is too large).
+    pub(super) fn run(
+        &mut self,
+        view: &[u8],
+        last: bool,
+        cut: bool,
+    ) -> Result<Progress, EnvelopeError> {
+        if !self.prelude_done {
+            match prelude(view, last)? {
+                Some(start) => {
+                    self.pos = start;
+                    self.prelude_done = true;
+                }
+                None => return self.incomplete(view, last, cut),
+            }
+        }
+        let base = self.pos;
+        let mut reader = Reader::from_reader(&view[base..]);
+        let config = reader.config_mut();
+        // Names are matched here: a reader restarted mid-document knows no open elements.
+        config.check_end_names = false;
+        config.allow_unmatched_ends = true;
+        loop {
+            let start = base + reader.buffer_position() as usize;
+            let event = reader.read_event();
+            let end = base + reader.buffer_position() as usize;
+            let event = match event {
+                Ok(Event::Eof) => return self.incomplete(view, last, cut),
+                // Text up to the end of what is buffered may go on.
+                Ok(Event::Text(_)) if end == view.len() && !last => {
+                    return self.incomplete(view, last, cut);
+                }
+                Ok(event) => event,
+                Err(e) => {
+                    let at = base + reader.error_position() as usize;
+                    if starts_doctype(&view[at.min(view.len())..]) {
+                        return Err(EnvelopeError::Doctype);
+                    }
+                    if ends_early(&e, at, end, view.len()) {
+                        return self.incomplete(view, last, cut);
+                    }
+                    // Past the Body start the head is complete: the operation is only looked
+                    // for, and Salesforce answers for what follows.
+                    if self.end.is_some() {
+                        return Ok(Progress::Done(self.finish(None)));
+                    }
+                    return Err(not_xml(format!("at byte {at}: {e}")));
+                }
+            };
+            if let Some(found) = self.event(event, start..end, view)? {
+                return Ok(Progress::Done(found));
+            }
+            self.pos = end;
+        }
+    }
+
+    /// The bytes so far end inside an event: wait for more, or say what that means at the end.
+    fn incomplete(
+        &mut self,
+        view: &[u8],
+        last: bool,
+        cut: bool,
+    ) -> Result<Progress, EnvelopeError> {
+        if !last {
+            self.retry = (2 * (view.len() - self.pos)).max(1);
+            return Ok(Progress::More);
+        }
+        if self.end.is_some() {
+            return Ok(Progress::Done(self.finish(None)));
+        }
+        if cut {
+            return Err(EnvelopeError::TooLarge { limit: view.len() });
+        }
+        Err(EnvelopeError::Truncated)
+    }
+
+    fn finish(&mut self, operation: Option<Operation>) -> Found {
+        Found {
+            edits: std::mem::take(&mut self.edits),
+            end: self.end.unwrap_or(self.pos),
+            operation,
+        }
+    }
+
+    fn event(
+        &mut self,
+        event: Event<'_>,
+        at: Range<usize>,
+        buf: &[u8],
+    ) -> Result<Option<Found>, EnvelopeError> {
+        match event {
+            Event::DocType(_) => Err(EnvelopeError::Doctype),
+            Event::Decl(decl) => {
+                if !self.stack.is_empty() || self.end.is_some() {
+                    return Err(not_xml(
+                        "an XML declaration follows the root element's start",
+                    ));
+                }
+                match decl.encoding() {
+                    Some(Ok(enc)) if enc.eq_ignore_ascii_case(b"utf-8") => Ok(None),
+                    None => Ok(None),
+                    Some(Ok(enc)) => Err(EnvelopeError::Encoding(format!(
+                        "its XML declaration names the encoding {}",
+                        shown(&enc)
+                    ))),
+                    Some(Err(e)) => Err(not_xml(format!("its XML declaration: {e}"))),
+                }
+            }
+            Event::Text(text) if self.stack.is_empty() && self.end.is_none() => {
+                if text.iter().all(|&b| is_ws(b)) {
+                    Ok(None)
+                } else {
+                    Err(not_xml("it has text before its root element"))
+                }
+            }
+            Event::GeneralRef(_) | Event::CData(_) if self.stack.is_empty() => {
+                Err(not_xml("it has text before its root element"))
+            }
+            Event::Start(e) => self.element(&e, false, at),
+            Event::Empty(e) => self.element(&e, true, at),
+            Event::End(e) => self.end_tag(e.name().as_ref(), at, buf),
+            _ => Ok(None),
+        }
+    }
+
+    fn element(
+        &mut self,
+        e: &BytesStart<'_>,
+        empty: bool,
+        at: Range<usize>,
+    ) -> Result<Option<Found>, EnvelopeError> {
+        let qname = e.name();
+        let qname = qname.as_ref();
+        let name = at.start + 1..at.start + 1 + qname.len();
+        let (prefix, local) = split(qname);
+        let prefix_range = name.start..name.start + prefix.map_or(0, |p| p.len() + 1);
+        let role = match self.stack.last_mut().map(|o| &mut o.role) {
+            None => {
+                if self.end.is_some() {
+                    return Err(not_xml("it has a second root element"));
+                }
+                self.bind(e, 1)?;
+                let ns = self.resolve(prefix);
+                if local != b"Envelope" || ns != Some(SOAP11) {
+                    return Err(self.no_envelope(qname, ns));
+                }
+                if empty {
+                    return Err(EnvelopeError::NoBody);
+                }
+                self.envelope_prefix = prefix_range;
+                Role::Envelope
+            }
+            Some(Role::Envelope) => {
+                self.bind(e, 2)?;
+                let soap = self.resolve(prefix) == Some(SOAP11);
+                if soap && local == b"Body" {
+                    if !self.seen_header {
+                        let p = self.envelope_prefix.clone();
+                        let mut with = vec![Piece::Lit(b"<"), Piece::Orig(p.clone())];
+                        with.push(Piece::Lit(b"Header>"));
+                        with.extend(session_header());
+                        with.extend([Piece::Lit(b"</"), Piece::Orig(p), Piece::Lit(b"Header>")]);
+                        self.edits.push(Edit {
+                            at: at.start..at.start,
+                            with,
+                        });
+                    }
+                    self.end = Some(at.end);
+                    if empty {
+                        return Ok(Some(self.finish(None)));
+                    }
+                    Role::Body
+                } else if soap && local == b"Header" && !self.seen_header {
+                    self.seen_header = true;
+                    if empty {
+                        self.edits.push(expand(at, name, session_header()));
+                        self.unbind(2);
+                        return Ok(None);
+                    }
+                    Role::Header {
+                        has_session: false,
+                        open_end: at.end,
+                    }
+                } else {
+                    if empty {
+                        self.unbind(2);
+                    }
+                    Role::Other
+                }
+            }
+            Some(Role::Header { has_session, .. }) if local == b"SessionHeader" => {
+                *has_session = true;
+                if empty {
+                    let inner = session_id(&prefix_range);
+                    self.edits.push(expand(at, name, inner));
+                    return Ok(None);
+                }
+                Role::SessionHeader {
+                    qname: name.clone(),
+                    has_id: false,
+                }
+            }
+            Some(Role::SessionHeader { has_id, .. }) if local == b"sessionId" => {
+                *has_id = true;
+                if empty {
+                    self.edits.push(expand(at, name, [Piece::Slot]));
+                    return Ok(None);
+                }
+                Role::SessionId {
+                    content_start: at.end,
+                }
+            }
+            Some(Role::Body) => {
+                self.bind(e, 3)?;
+                let namespace = self.resolve(prefix).map(shown).unwrap_or_default();
+                let operation = Operation {
+                    namespace,
+                    name: shown(local),
+                };
+                return Ok(Some(self.finish(Some(operation))));
+            }
+            Some(_) => Role::Other,
+        };
+        if !empty {
+            self.stack.push(Open { qname: name, role });
+        }
+        Ok(None)
+    }
+
+    fn end_tag(
+        &mut self,
+        name: &[u8],
+        at: Range<usize>,
+        buf: &[u8],
+    ) -> Result<Option<Found>, EnvelopeError> {
+        let Some(open) = self.stack.pop() else {
+            return Err(not_xml(format!(
+                "the end tag </{}> closes no element",
+                shown(name)
+            )));
+        };
+        let expected = &buf[open.qname.clone()];
+        if name != expected {
+            return Err(not_xml(format!(
+                "the end tag </{}> does not match <{}>",
+                shown(name),
+                shown(expected)
+            )));
+        }
+        match open.role {
+            Role::Envelope => return Err(EnvelopeError::NoBody),
+            Role::Header {
+                has_session,
+                open_end,
+            } => {
+                if !has_session {
+                    self.edits.push(Edit {
+                        at: open_end..open_end,
+                        with: session_header(),
+                    });
+                }
+                self.unbind(2);
+            }
+            Role::SessionHeader { qname, has_id } => {
+                if !has_id {
+                    let (prefix, _) = split(&buf[qname.clone()]);
+                    let p = qname.start..qname.start + prefix.map_or(0, |p| p.len() + 1);
+                    self.edits.push(Edit {
+                        at: at.start..at.start,
+                        with: session_id(&p).into(),
+                    });
+                }
+            }
+            Role::SessionId { content_start } => self.edits.push(Edit {
+                at: content_start..at.start,
+                with: vec![Piece::Slot],
+            }),
+            Role::Body => return Ok(Some(self.finish(None))),
+            Role::Other if self.stack.len() == 1 => self.unbind(2),
+            Role::Other => {}
+        }
+        Ok(None)
+    }
+
+    /// Keeps the namespace declarations of an element at `depth`.
+    fn bind(&mut self, e: &BytesStart<'_>, depth: usize) -> Result<(), EnvelopeError> {
+        for attr in e.attributes().with_checks(false) {
+            let attr = attr.map_err(|err| {
+                not_xml(format!(
+                    "an attribute of <{}> is malformed: {err}",
+                    shown(e.name().as_ref())
+                ))
+            })?;
+            let key = attr.key.as_ref();
+            let prefix = match key.strip_prefix(b"xmlns") {
+                Some([]) => &[][..],
+                Some([b':', prefix @ ..]) => prefix,
+                _ => continue,
+            };
+            let raw = attr.value.as_ref();
+            let uri = match std::str::from_utf8(raw).map(quick_xml::escape::unescape) {
+                Ok(Ok(Cow::Owned(s))) => s.into_bytes(),
+                _ => raw.to_vec(),
+            };
+            self.ns.push(Binding {
+                prefix: prefix.to_vec(),
+                uri,
+                depth,
+            });
+        }
+        Ok(())
+    }
+
+    fn unbind(&mut self, depth: usize) {
+        while self.ns.last().is_some_and(|b| b.depth >= depth) {
+            self.ns.pop();
+        }
+    }
+
+    /// The namespace a prefix (or none: the default) stands for; `Some(b"")` for no namespace,
+    /// `None` for an undeclared prefix.
+    fn resolve(&self, prefix: Option<&[u8]>) -> Option<&[u8]> {
+        let want = prefix.unwrap_or_default();
+        match self.ns.iter().rev().find(|b| b.prefix == want) {
+            Some(b) => Some(&b.uri),
+            None if prefix.is_none() => Some(b""),
+            None => None,
+        }
+    }
+
+    fn no_envelope(&self, qname: &[u8], ns: Option<&[u8]>) -> EnvelopeError {
+        let (prefix, local) = split(qname);
+        let root = match ns {
+            Some(b"") => format!("{} (in no namespace)", shown(local)),
+            Some(ns) => format!("{{{}}}{}", shown(ns), shown(local)),
+            None => format!(
+                "{} (its prefix {} is not declared)",
+                shown(qname),
+                shown(prefix.unwrap_or_default())
+            ),
+        };
+        let hint = if ns == Some(SOAP12) {
+            "; SOAP 1.2 is not accepted: Salesforce's SOAP API takes SOAP 1.1"
+        } else {
+            ""
+        };
+        EnvelopeError::NoEnvelope { root, hint }
+    }
+}
