@@ -131,6 +131,7 @@ impl Template {
     }
 
     /// How many places the session goes (one per `SessionHeader`).
+    #[cfg(test)]
     pub(crate) fn slots(&self) -> usize {
         self.parts.len().saturating_sub(1)
     }
