@@ -251,6 +251,54 @@ async fn gzip_envelopes_are_rewritten_and_sent_gzipped() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn gzip_envelopes_keep_the_body_bounds() {
+    let org = Org::start().await;
+    let config = org.config("max_body = \"1MiB\"", "")
+        + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+    let gzip = |bytes: &[u8]| {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(bytes).unwrap();
+        gzip.finish().unwrap()
+    };
+    // 20 MB once inflated, a few kB as sent: over max_body, refused as a body too large.
+    let bomb = envelope(
+        None,
+        &format!(
+            "<urn:create><urn:sObjects><type>Account</type><Description>{}</Description>\
+             </urn:sObjects></urn:create>",
+            "a".repeat(20 * 1024 * 1024)
+        ),
+    );
+    let sent = gzip(bomb.as_bytes());
+    assert!(sent.len() < 1024 * 1024);
+    let reply = call(&proxy, PARTNER, &sent, &["-H", "Content-Encoding: gzip"]).await;
+    assert_fault(&reply, 500, "PROXY_BODY_TOO_LARGE", 413);
+    // Not gzip at all, sent as gzip.
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &["-H", "Content-Encoding: gzip"],
+    )
+    .await;
+    assert_fault(&reply, 500, "PROXY_BAD_ENVELOPE", 400);
+    // Another coding: refused, with what sfproxy takes.
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &["-H", "Content-Encoding: br"],
+    )
+    .await;
+    assert_fault(&reply, 500, "PROXY_BAD_ENVELOPE", 400);
+    assert!(
+        org.mock.soap_calls().is_empty(),
+        "nothing reached Salesforce"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_expired_session_costs_one_login_and_one_replay() {
     let org = Org::start().await;
     let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");

@@ -138,12 +138,14 @@ where
     if matches!(*request.method(), Method::POST | Method::GET) && path == REVOKE_PATH {
         return Ok(revoked(&matched.route.name));
     }
-    let (mut request, soap) = match soap_api(request.method(), path) {
-        None => (request, None),
+    let (mut request, soap, inflating) = match soap_api(request.method(), path) {
+        None => (request, None, None),
         Some(api) => {
             let route = &matched.route.name;
             match envelope::open(request, &api, &sessions.envelopes, route).await? {
-                envelope::Opened::Call(request, template) => (request, Some(template)),
+                envelope::Opened::Call(request, template, inflating) => {
+                    (request, Some(template), Some(inflating))
+                }
                 envelope::Opened::Answered(answer) => return Ok(answer),
             }
         }
@@ -173,7 +175,11 @@ where
         replayed: false,
     };
     expiry.note(source.as_str());
-    inner.ready().await?.call((request, expiry)).await
+    let answer = inner.ready().await?.call((request, expiry)).await;
+    match inflating {
+        Some(inflating) => inflating.judge(answer),
+        None => answer,
+    }
 }
 
 /// Revoke's answer, 200 with no body, as Salesforce gives it: the route's session lives on.

@@ -7,16 +7,24 @@
 //! sent), and that the calls which would end the session every caller of the route shares,
 //! `logout()` and `invalidateSessions()`, are answered here, in Salesforce's shape, and never
 //! sent.
+//!
+//! A gzip envelope is inflated as it streams on: when its rest turns out to be broken or larger
+//! than `max_body` once inflated, the send fails, and [`Inflating`] holds the refusal to answer
+//! with instead of the send's own failure (which would blame the caller's connection).
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
 
 use crate::{
-    body::{self, Buffered, ProxyBody, buffer_up_to},
+    body::{self, BodyError, Buffered, ProxyBody, buffer_up_to, gzip::GzipError},
+    context::Answer,
     error::{ProxyError, error_chain},
     salesforce::{
         soap::{
             api::SoapApi,
-            envelope::{self, Encoding, Limits, Template},
+            envelope::{self, Encoding, EnvelopeError, Limits, Template},
             fault::{self, LocalCall},
         },
         token::AccessToken,
@@ -30,7 +38,7 @@ const MAX_LOCAL_CALL_BODY: usize = 64 * 1024;
 pub(super) enum Opened {
     /// To send with a session: the request's body is now the envelope's rest, after the head
     /// the template keeps.
-    Call(Request<ProxyBody>, Template),
+    Call(Request<ProxyBody>, Template, Inflating),
     /// Answered here: a call that would end the shared session.
     Answered(Response<ProxyBody>),
 }
@@ -74,8 +82,40 @@ pub(super) async fn open(
         );
         return Ok(Opened::Answered(response));
     }
-    *request.body_mut() = opened.rest;
-    Ok(Opened::Call(request, opened.template))
+    let inflating = Inflating::default();
+    *request.body_mut() = match encoding {
+        Encoding::Identity => opened.rest,
+        Encoding::Gzip => inflating.watch(opened.rest),
+    };
+    Ok(Opened::Call(request, opened.template, inflating))
+}
+
+/// What broke a gzip envelope's rest as it was inflated, if anything did.
+#[derive(Default)]
+pub(super) struct Inflating(Arc<Mutex<Option<ProxyError>>>);
+
+impl Inflating {
+    fn watch(&self, rest: ProxyBody) -> ProxyBody {
+        let seen = self.0.clone();
+        rest.map_err(move |error: BodyError| {
+            let refusal = match error.0.downcast_ref::<GzipError>() {
+                Some(GzipError::TooLarge { limit }) => ProxyError::BodyTooLarge { limit: *limit },
+                Some(GzipError::Invalid(why)) => EnvelopeError::Gzip((*why).to_owned()).into(),
+                None => return error,
+            };
+            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(refusal);
+            error
+        })
+        .boxed_unsync()
+    }
+
+    /// The answer to give instead of `answer` when the envelope's rest broke as it was inflated.
+    pub(super) fn judge(&self, answer: Answer) -> Answer {
+        match self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(refusal) => Err(refusal),
+            None => answer,
+        }
+    }
 }
 
 /// Readies one send of a SOAP call: `request`'s body is (a copy of) the envelope's rest; it

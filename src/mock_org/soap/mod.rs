@@ -44,8 +44,6 @@ use envelope::Element;
 /// proxy tests' 100 MB envelope (Salesforce itself takes less).
 const MAX_ENVELOPE: usize = 128 * 1024 * 1024;
 
-
-
 pub(super) fn is_soap_path(path: &str) -> bool {
     path.starts_with(SOAP_PREFIX)
 }
