@@ -4,6 +4,8 @@
 //! every refusal as a SOAP fault; against the stand-in org's Partner, Metadata and Apex endpoints
 //! over real TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns fail the test
+
 mod support;
 
 use std::io::Write;
