@@ -147,9 +147,9 @@ fn count_elements(body: &[u8], local: &[u8]) -> usize {
     }
 }
 
-/// `text` as XML character data.
+/// `text` as XML character data (quotes need no escape there).
 fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    quick_xml::escape::escape(text)
+    quick_xml::escape::partial_escape(text)
 }
 
 #[cfg(test)]
@@ -190,7 +190,7 @@ mod tests {
         .to_xml();
         assert!(xml.contains("<faultcode>sf:PROXY_LOGIN_REJECTED</faultcode>"));
         assert!(xml.contains(
-            "<faultstring>Salesforce refused the login of &quot;u&quot; &lt;x&gt; &amp; y</faultstring>"
+            "<faultstring>Salesforce refused the login of \"u\" &lt;x&gt; &amp; y</faultstring>"
         ));
         assert!(
             xml.contains("<sf:status>502</sf:status><sf:hint>pre-authorize the user</sf:hint>")
