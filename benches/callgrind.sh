@@ -1,39 +1,34 @@
 #!/usr/bin/env bash
-# Instructions per request of sfproxy binaries, side by side: an A/B harness that a noisy machine
-# does not disturb (callgrind counts the instructions executed, not seconds).
+# Instructions per request of sfproxy binaries, side by side: an A/B harness a noisy machine does
+# not disturb (callgrind counts instructions executed, not seconds).
 #
 #   bash benches/callgrind.sh BIN_A [BIN_B ...]     # e.g. target/release/sfproxy of two trees
 #   SOAP=1 bash benches/callgrind.sh BIN            # the SOAP call instead of the REST one
 #
-# The world of benches/run.sh on loopback: nginx with TLS offering HTTP/2 as the Salesforce
-# instance (benches/upstream.nginx.conf), `BIN stand-in` as the token endpoint, `BIN run` on
-# benches/sfproxy.toml under `valgrind --tool=callgrind --instr-atstart=no`. For each binary,
-# REPEAT times, a fresh sfproxy: WARMUP requests uninstrumented (the first logs in, the serving
-# threads open their upstream connections); `callgrind_control -i on`; exactly REQUESTS requests
-# in gateway form over CONNS connections (wrk, one connection per thread, each thread stopping
-# after its share, so none is in flight at the end); `callgrind_control -d` (that dump holds the
-# measured phase only: sfproxy's /metrics is read before and after it, uninstrumented).
-#   REST (default): GET /acme/services/data/v61.0/limits (a 1 KB JSON answer);
-#   SOAP=1: POST run.sh's ~2 KB Partner query envelope to /acme/services/Soap/u/61.0 (sfproxy
-#           writes the session into its SessionHeader; a binary without SOAP just forwards it).
+# run.sh's world on loopback: nginx with TLS offering HTTP/2 as the instance (upstream.nginx.conf),
+# `BIN stand-in` as the token endpoint, `BIN run` on sfproxy.toml under callgrind
+# (--instr-atstart=no). Per binary, REPEAT times, a fresh sfproxy: WARMUP requests uninstrumented
+# (the first logs in, the serving threads connect upstream); `callgrind_control -i on`; exactly
+# REQUESTS requests in gateway form over CONNS connections (wrk, a connection per thread, each
+# stopping after its share: none in flight at the end); `callgrind_control -d`, a dump of that
+# phase only (/metrics is read outside it). REST: GET /acme/services/data/v61.0/limits (1 KB JSON
+# back); SOAP=1: POST run.sh's ~2 KB Partner query envelope to /acme/services/Soap/u/61.0 (sfproxy
+# writes the session into its SessionHeader; a binary without SOAP just forwards it).
 #
-# Output, one line per binary: Ir/request of each repetition (the Ir of all sfproxy's threads in
-# the measured phase / the requests it served there, by sfproxy_requests_total, all 200), their
-# spread (repetitions agree within a few tenths of a percent), requests per repetition, and the
-# mean's ratio to the first binary's (0.980: 2 % fewer instructions than the first). Compare
-# figures taken side by side on one machine: another CPU, libc or valgrind counts differently.
-# Knobs (environment): REQUESTS (20000), CONNS (8), WARMUP (800), REPEAT (2), SOAP (0),
-# SFPROXY_LOG (sfproxy's RUST_LOG, info as in run.sh), KEEP (1: keep the temp dir, with the
-# dumps for callgrind_annotate and the logs).
+# Reading it: one line per binary, the Ir/request of each repetition (Ir of all sfproxy's threads
+# in the measured phase / requests served there, by sfproxy_requests_total, all 200), their spread
+# (a few tenths of a percent), requests per repetition, and the mean's ratio to the first binary's
+# (0.980: 2 % fewer instructions). Compare binaries measured side by side in one run: another
+# machine, libc or valgrind counts differently. Knobs (environment): REQUESTS (20000), CONNS (8),
+# WARMUP (800), REPEAT (2), SOAP (0), SFPROXY_LOG (sfproxy's RUST_LOG, info as in run.sh), KEEP (1:
+# keep the temp dir: dumps for callgrind_annotate, logs).
 set -euo pipefail
-
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REQUESTS=${REQUESTS:-20000} CONNS=${CONNS:-8} WARMUP=${WARMUP:-800} REPEAT=${REPEAT:-2}
 SOAP=${SOAP:-0} SFPROXY_LOG=${SFPROXY_LOG:-info}
 export PATH="$PATH:/usr/sbin:/sbin"
 say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
-
 (($# >= 1)) || die "usage: bash benches/callgrind.sh BIN_A [BIN_B ...]"
 BINS=()
 for b in "$@"; do
@@ -42,17 +37,13 @@ for b in "$@"; do
 done
 PER_CONN=$((REQUESTS / CONNS)) WARM_PER_CONN=$(((WARMUP + CONNS - 1) / CONNS))
 ((PER_CONN > 0)) || die "REQUESTS ($REQUESTS) below CONNS ($CONNS)"
-missing=()
-for t in valgrind:valgrind callgrind_control:valgrind nginx:nginx wrk:wrk curl:curl openssl:openssl python3:python3; do
-    command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
-done
-if ((${#missing[@]})); then
-    say "installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+missing=$(for t in valgrind callgrind_control:valgrind nginx wrk curl openssl python3; do
+    command -v "${t%%:*}" >/dev/null || echo "${t#*:}"; done | sort -u)
+if [ -n "$missing" ]; then # as run.sh does
+    say "installing" $missing
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
-
 RUN=$(mktemp -d /tmp/sfproxy-callgrind.XXXXXX)
 chmod 755 "$RUN" # nginx workers may run as another user
 mkdir -p "$RUN/standin"
@@ -61,15 +52,12 @@ declare -A PID=() # name -> pid of every process this script started
 stop() { # name: TERM, then KILL after 10 s
     local name=$1 pid=${PID[$1]:-}
     [ -n "$pid" ] || return 0
-    unset "PID[$name]"
-    kill -TERM "$pid" 2>/dev/null || return 0
+    unset "PID[$name]" && kill -TERM "$pid" 2>/dev/null || return 0
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 }
 cleanup() {
-    local name
-    for name in "${!PID[@]}"; do stop "$name"; done
+    local name; for name in "${!PID[@]}"; do stop "$name"; done
     if [ "${KEEP:-0}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
@@ -97,13 +85,12 @@ print(*[s.getsockname()[1] for s in socks])')
 )
 LIMITS_JSON=$(python3 -c '
 import json
-names = ["ActiveScratchOrgs", "AnalyticsExternalDataSizeMB", "ConcurrentAsyncGetReportInstances",
-         "ConcurrentSyncReportRuns", "DailyApiRequests", "DailyAsyncApexExecutions",
-         "DailyBulkApiBatches", "DailyBulkV2QueryFileStorageMB", "DailyBulkV2QueryJobs",
-         "DailyDurableGenericStreamingApiEvents", "DailyDurableStreamingApiEvents",
-         "DailyGenericStreamingApiEvents", "DailyStandardVolumePlatformEvents",
-         "DataStorageMB", "FileStorageMB", "HourlyAsyncReportRuns", "HourlyDashboardRefreshes",
-         "HourlyODataCallout", "HourlySyncReportRuns", "MassEmail", "SingleEmail"]
+names = """ActiveScratchOrgs AnalyticsExternalDataSizeMB ConcurrentAsyncGetReportInstances
+    ConcurrentSyncReportRuns DailyApiRequests DailyAsyncApexExecutions DailyBulkApiBatches
+    DailyBulkV2QueryFileStorageMB DailyBulkV2QueryJobs DailyDurableGenericStreamingApiEvents
+    DailyDurableStreamingApiEvents DailyGenericStreamingApiEvents DailyStandardVolumePlatformEvents
+    DataStorageMB FileStorageMB HourlyAsyncReportRuns HourlyDashboardRefreshes HourlyODataCallout
+    HourlySyncReportRuns MassEmail SingleEmail""".split()
 print(json.dumps({n: {"Max": 15000, "Remaining": 14999} for n in names}, separators=(",", ":")))')
 python3 - "$RUN/soap-query.xml" <<'PY'
 import sys
@@ -166,20 +153,18 @@ else
     URL="http://127.0.0.1:$SFPROXY_PORT/acme/services/data/v61.0/limits" BODY=""
 fi
 drive() { # requests per connection, output file
-    local done="$2.done" w
-    : >"$done"
+    local done="$2.done" w; : >"$done"
     CG_PER_CONN=$1 CG_BODY_FILE=$BODY CG_DONE=$done wrk -t"$CONNS" -c"$CONNS" -d3600s --timeout 60s \
         -s "$RUN/count.lua" "$URL" >"$2" 2>&1 &
     w=$! PID[wrk]=$!
     while (($(wc -l <"$done") < CONNS)) && kill -0 "$w" 2>/dev/null; do sleep 0.2; done
-    kill -INT "$w" 2>/dev/null || true
-    wait "$w" || true
+    kill -INT "$w" 2>/dev/null || true; wait "$w" || true
     unset "PID[wrk]"
     grep -q "^RESULT requests=$(($1 * CONNS)) errors=0$" "$2" || die "wrk: $(cat "$2")"
 }
 served() { # sfproxy_requests_total over every label, and those with status 200
     curl -s --max-time 60 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 ~ /^sfproxy_requests_total(\{|$)/ {
-        s += $2; if ($1 ~ /status="200"/) ok += $2 } END { print s + 0, ok + 0 }'
+        s += $2; if ($1 ~ /status="200"/) ok += $2 } END { printf "%.0f %.0f\n", s, ok }'
 }
 
 measure() { # bin tag: a fresh sfproxy under callgrind; sets IR and SERVED
@@ -188,23 +173,22 @@ measure() { # bin tag: a fresh sfproxy under callgrind; sets IR and SERVED
         --callgrind-out-file="$out" --log-file="$RUN/valgrind.$tag.log" \
         "$bin" run --config "$RUN/sfproxy.toml" >>"$RUN/sfproxy.$tag.log" 2>&1 &
     pid=$! PID[sfproxy]=$!
-    for _ in $(seq 300); do
+    for _ in $(seq 300); do # 60 s
         [ "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && ready=1 && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
+        kill -0 "$pid" 2>/dev/null && sleep 0.2 || break
     done
     ((ready)) || die "sfproxy not ready: $(tail -5 "$RUN/sfproxy.$tag.log")"
     drive "$WARM_PER_CONN" "$RUN/wrk.$tag.warmup.txt"
     read -r s0 ok0 < <(served)
     ((ok0 > 0 && ok0 == s0)) || die "warm-up: $ok0 of $s0 requests answered 200 ($(tail -3 "$RUN/sfproxy.$tag.log"))"
-    callgrind_control -i on "$pid" >/dev/null || die "callgrind_control -i on $pid"
+    callgrind_control -i on "$pid" >>"$RUN/callgrind_control.log" 2>&1 || die "callgrind_control -i on $pid"
     drive "$PER_CONN" "$RUN/wrk.$tag.txt"
     callgrind_control -d "$pid" >>"$RUN/callgrind_control.log" 2>&1 || die "callgrind_control -d $pid"
-    callgrind_control -i off "$pid" >/dev/null || true
+    callgrind_control -i off "$pid" >>"$RUN/callgrind_control.log" 2>&1 || true
     read -r s1 ok1 < <(served)
     ((ok1 - ok0 == s1 - s0)) || die "$((s1 - s0 - ok1 + ok0)) measured requests not answered 200"
     stop sfproxy
-    IR=$(cat "$out".[0-9]* | awk '$1 == "summary:" { s += $2 } END { print s + 0 }')
+    IR=$(cat "$out".[0-9]* | awk '$1 == "summary:" { s += $2 } END { printf "%.0f", s }')
     ((IR > 0)) || die "no instructions in $out.*"
     SERVED=$((s1 - s0))
 }

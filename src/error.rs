@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 pub(crate) use self::chain::error_chain;
 use crate::{
-    body::{ProxyBody, full},
+    body::{ProxyBody, full, gzip::GzipError},
     salesforce::{
         cache::LoginError,
         hints::login_hint,
@@ -169,6 +169,16 @@ pub(crate) enum ProxyError {
 /// dashboards recognise.
 pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// A gzip request body that broke, or grew past `max_body`, as it was inflated.
+impl From<GzipError> for ProxyError {
+    fn from(error: GzipError) -> Self {
+        match error {
+            GzipError::TooLarge { limit } => Self::BodyTooLarge { limit },
+            GzipError::Invalid(why) => EnvelopeError::Gzip(why.to_owned()).into(),
+        }
+    }
+}
+
 impl From<EnvelopeError> for ProxyError {
     fn from(error: EnvelopeError) -> Self {
         match error {
@@ -299,8 +309,6 @@ impl ProxyError {
         }
     }
 
-    /// The body of the answer: `[{"errorCode":..,"message":..}]`, plus Salesforce's error and a
-    /// hint for refused logins.
     /// What the operator should do, where sfproxy knows (a refused login).
     fn hint(&self) -> Option<&'static str> {
         match self {
@@ -311,6 +319,8 @@ impl ProxyError {
         }
     }
 
+    /// The body of the answer: `[{"errorCode":..,"message":..}]`, plus Salesforce's error and a
+    /// hint for refused logins.
     pub(crate) fn to_json(&self) -> String {
         let mut entry = Map::new();
         entry.insert("errorCode".into(), json!(self.code()));

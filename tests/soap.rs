@@ -736,3 +736,224 @@ async fn zeep_calls_partner_operations_through_http_proxy_without_a_session() {
     assert_eq!(org.mock.soap_session_enders(), 0);
     assert_eq!(org.mock.token_requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shared_session_cannot_be_ended_in_any_form() {
+    let org = Org::start().await;
+    let config = org.config("max_header_bytes = \"16KiB\"", "")
+        + &route("erp", &["acme.my.salesforce.com"], USER, "")
+        + &route(
+            "gw",
+            &["gateway.local"],
+            USER,
+            "path_prefix = \"/acme\"\nstrip_prefix = true",
+        );
+    let proxy = Proxy::start(&config);
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session = last_session(&org);
+
+    let enterprise = format!(
+        "<s:Envelope xmlns:s=\"{ENV}\"><s:Body><logout xmlns=\"urn:enterprise.soap.sforce.com\"/>\
+         </s:Body></s:Envelope>"
+    );
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(envelope(None, "<urn:logout/>").as_bytes())
+        .unwrap();
+    let gzipped = gzip.finish().unwrap();
+    let cases: [(&str, &str, &[u8], &[&str]); 5] = [
+        (
+            "the default namespace",
+            PARTNER,
+            b"<Envelope xmlns=\"http://schemas.xmlsoap.org/soap/envelope/\"><Body>\
+              <logout xmlns=\"urn:partner.soap.sforce.com\"/></Body></Envelope>",
+            &[],
+        ),
+        (
+            "Enterprise",
+            "http://acme.my.salesforce.com/services/Soap/c/61.0",
+            enterprise.as_bytes(),
+            &[],
+        ),
+        ("gzipped", PARTNER, &gzipped, &["-H", "Content-Encoding: gzip"]),
+        (
+            "gateway form",
+            "http://gateway.local/acme/services/Soap/u/61.0/00D000000000001",
+            b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+              <!-- bye --> <p:logout xmlns:p=\"urn:partner.soap.sforce.com\"/></s:Body></s:Envelope>",
+            &[],
+        ),
+        (
+            "Tooling",
+            "http://acme.my.salesforce.com/services/Soap/T/61.0",
+            b"<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+              <t:logout xmlns:t=\"urn:tooling.soap.sforce.com\"/></s:Body></s:Envelope>",
+            &[],
+        ),
+    ];
+    for (case, url, body, extra) in cases {
+        let reply = call(&proxy, url, body, extra).await;
+        assert_eq!(reply.status, 200, "{case}: {}", reply.body);
+        assert!(
+            reply.body.contains("<logoutResponse/>"),
+            "{case}: {}",
+            reply.body
+        );
+    }
+    // A logout hidden behind more padding than sfproxy reads is refused, not sent.
+    let padded = envelope(None, &format!("{}<urn:logout/>", " ".repeat(20 * 1024)));
+    let reply = call(&proxy, PARTNER, padded.as_bytes(), &[]).await;
+    assert_fault(&reply, 500, "PROXY_HEADERS_TOO_LARGE", 431);
+    let commented = envelope(
+        None,
+        &format!("<!--{}--><urn:logout/>", "x".repeat(20 * 1024)),
+    );
+    let reply = call(&proxy, PARTNER, commented.as_bytes(), &[]).await;
+    assert_fault(&reply, 500, "PROXY_HEADERS_TOO_LARGE", 431);
+
+    // Revoke, however its path is written and whatever the method.
+    for (method, url) in [
+        (
+            "GET",
+            "http://acme.my.salesforce.com/services/oauth2/revoke?token=x",
+        ),
+        (
+            "POST",
+            "http://acme.my.salesforce.com/services/oauth2/revoke/",
+        ),
+        (
+            "POST",
+            "http://acme.my.salesforce.com/services/OAuth2/revoke",
+        ),
+        (
+            "POST",
+            "http://acme.my.salesforce.com/services/oauth2/revok%65",
+        ),
+    ] {
+        let reply = curl(&["-x", &proxy.url(), "-X", method, "--path-as-is", url]).await;
+        assert_eq!(reply.status, 200, "{method} {url}: {}", reply.body);
+    }
+
+    assert_eq!(org.mock.soap_session_enders(), 0);
+    assert_eq!(org.mock.revokes(), 0);
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(last_session(&org), session, "the same session throughout");
+    assert_eq!(org.mock.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_cannot_steer_the_session_header() {
+    let org = Org::start().await;
+    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let proxy = Proxy::start(&config);
+
+    // A SessionHeader in another namespace is the caller's own: the real one is inserted.
+    let foreign = "<x:SessionHeader xmlns:x=\"urn:example\"><x:sessionId>mine</x:sessionId>\
+                   </x:SessionHeader>";
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(Some(foreign), GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session = last_session(&org);
+    let seen = org.mock.soap_calls().pop().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen.envelope),
+        envelope(
+            Some(&format!(
+                "<SessionHeader xmlns=\"urn:partner.soap.sforce.com\"><sessionId>{session}\
+                 </sessionId></SessionHeader>{foreign}"
+            )),
+            GET_USER_INFO
+        )
+    );
+
+    // Attributes on sessionId do not travel with the session.
+    let typed = "<urn:SessionHeader><urn:sessionId xsi:type=\"xsd:int\" \
+                 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"/></urn:SessionHeader>";
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(Some(typed), GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = org.mock.soap_calls().pop().unwrap();
+    let text = String::from_utf8_lossy(&seen.envelope);
+    assert!(!text.contains("xsi:type"), "{text}");
+    assert_eq!(seen.session_id.as_deref(), Some(session.as_str()));
+
+    // One that would have Salesforce ignore the header is refused.
+    let ignored = "<urn:SessionHeader soapenv:actor=\"urn:elsewhere\"><urn:sessionId/>\
+                   </urn:SessionHeader>";
+    let reply = call(
+        &proxy,
+        PARTNER,
+        envelope(Some(ignored), GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await;
+    assert_fault(&reply, 500, "PROXY_BAD_ENVELOPE", 400);
+    assert_eq!(org.mock.soap_calls().len(), 2, "nothing sent for it");
+    assert_eq!(org.mock.token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_after_routing_are_faults_too() {
+    let org = Org::start().await;
+    let clients = format!(
+        "[clients.erp]\nsecret_sha256 = \"{}\"\n[clients.wms]\nsecret_sha256 = \"{}\"\n",
+        sha256_hex(b"erp-secret"),
+        sha256_hex(b"wms-secret")
+    );
+    let config = org.config("request_timeout = \"1s\"", "")
+        + &clients
+        + &route(
+            "erp",
+            &["acme.my.salesforce.com"],
+            USER,
+            "clients = [\"erp\"]",
+        );
+    let proxy = Proxy::start(&config);
+    let body = envelope(None, GET_USER_INFO);
+    // Another client's route.
+    let reply = call(&proxy, PARTNER, body.as_bytes(), &["-U", "wms:wms-secret"]).await;
+    assert_fault(&reply, 500, "PROXY_CLIENT_FORBIDDEN", 403);
+    let auth: &[&str] = &["-U", "erp:erp-secret"];
+    // The token endpoint answering garbage: login unavailable, with Retry-After.
+    org.mock.fail_next_token_requests(
+        3,
+        sfproxy::mock_org::TokenFailure::Raw {
+            status: 503,
+            content_type: "text/html".into(),
+            body: "<html>down</html>".into(),
+        },
+    );
+    let reply = call(&proxy, PARTNER, body.as_bytes(), auth).await;
+    assert_fault(&reply, 500, "PROXY_LOGIN_UNAVAILABLE", 503);
+    assert!(reply.header("retry-after").is_some());
+    // An instance slower than request_timeout.
+    let proxy = Proxy::start(&config);
+    org.mock.clear_token_failures();
+    org.mock
+        .set_api_delay(Some(std::time::Duration::from_secs(3)));
+    let reply = call(&proxy, PARTNER, body.as_bytes(), auth).await;
+    assert_fault(&reply, 500, "PROXY_UPSTREAM_TIMEOUT", 504);
+}

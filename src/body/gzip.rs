@@ -33,7 +33,7 @@ const FCOMMENT: u8 = 0x10;
 const FRESERVED: u8 = 0xe0;
 
 /// Why a gzip body could not be decoded: the error inside the [`BodyError`] a decoded body yields.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum GzipError {
     #[error(
         "the request body is larger than the limit of {limit} bytes once decompressed \

@@ -20,7 +20,9 @@ use futures_util::{
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::{body::ProxyBody, context::Answer, error::ProxyError};
+use crate::{
+    body::ProxyBody, context::Answer, error::ProxyError, salesforce::soap::api::SOAP_PREFIX,
+};
 
 #[derive(Clone, Default)]
 pub(crate) struct RescueLayer;
@@ -72,11 +74,11 @@ where
     }
 }
 
-/// A `POST` with `/services/Soap/` in its path: a SOAP toolkit's call, in any form (forward,
+/// A `POST` with [`SOAP_PREFIX`] in its path: a SOAP toolkit's call, in any form (forward,
 /// gateway with a prefix, inside a tunnel), told before the route is known, so that a refusal
 /// before routing is a fault too.
 fn is_soap_call(request: &Request<ProxyBody>) -> bool {
-    request.method() == http::Method::POST && request.uri().path().contains("/services/Soap/")
+    request.method() == http::Method::POST && request.uri().path().contains(SOAP_PREFIX)
 }
 
 fn answer_json(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {

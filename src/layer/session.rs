@@ -32,7 +32,7 @@ use std::{
 
 mod envelope;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{
@@ -135,7 +135,7 @@ where
         .remove::<RouteMatch>()
         .ok_or_else(|| ProxyError::Internal("session reached without a route".into()))?;
     let path = matched.path.path();
-    if matches!(*request.method(), Method::POST | Method::GET) && path == REVOKE_PATH {
+    if is_revoke(path) {
         return Ok(revoked(&matched.route.name));
     }
     let (mut request, soap, inflating) = match soap_api(request.method(), path) {
@@ -180,6 +180,18 @@ where
         Some(inflating) => inflating.judge(answer),
         None => answer,
     }
+}
+
+/// Whether `path` is OAuth's revoke endpoint, however it is written: any case, a trailing slash,
+/// escapes (a server that normalises paths would take them all for it).
+fn is_revoke(path: &str) -> bool {
+    if path.len() < REVOKE_PATH.len() {
+        return false;
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(REVOKE_PATH)
 }
 
 /// Revoke's answer, 200 with no body, as Salesforce gives it: the route's session lives on.

@@ -7,7 +7,7 @@
 
 use http::{HeaderMap, HeaderName, header};
 
-use crate::salesforce::token::AccessToken;
+use crate::salesforce::{soap::api::SOAP_PREFIX, token::AccessToken};
 
 /// Bulk API 1.0's paths; it reads the session from `X-SFDC-Session`, not `Authorization`.
 const BULK_V1_PREFIX: &str = "/services/async/";
@@ -23,6 +23,10 @@ pub(crate) enum Api {
     /// A SOAP call (`soap::api::soap_api`): only the envelope's `SessionHeader`, which the
     /// session layer writes; no header carries the session.
     Soap,
+    /// Under `/services/Soap/` (in any case) but not a SOAP call sfproxy knows (a `GET`, an API
+    /// it does not name): no header carries the session, and no answer is read as an expiry
+    /// (the envelope, and whatever session it has, is the caller's own).
+    OtherSoap,
 }
 
 impl Api {
@@ -30,6 +34,11 @@ impl Api {
     pub(crate) fn of(path: &str) -> Self {
         if path.starts_with(BULK_V1_PREFIX) {
             Self::BulkV1
+        } else if path
+            .get(..SOAP_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(SOAP_PREFIX))
+        {
+            Self::OtherSoap
         } else {
             Self::Rest
         }
@@ -48,7 +57,7 @@ pub(crate) fn attach(headers: &mut HeaderMap, api: Api, token: &AccessToken) {
             headers.insert(header::AUTHORIZATION, token.bearer());
             headers.insert(X_SFDC_SESSION.clone(), token.raw());
         }
-        Api::Soap => {
+        Api::Soap | Api::OtherSoap => {
             headers.remove(header::AUTHORIZATION);
         }
     }
@@ -63,11 +72,16 @@ mod tests {
         assert_eq!(Api::of("/services/data/v61.0/limits"), Api::Rest);
         assert_eq!(Api::of("/services/data/v61.0/jobs/ingest"), Api::Rest);
         assert_eq!(Api::of("/services/async/61.0/job"), Api::BulkV1);
-        // SOAP is told with the method, by `soap::api`.
-        assert_eq!(Api::of("/services/Soap/u/61.0/00D5g0000012345"), Api::Rest);
+        // A SOAP call is told with the method, by `soap::api`; what else is under its prefix
+        // carries no session in its headers.
+        assert_eq!(
+            Api::of("/services/Soap/u/61.0/00D5g0000012345"),
+            Api::OtherSoap
+        );
+        assert_eq!(Api::of("/services/soap/class/a/b/c"), Api::OtherSoap);
         // Salesforce's paths are case-sensitive, and a prefix is not a segment.
         assert_eq!(Api::of("/services/asyncx"), Api::Rest);
-        assert_eq!(Api::of("/services/soap/u/61.0"), Api::Rest);
+        assert_eq!(Api::of("/services/Soapx"), Api::Rest);
         assert_eq!(Api::of("/"), Api::Rest);
     }
 }

@@ -25,6 +25,7 @@ pub(crate) fn may_say_expired(status: StatusCode, api: Api) -> bool {
     match api {
         Api::BulkV1 => status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST,
         Api::Soap => status == StatusCode::INTERNAL_SERVER_ERROR,
+        Api::OtherSoap => false,
         Api::Rest => status == StatusCode::UNAUTHORIZED,
     }
 }

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use crate::{
     body::{self, BodyError, Buffered, ProxyBody, buffer_up_to, gzip::GzipError},
     context::Answer,
-    error::{ProxyError, error_chain},
+    error::ProxyError,
     salesforce::{
         soap::{
             api::SoapApi,
@@ -66,7 +66,7 @@ pub(super) async fn open(
         let rest = match buffer_up_to(opened.rest, MAX_LOCAL_CALL_BODY).await {
             Ok(Buffered::Complete(bytes)) => bytes,
             Ok(Buffered::Streaming(_)) => bytes::Bytes::new(),
-            Err(error) => return Err(ProxyError::CallerGone(error_chain(&error))),
+            Err(error) => return Err(EnvelopeError::from(error).into()),
         };
         tracing::info!(
             route,
@@ -98,12 +98,9 @@ impl Inflating {
     fn watch(&self, rest: ProxyBody) -> ProxyBody {
         let seen = self.0.clone();
         rest.map_err(move |error: BodyError| {
-            let refusal = match error.0.downcast_ref::<GzipError>() {
-                Some(GzipError::TooLarge { limit }) => ProxyError::BodyTooLarge { limit: *limit },
-                Some(GzipError::Invalid(why)) => EnvelopeError::Gzip((*why).to_owned()).into(),
-                None => return error,
-            };
-            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(refusal);
+            if let Some(broken) = error.0.downcast_ref::<GzipError>() {
+                *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(broken.clone().into());
+            }
             error
         })
         .boxed_unsync()

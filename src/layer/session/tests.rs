@@ -271,3 +271,24 @@ async fn bulk_v1_gets_the_session_in_its_header_and_its_400_expiry_is_replayed()
     assert_eq!(status(&served.answer), Some(StatusCode::BAD_REQUEST));
     assert_eq!(served.sent.len(), 1);
 }
+
+#[test]
+fn revoke_is_told_however_its_path_is_written() {
+    for path in [
+        "/services/oauth2/revoke",
+        "/services/oauth2/revoke/",
+        "/services/OAuth2/Revoke",
+        "/services/oauth2/revok%65",
+        "/services%2Foauth2%2frevoke",
+    ] {
+        assert!(super::is_revoke(path), "{path}");
+    }
+    for path in [
+        "/services/oauth2/token",
+        "/services/oauth2/revokes",
+        "/services/data/v61.0/oauth2/revoke",
+        "/",
+    ] {
+        assert!(!super::is_revoke(path), "{path}");
+    }
+}

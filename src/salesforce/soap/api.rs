@@ -1,12 +1,14 @@
-//! Which requests are SOAP calls, and of which API: a `POST` to `/services/Soap/{u,c,m,T}/{ver}`
-//! or `/services/Soap/class/{ApexClass}`, with or without the trailing org id segment. Each API
-//! has its own namespace, the one a `SessionHeader` sfproxy inserts is in.
+//! Which requests are SOAP calls, and of which API: a `POST` to `/services/Soap/{u,c,m,T}/{ver}`,
+//! with or without the trailing org id segment, or to `/services/Soap/class/[{namespace}/]{Class}`
+//! (an Apex web service, of a managed package's namespace or none). Each API has its own
+//! namespace, the one a `SessionHeader` sfproxy inserts is in.
 
 use std::borrow::Cow;
 
 use http::Method;
 
-const SOAP_PREFIX: &str = "/services/Soap/";
+/// Where the SOAP APIs live.
+pub(crate) const SOAP_PREFIX: &str = "/services/Soap/";
 
 /// The SOAP APIs, by the namespace their `SessionHeader` lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,34 +30,37 @@ pub(crate) fn soap_api(method: &Method, path: &str) -> Option<SoapApi> {
         return None;
     }
     let rest = path.strip_prefix(SOAP_PREFIX)?;
-    let mut segments = rest.split('/');
-    let kind = segments.next()?;
-    let name = segments.next().filter(|s| !s.is_empty())?;
-    // At most the org id after the version (or class); a trailing slash is tolerated.
-    let tail: Vec<&str> = segments.collect();
-    let tail_ok = match tail.as_slice() {
-        [] | [""] => true,
-        [org] | [org, ""] => is_org_id(org),
-        _ => false,
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (kind, rest) = rest.split_once('/')?;
+    if kind == "class" {
+        // `Class` or `namespace/Class`: never an org id (Apex endpoints have none).
+        let names: Vec<&str> = rest.split('/').collect();
+        return (matches!(names.len(), 1 | 2) && names.iter().all(|n| is_apex_name(n))).then(
+            || SoapApi::Apex {
+                class: rest.to_owned(),
+            },
+        );
+    }
+    let (version, org) = match rest.split_once('/') {
+        Some((version, org)) => (version, Some(org)),
+        None => (rest, None),
     };
-    if !tail_ok {
+    if !is_version(version) || org.is_some_and(|org| !is_org_id(org)) {
         return None;
     }
-    let versioned = |api: SoapApi| is_version(name).then_some(api);
     match kind {
-        "u" => versioned(SoapApi::Partner),
-        "c" => versioned(SoapApi::Enterprise),
-        "m" => versioned(SoapApi::Metadata),
-        "T" => versioned(SoapApi::Tooling),
-        // Apex class names: letters, digits and underscores; a namespaced class is `ns/Class`
-        // in the URL only through managed packages' own prefix segment, which is not taken here.
-        "class" if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
-            Some(SoapApi::Apex {
-                class: name.to_owned(),
-            })
-        }
+        "u" => Some(SoapApi::Partner),
+        "c" => Some(SoapApi::Enterprise),
+        "m" => Some(SoapApi::Metadata),
+        "T" => Some(SoapApi::Tooling),
         _ => None,
     }
+}
+
+/// An Apex class or namespace name: letters, digits and underscores, starting with a letter.
+fn is_apex_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `61.0`, `8.0`: digits, a dot, digits.
@@ -98,11 +103,6 @@ impl SoapApi {
             Self::Apex { .. } => "apex",
         }
     }
-
-    /// Whether this API has `logout()` and `invalidateSessions()` (Partner and Enterprise).
-    pub(crate) fn has_session_calls(&self) -> bool {
-        matches!(self, Self::Partner | Self::Enterprise)
-    }
 }
 
 #[cfg(test)]
@@ -139,6 +139,12 @@ mod tests {
             .namespace(),
             "http://soap.sforce.com/schemas/class/OrderService"
         );
+        // A managed package's class: its namespace is part of the class's, never an org id.
+        let packaged = api("/services/Soap/class/acme/InvoiceServiceV2X").unwrap();
+        assert_eq!(
+            packaged.namespace(),
+            "http://soap.sforce.com/schemas/class/acme/InvoiceServiceV2X"
+        );
     }
 
     #[test]
@@ -151,6 +157,8 @@ mod tests {
         assert_eq!(api("/services/Soap/u/61.0/00D5g0000012345/extra"), None);
         assert_eq!(api("/services/Soap/u/61.0/not-an-org"), None);
         assert_eq!(api("/services/Soap/class/Order-Service"), None);
+        assert_eq!(api("/services/Soap/class/a/b/c"), None);
+        assert_eq!(api("/services/Soap/class/"), None);
         assert_eq!(api("/services/soap/u/61.0"), None);
         assert_eq!(api("/services/data/v61.0/query"), None);
     }

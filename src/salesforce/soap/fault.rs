@@ -91,10 +91,17 @@ pub(crate) enum LocalCall {
 }
 
 impl LocalCall {
-    /// The call `operation` is, if sfproxy answers it itself: `logout` and `invalidateSessions` of
-    /// the Partner and Enterprise APIs, in that API's namespace.
+    /// The call `operation` is, if sfproxy answers it itself: `logout` and `invalidateSessions` in
+    /// the API's namespace or any of Salesforce's `urn:*.soap.sforce.com` (the Partner and
+    /// Enterprise calls; elsewhere failing safe costs nothing). An Apex class's own methods are
+    /// its own, whatever their names.
     pub(crate) fn of(api: &SoapApi, operation: &Operation) -> Option<Self> {
-        if !api.has_session_calls() || operation.namespace != api.namespace() {
+        let salesforce = |ns: &str| {
+            ns.strip_prefix("urn:")
+                .is_some_and(|rest| rest.ends_with(".soap.sforce.com"))
+        };
+        let ours = operation.namespace == api.namespace() || salesforce(&operation.namespace);
+        if matches!(api, SoapApi::Apex { .. }) || !ours {
             return None;
         }
         match operation.name.as_str() {
@@ -147,8 +154,14 @@ fn count_elements(body: &[u8], local: &[u8]) -> usize {
     }
 }
 
-/// `text` as XML character data (quotes need no escape there).
+/// `text` as XML character data (quotes need no escape there); a control character, which XML
+/// 1.0 cannot carry, as U+FFFD.
 fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let forbidden = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    if text.contains(forbidden) {
+        let text: String = text.replace(forbidden, "\u{fffd}");
+        return std::borrow::Cow::Owned(quick_xml::escape::partial_escape(&text).into_owned());
+    }
     quick_xml::escape::partial_escape(text)
 }
 
@@ -195,6 +208,14 @@ mod tests {
         assert!(
             xml.contains("<sf:status>502</sf:status><sf:hint>pre-authorize the user</sf:hint>")
         );
+        let control = ProxyFault {
+            code: "PROXY_BAD_ENVELOPE",
+            message: "attribute \u{1}x",
+            status: 400,
+            hint: None,
+        }
+        .to_xml();
+        assert!(control.contains("attribute \u{fffd}x"), "{control}");
         assert_eq!(
             fault_code(xml.as_bytes()).as_deref(),
             Some("sf:PROXY_LOGIN_REJECTED")
@@ -221,10 +242,28 @@ mod tests {
         );
         // Another namespace's `logout` (an Apex method, say) is the caller's own.
         assert_eq!(LocalCall::of(&partner, &op("urn:example", "logout")), None);
+        // Elsewhere Salesforce's namespaces fail safe; an Apex class's methods are its own.
+        assert_eq!(
+            LocalCall::of(
+                &SoapApi::Tooling,
+                &op("urn:tooling.soap.sforce.com", "logout")
+            ),
+            Some(LocalCall::Logout)
+        );
         assert_eq!(
             LocalCall::of(
                 &SoapApi::Metadata,
-                &op("http://soap.sforce.com/2006/04/metadata", "logout")
+                &op("urn:partner.soap.sforce.com", "logout")
+            ),
+            Some(LocalCall::Logout)
+        );
+        let apex = SoapApi::Apex {
+            class: "Sessions".into(),
+        };
+        assert_eq!(
+            LocalCall::of(
+                &apex,
+                &op("http://soap.sforce.com/schemas/class/Sessions", "logout")
             ),
             None
         );
