@@ -4,6 +4,7 @@
 #
 #   bash benches/callgrind.sh BIN_A [BIN_B ...]     # e.g. target/release/sfproxy of two trees
 #   SOAP=1 bash benches/callgrind.sh BIN            # the SOAP call instead of the REST one
+#   SOAP=post bash benches/callgrind.sh BIN         # its envelope POSTed to the REST path (no rewrite)
 #
 # run.sh's world on loopback: nginx with TLS offering HTTP/2 as the instance (upstream.nginx.conf),
 # `BIN stand-in` as the token endpoint, `BIN run` on sfproxy.toml under callgrind
@@ -149,6 +150,8 @@ end
 LUA
 if [ "$SOAP" = 1 ]; then
     URL="http://127.0.0.1:$SFPROXY_PORT/acme/services/Soap/u/61.0" BODY="$RUN/soap-query.xml"
+elif [ "$SOAP" = post ]; then # the same envelope POSTed to the REST path: the body, no rewrite
+    URL="http://127.0.0.1:$SFPROXY_PORT/acme/services/data/v61.0/limits" BODY="$RUN/soap-query.xml"
 else
     URL="http://127.0.0.1:$SFPROXY_PORT/acme/services/data/v61.0/limits" BODY=""
 fi
@@ -198,7 +201,7 @@ render "$HERE/sfproxy.toml" "$RUN/sfproxy.toml"
 nginx -c "$RUN/upstream.conf" -e "$RUN/upstream-error.log" &
 PID[upstream]=$!
 wait_port "$UPSTREAM_PORT"
-say "$([ "$SOAP" = 1 ] && echo SOAP || echo REST) call, gateway form: $((PER_CONN * CONNS)) requests over $CONNS" \
+say "$(case $SOAP in 1) echo SOAP ;; post) echo "REST POST" ;; *) echo REST ;; esac) call, gateway form: $((PER_CONN * CONNS)) requests over $CONNS" \
     "connections after $((WARM_PER_CONN * CONNS)) uninstrumented, $REPEAT repetition(s) per binary, in $RUN"
 declare -A FIG=() N=() # "binary rep" -> Ir/request; binary -> requests
 for i in "${!BINS[@]}"; do
