@@ -34,12 +34,10 @@ pub(crate) fn soap_api(method: &Method, path: &str) -> Option<SoapApi> {
     let (kind, rest) = rest.split_once('/')?;
     if kind == "class" {
         // `Class` or `namespace/Class`: never an org id (Apex endpoints have none).
-        let names: Vec<&str> = rest.split('/').collect();
-        return (matches!(names.len(), 1 | 2) && names.iter().all(|n| is_apex_name(n))).then(
-            || SoapApi::Apex {
-                class: rest.to_owned(),
-            },
-        );
+        let (first, second) = rest.split_once('/').unwrap_or((rest, "A"));
+        return (is_apex_name(first) && is_apex_name(second)).then(|| SoapApi::Apex {
+            class: rest.to_owned(),
+        });
     }
     let (version, org) = match rest.split_once('/') {
         Some((version, org)) => (version, Some(org)),
