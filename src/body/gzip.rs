@@ -212,11 +212,14 @@ impl Decode {
     }
 
     /// Inflates the held input into one frame of at most `MAX_FRAME` bytes (and no more than the
-    /// limit leaves, plus one byte to tell that it is exceeded).
+    /// limit leaves, plus one byte to tell that it is exceeded). The frame starts sized for the
+    /// input (a few times it: deflate rarely does better on a small frame) and grows, doubling,
+    /// up to that bound only while the inflater fills it.
     fn inflate_some(&mut self) -> Result<Option<Bytes>, BodyError> {
         let room = self.limit.saturating_sub(self.total).saturating_add(1);
         let cap = usize::try_from(room).map_or(MAX_FRAME, |r| r.min(MAX_FRAME));
-        let mut out = Vec::with_capacity(cap);
+        let guess = self.input.len().saturating_mul(4).saturating_add(1024);
+        let mut out = Vec::with_capacity(guess.min(cap));
         loop {
             let (before_in, before_out) = (self.inflate.total_in(), out.len());
             let status = self
@@ -231,7 +234,13 @@ impl Decode {
                 self.pending = false;
                 break;
             }
-            self.pending = out.len() == out.capacity();
+            if out.len() == out.capacity() && out.capacity() < cap {
+                // Full before the bound: the inflater may hold more, input or not.
+                let grown = out.capacity().saturating_mul(2).min(cap);
+                out.reserve_exact(grown - out.len());
+                continue;
+            }
+            self.pending = out.len() >= cap;
             if self.pending || self.input.is_empty() {
                 break;
             }

@@ -222,3 +222,26 @@ async fn trailers_pass_through_both_ways() {
     assert_eq!(collected.trailers(), Some(&trailers));
     assert_eq!(gunzip(&collected.to_bytes()), b"abc");
 }
+
+#[tokio::test]
+async fn frames_grow_from_the_input_size_to_max_frame() {
+    // Zeros inflate about a thousandfold: one byte of input fills many times the first guess
+    // for it, and the whole input in one frame fills MAX_FRAME frames.
+    let data = vec![0u8; 2 * 1024 * 1024 + 17];
+    let zipped = gzip(&data, 9);
+    for size in [1, 3, zipped.len()] {
+        let (got, err) = drain(decode(split(&zipped, size), u64::MAX)).await;
+        assert!(err.is_none(), "frames of {size}: {err:?}");
+        assert!(got.iter().all(|f| f.len() <= MAX_FRAME), "frames of {size}");
+        assert_eq!(got.concat(), data, "frames of {size}");
+        if size == zipped.len() {
+            let (last, full) = got.split_last().unwrap();
+            assert!(full.iter().all(|f| f.len() == MAX_FRAME));
+            assert_eq!(last.len(), data.len() % MAX_FRAME);
+        }
+    }
+    // The limit still caps the frame that crosses it.
+    let (got, err) = drain(decode(split(&zipped, zipped.len()), 100_000)).await;
+    assert!(err.is_some());
+    assert!(got.iter().map(Bytes::len).sum::<usize>() <= 100_000);
+}

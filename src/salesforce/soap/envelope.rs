@@ -2,11 +2,14 @@
 //! `<soapenv:Header><SessionHeader><sessionId>`, never from an HTTP header, so sfproxy writes the
 //! route's session there.
 //!
-//! `open` reads the caller's body only up to (and a little past) the start of the envelope's
-//! Body, bounded by `max_header_bytes`, and keeps that head as a [`Template`]: its bytes as sent,
-//! split where the session goes (the text of a `sessionId` the caller sent is cut out; a missing
-//! one, a missing `SessionHeader` or `Header` is added). Everything else is kept byte for byte and the
-//! rest of the body streams on untouched, so a 100 MB envelope costs one bounded head. A gzipped
+//! `open` reads the caller's body only up to the start of the envelope's Body and the start tag
+//! of the Body's first element (the call), bounded by `max_header_bytes`, and keeps the head up to
+//! the Body's start as a [`Template`]: its bytes as sent, split where the session goes. A
+//! `sessionId` the caller sent in the API's namespace (in a `SessionHeader` in it, a direct child
+//! of the `Header`) is written anew whole, keeping only its namespace declarations; a missing one,
+//! a missing `SessionHeader` or `Header` is added; a `SessionHeader` in another namespace is
+//! content. Everything else is kept byte for byte and the rest of the body streams on untouched,
+//! so a 100 MB envelope costs one bounded head. A gzipped
 //! body (Salesforce's Java WSC client gzips by default) is inflated as it streams and the
 //! outgoing body deflated again. DOCTYPEs are refused: no entity is ever expanded.
 
@@ -30,7 +33,8 @@ use scan::{Found, Progress, Scan};
 /// The bounds of an envelope's reading.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// The most (decoded) bytes read to find the Body's start and its first element.
+    /// The most (decoded) bytes read to find the Body's start and its first element's start
+    /// tag: an envelope whose Body, or the call in it, does not start within them is refused.
     pub(crate) max_header_bytes: usize,
     /// The most bytes a gzipped body may inflate to.
     pub(crate) max_body: u64,
@@ -210,10 +214,12 @@ impl Head {
     }
 }
 
-/// Reads the envelope up to (and a little past) the start of its Body, bounded by max_header_bytes
-/// (decoded bytes); returns the template (the head split where the session goes), the rest of the
-/// body (DECODED when the caller gzipped: inflating as it streams, total inflated bytes bounded by
-/// limits.max_body, past which the rest body yields an error whose Display says the body is larger than the limit), and the first operation.
+/// Reads the envelope up to the start of its Body and the start tag of the Body's first element,
+/// bounded by max_header_bytes (decoded bytes); returns the template (the head split where the
+/// session goes), the rest of the body (DECODED when the caller gzipped: inflating as it
+/// streams, total inflated bytes bounded by limits.max_body, past which the rest body yields an
+/// error whose Display says the body is larger than the limit), and the first operation: None
+/// only when the Body ends (or the request body does) before any element in it.
 pub(crate) async fn open(
     body: ProxyBody,
     api: &SoapApi,
@@ -233,7 +239,8 @@ pub(crate) async fn open(
         spill: Bytes::new(),
         max: limits.max_header_bytes,
     };
-    let mut scan = Scan::new();
+    let namespace = api.namespace();
+    let mut scan = Scan::new(namespace.as_bytes());
     let mut ended = false;
     let mut trailers = None;
     let found = loop {
@@ -265,7 +272,7 @@ pub(crate) async fn open(
     } = found;
     let (bytes, after, spill) = head.split(end);
     let template = Template {
-        parts: parts(&bytes, edits, &api.namespace()),
+        parts: parts(&bytes, edits, &namespace),
         gzip: gzipped,
         rest_len: content_length
             .filter(|_| !gzipped)

@@ -28,11 +28,14 @@ pub(crate) enum EnvelopeError {
          sfproxy refuses it (it never expands entities)"
     )]
     Doctype,
+    #[error("{}", what.message(*limit))]
+    TooLarge { limit: usize, what: Unstarted },
     #[error(
-        "the SOAP envelope's Body does not start within its first {limit} bytes: sfproxy reads \
-         at most that much of an envelope (max_header_bytes) to put the session in its Header"
+        "the SOAP envelope's SessionHeader carries the attribute {name}, which would make \
+         Salesforce ignore the session sfproxy writes in it; send the SessionHeader without it \
+         (namespace declarations are fine)"
     )]
-    TooLarge { limit: usize },
+    SessionHeaderAttribute { name: String },
     #[error("the request body ended before the SOAP envelope's Body started")]
     Truncated,
     #[error("the request body is not valid gzip (it was sent with Content-Encoding: gzip): {0}")]
@@ -49,6 +52,34 @@ pub(crate) enum EnvelopeError {
          (Content-Encoding: gzip)"
     )]
     InflatedTooLarge { limit: u64 },
+}
+
+/// What did not start within `max_header_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unstarted {
+    /// The envelope's Body.
+    Body,
+    /// The call: the Body's first element (which sfproxy reads to keep `logout` and
+    /// `invalidateSessions` from Salesforce).
+    Call,
+}
+
+impl Unstarted {
+    fn message(self, limit: usize) -> String {
+        match self {
+            Self::Body => format!(
+                "the SOAP envelope's Body does not start within its first {limit} bytes: sfproxy \
+                 reads at most that much of an envelope (max_header_bytes) to put the session in \
+                 its Header"
+            ),
+            Self::Call => format!(
+                "the call in the SOAP envelope's Body (the Body's first element) does not start \
+                 within the envelope's first {limit} bytes: sfproxy reads at most that much of an \
+                 envelope (max_header_bytes) to put the session in its Header and to see which \
+                 call it makes"
+            ),
+        }
+    }
 }
 
 impl From<BodyError> for EnvelopeError {

@@ -49,6 +49,37 @@ pub(super) fn session_id(prefix: &Range<usize>) -> [Piece; 7] {
     ]
 }
 
+/// The whole `sessionId` element sfproxy writes in place of the caller's: its name as sent, only
+/// the namespace declarations the caller put on it (`decls`, each ` xmlns:p="…"` as sent, so the
+/// name resolves as before), the session. Any other attribute (`xsi:type`, `xsi:nil`) is dropped:
+/// Salesforce could ignore the session for it, or echo it back in a type fault.
+pub(super) fn session_id_element(qname: &Range<usize>, decls: &[Range<usize>]) -> Vec<Piece> {
+    let mut with = Vec::with_capacity(6 + 2 * decls.len());
+    with.extend([Piece::Lit(b"<"), Piece::Orig(qname.clone())]);
+    for decl in decls {
+        with.extend([Piece::Lit(b" "), Piece::Orig(decl.clone())]);
+    }
+    with.extend([
+        Piece::Lit(b">"),
+        Piece::Slot,
+        Piece::Lit(b"</"),
+        Piece::Orig(qname.clone()),
+        Piece::Lit(b">"),
+    ]);
+    with
+}
+
+/// Whether an attribute's name makes it a namespace declaration (`xmlns`, `xmlns:p`).
+pub(super) fn is_declaration(key: &[u8]) -> bool {
+    key == b"xmlns" || key.starts_with(b"xmlns:")
+}
+
+/// Where `inner`, a slice borrowed from `outer`, starts in it.
+pub(super) fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let at = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (at + inner.len() <= outer.len()).then_some(at)
+}
+
 /// A self-closing tag at `at` (`<n a="1"/>`, name at `qname`) opened and closed around `inner`.
 pub(super) fn expand(
     at: Range<usize>,
@@ -71,9 +102,19 @@ pub(super) fn split(qname: &[u8]) -> (Option<&[u8]>, &[u8]) {
 
 /// A name or namespace from the body as a message may show it: lossy, short, printable.
 pub(super) fn shown(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]);
+    bounded(bytes, 120)
+}
+
+/// A parser's error as a message may show it: its text can quote the caller's bytes (names,
+/// attribute values), so it is bounded and stripped of control characters like a name.
+pub(super) fn shown_error(e: &impl std::fmt::Display) -> String {
+    bounded(e.to_string().as_bytes(), 240)
+}
+
+fn bounded(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
     let mut s: String = text.chars().filter(|c| !c.is_control()).collect();
-    if bytes.len() > 120 {
+    if bytes.len() > max {
         s.push('…');
     }
     s
@@ -93,7 +134,9 @@ pub(super) fn ends_early(e: &quick_xml::Error, at: usize, end: usize, len: usize
     match e {
         // `<!` and nothing after it yet; `<!x` is wrong.
         quick_xml::Error::Syntax(SyntaxError::InvalidBangMarkup) => at + 2 >= len,
-        quick_xml::Error::Syntax(_) => true,
+        // The reader looked for the markup's end up to the end of the input (or had only its
+        // `<`); a complete but wrong one (`<!-x-->`, `<![cdata[x]]>`) stops it before.
+        quick_xml::Error::Syntax(_) => end >= len || at + 1 >= len,
         quick_xml::Error::IllFormed(IllFormedError::UnclosedReference) => end == len,
         _ => false,
     }

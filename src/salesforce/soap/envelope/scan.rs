@@ -1,6 +1,20 @@
 //! The envelope's head, read as XML events with their byte offsets, up to the start of its Body:
 //! where the session goes, as edits of the bytes sent, and the Body's first element.
 //!
+//! Only a `SessionHeader` in the API's namespace, a direct child of the SOAP `Header`, is the
+//! caller's session header, and only a `sessionId` in that namespace, its direct child, is its
+//! session: a `SessionHeader` in any other namespace is content, kept byte for byte, and the real
+//! one is inserted as if it were not there (else Salesforce would see no session, answer
+//! `INVALID_SESSION_ID`, and sfproxy would drop the session every caller shares). The `sessionId`
+//! is written whole, keeping only its namespace declarations; a `SessionHeader` with any other
+//! attribute (`soapenv:actor`, `soapenv:mustUnderstand`, `xsi:nil`) is refused, as Salesforce
+//! would ignore it.
+//!
+//! Past the Body's start the scan goes on to the Body's first element, the call: only the Body
+//! ending (or the request body ending) means there is none. The call's start tag not complete
+//! within the bound is `TooLarge`, markup that is not XML before it `NotXml`: a `logout` hidden
+//! behind 70 kB of whitespace or a comment still is a `logout`, and never reaches Salesforce.
+//!
 //! A scan resumes: it is handed the bytes buffered so far and parses from the last complete
 //! event, so bytes arriving one at a time cost no more than one parse of the head. Each attempt
 //! runs quick-xml's `Reader` over a slice (namespaces are resolved here, with the bindings of the
@@ -12,10 +26,10 @@ use std::ops::Range;
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-use super::error::EnvelopeError;
+use super::error::{EnvelopeError, Unstarted};
 use super::markup::{
-    Edit, Piece, ends_early, expand, is_ws, not_xml, prelude, session_header, session_id, shown,
-    split, starts_doctype,
+    Edit, Piece, ends_early, expand, is_declaration, is_ws, not_xml, offset_in, prelude,
+    session_header, session_id, session_id_element, shown, shown_error, split, starts_doctype,
 };
 
 const SOAP11: &[u8] = b"http://schemas.xmlsoap.org/soap/envelope/";
@@ -45,10 +59,33 @@ pub(super) enum Progress {
 /// What an open element is to the rewrite.
 enum Role {
     Envelope,
-    Header { has_session: bool, open_end: usize },
-    SessionHeader { qname: Range<usize>, has_id: bool },
-    SessionId { content_start: usize },
+    Header {
+        has_session: bool,
+        open_end: usize,
+    },
+    SessionHeader {
+        qname: Range<usize>,
+        has_id: bool,
+    },
+    SessionId {
+        /// Where its start tag starts.
+        start: usize,
+        /// Its namespace declarations, each `xmlns:p="…"` as sent.
+        decls: Vec<Range<usize>>,
+    },
     Body,
+    Other,
+}
+
+/// The role of an element's parent, as far as what the element may be goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    Root,
+    Envelope,
+    Header,
+    SessionHeader,
+    Body,
+    /// Anything else: the element is content.
     Other,
 }
 
@@ -57,15 +94,17 @@ struct Open {
     role: Role,
 }
 
-/// A namespace declaration in scope: on the Envelope (depth 1), one of its children (2) or the
-/// Body's first child (3).
+/// A namespace declaration in scope, on an open element at `depth` (1: the Envelope) whose
+/// children matter: the Envelope, the Header, a SessionHeader, the Body, the Body's first child.
 struct Binding {
     prefix: Vec<u8>,
     uri: Vec<u8>,
     depth: usize,
 }
 
-pub(super) struct Scan {
+pub(super) struct Scan<'a> {
+    /// The API's namespace: the one its `SessionHeader` and `sessionId` are in.
+    namespace: &'a [u8],
     /// Where the next event starts: everything before it has been read.
     pos: usize,
     /// Parse again only when this many bytes follow `pos` (twice what was incomplete).
@@ -80,9 +119,11 @@ pub(super) struct Scan {
     end: Option<usize>,
 }
 
-impl Scan {
-    pub(super) fn new() -> Self {
+impl<'a> Scan<'a> {
+    /// A scan for an envelope of the API whose namespace is `namespace`.
+    pub(super) fn new(namespace: &'a [u8]) -> Self {
         Self {
+            namespace,
             pos: 0,
             retry: 0,
             prelude_done: false,
@@ -143,12 +184,8 @@ impl Scan {
                     if ends_early(&e, at, end, view.len()) {
                         return self.incomplete(view, last, cut);
                     }
-                    // Past the Body start the head is complete: the operation is only looked
-                    // for, and Salesforce answers for what follows.
-                    if self.end.is_some() {
-                        return Ok(Progress::Done(self.finish(None)));
-                    }
-                    return Err(not_xml(format!("at byte {at}: {e}")));
+                    // Before the call in the Body too: what is not XML there may hide one.
+                    return Err(not_xml(format!("at byte {at}: {}", shown_error(&e))));
                 }
             };
             if let Some(found) = self.event(event, start..end, view)? {
@@ -169,11 +206,21 @@ impl Scan {
             self.retry = (2 * (view.len() - self.pos)).max(1);
             return Ok(Progress::More);
         }
+        let what = if self.end.is_some() {
+            Unstarted::Call
+        } else {
+            Unstarted::Body
+        };
+        if cut {
+            return Err(EnvelopeError::TooLarge {
+                limit: view.len(),
+                what,
+            });
+        }
+        // The request body ended in the Body before any call: there is none to look at (and
+        // Salesforce answers for an envelope cut short).
         if self.end.is_some() {
             return Ok(Progress::Done(self.finish(None)));
-        }
-        if cut {
-            return Err(EnvelopeError::TooLarge { limit: view.len() });
         }
         Err(EnvelopeError::Truncated)
     }
@@ -207,7 +254,9 @@ impl Scan {
                         "its XML declaration names the encoding {}",
                         shown(&enc)
                     ))),
-                    Some(Err(e)) => Err(not_xml(format!("its XML declaration: {e}"))),
+                    Some(Err(e)) => {
+                        Err(not_xml(format!("its XML declaration: {}", shown_error(&e))))
+                    }
                 }
             }
             Event::Text(text) if self.stack.is_empty() && self.end.is_none() => {
@@ -238,12 +287,30 @@ impl Scan {
         let name = at.start + 1..at.start + 1 + qname.len();
         let (prefix, local) = split(qname);
         let prefix_range = name.start..name.start + prefix.map_or(0, |p| p.len() + 1);
-        let role = match self.stack.last_mut().map(|o| &mut o.role) {
-            None => {
+        let parent = match self.stack.last().map(|o| &o.role) {
+            None => Parent::Root,
+            Some(Role::Envelope) => Parent::Envelope,
+            Some(Role::Header { .. }) => Parent::Header,
+            Some(Role::SessionHeader { .. }) => Parent::SessionHeader,
+            Some(Role::Body) => Parent::Body,
+            Some(Role::SessionId { .. } | Role::Other) => Parent::Other,
+        };
+        if parent == Parent::Other {
+            if !empty {
+                self.stack.push(Open {
+                    qname: name,
+                    role: Role::Other,
+                });
+            }
+            return Ok(None);
+        }
+        let depth = self.stack.len() + 1;
+        self.bind(e, depth)?;
+        let role = match parent {
+            Parent::Root => {
                 if self.end.is_some() {
                     return Err(not_xml("it has a second root element"));
                 }
-                self.bind(e, 1)?;
                 let ns = self.resolve(prefix);
                 if local != b"Envelope" || ns != Some(SOAP11) {
                     return Err(self.no_envelope(qname, ns));
@@ -254,8 +321,7 @@ impl Scan {
                 self.envelope_prefix = prefix_range;
                 Role::Envelope
             }
-            Some(Role::Envelope) => {
-                self.bind(e, 2)?;
+            Parent::Envelope => {
                 let soap = self.resolve(prefix) == Some(SOAP11);
                 if soap && local == b"Body" {
                     if !self.seen_header {
@@ -277,45 +343,58 @@ impl Scan {
                 } else if soap && local == b"Header" && !self.seen_header {
                     self.seen_header = true;
                     if empty {
-                        self.edits.push(expand(at, name, session_header()));
-                        self.unbind(2);
-                        return Ok(None);
+                        self.edits
+                            .push(expand(at.clone(), name.clone(), session_header()));
                     }
                     Role::Header {
                         has_session: false,
                         open_end: at.end,
                     }
                 } else {
-                    if empty {
-                        self.unbind(2);
-                    }
                     Role::Other
                 }
             }
-            Some(Role::Header { has_session, .. }) if local == b"SessionHeader" => {
-                *has_session = true;
+            Parent::Header if local == b"SessionHeader" && self.in_api(prefix) => {
+                if let Some(attr) = foreign_attribute(e)? {
+                    return Err(EnvelopeError::SessionHeaderAttribute { name: shown(attr) });
+                }
+                if let Some(Open {
+                    role: Role::Header { has_session, .. },
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    *has_session = true;
+                }
                 if empty {
                     let inner = session_id(&prefix_range);
-                    self.edits.push(expand(at, name, inner));
-                    return Ok(None);
+                    self.edits.push(expand(at.clone(), name.clone(), inner));
                 }
                 Role::SessionHeader {
                     qname: name.clone(),
                     has_id: false,
                 }
             }
-            Some(Role::SessionHeader { has_id, .. }) if local == b"sessionId" => {
-                *has_id = true;
+            Parent::SessionHeader if local == b"sessionId" && self.in_api(prefix) => {
+                if let Some(Open {
+                    role: Role::SessionHeader { has_id, .. },
+                    ..
+                }) = self.stack.last_mut()
+                {
+                    *has_id = true;
+                }
+                let decls = declarations(e, at.start)?;
                 if empty {
-                    self.edits.push(expand(at, name, [Piece::Slot]));
-                    return Ok(None);
+                    self.edits.push(Edit {
+                        at: at.clone(),
+                        with: session_id_element(&name, &decls),
+                    });
                 }
                 Role::SessionId {
-                    content_start: at.end,
+                    start: at.start,
+                    decls,
                 }
             }
-            Some(Role::Body) => {
-                self.bind(e, 3)?;
+            Parent::Body => {
                 let namespace = self.resolve(prefix).map(shown).unwrap_or_default();
                 let operation = Operation {
                     namespace,
@@ -323,12 +402,21 @@ impl Scan {
                 };
                 return Ok(Some(self.finish(Some(operation))));
             }
-            Some(_) => Role::Other,
+            Parent::Header | Parent::SessionHeader | Parent::Other => Role::Other,
         };
+        if empty || matches!(role, Role::Other) {
+            // Nothing inside it is looked at: its declarations served its own name only.
+            self.unbind(depth);
+        }
         if !empty {
             self.stack.push(Open { qname: name, role });
         }
         Ok(None)
+    }
+
+    /// Whether an element with `prefix`, its own declarations bound, is in the API's namespace.
+    fn in_api(&self, prefix: Option<&[u8]>) -> bool {
+        self.resolve(prefix) == Some(self.namespace)
     }
 
     fn end_tag(
@@ -351,6 +439,7 @@ impl Scan {
                 shown(expected)
             )));
         }
+        self.unbind(self.stack.len() + 1);
         match open.role {
             Role::Envelope => return Err(EnvelopeError::NoBody),
             Role::Header {
@@ -363,7 +452,6 @@ impl Scan {
                         with: session_header(),
                     });
                 }
-                self.unbind(2);
             }
             Role::SessionHeader { qname, has_id } => {
                 if !has_id {
@@ -375,12 +463,11 @@ impl Scan {
                     });
                 }
             }
-            Role::SessionId { content_start } => self.edits.push(Edit {
-                at: content_start..at.start,
-                with: vec![Piece::Slot],
+            Role::SessionId { start, decls } => self.edits.push(Edit {
+                at: start..at.end,
+                with: session_id_element(&open.qname, &decls),
             }),
             Role::Body => return Ok(Some(self.finish(None))),
-            Role::Other if self.stack.len() == 1 => self.unbind(2),
             Role::Other => {}
         }
         Ok(None)
@@ -389,12 +476,7 @@ impl Scan {
     /// Keeps the namespace declarations of an element at `depth`.
     fn bind(&mut self, e: &BytesStart<'_>, depth: usize) -> Result<(), EnvelopeError> {
         for attr in e.attributes().with_checks(false) {
-            let attr = attr.map_err(|err| {
-                not_xml(format!(
-                    "an attribute of <{}> is malformed: {err}",
-                    shown(e.name().as_ref())
-                ))
-            })?;
+            let attr = attr.map_err(|err| malformed(e, &err))?;
             let key = attr.key.as_ref();
             let prefix = match key.strip_prefix(b"xmlns") {
                 Some([]) => &[][..],
@@ -450,4 +532,49 @@ impl Scan {
         };
         EnvelopeError::NoEnvelope { root, hint }
     }
+}
+
+fn malformed(e: &BytesStart<'_>, err: &impl std::fmt::Display) -> EnvelopeError {
+    not_xml(format!(
+        "an attribute of <{}> is malformed: {}",
+        shown(e.name().as_ref()),
+        shown_error(err)
+    ))
+}
+
+/// The name of the first attribute of `e` that is not a namespace declaration.
+fn foreign_attribute<'e>(e: &'e BytesStart<'_>) -> Result<Option<&'e [u8]>, EnvelopeError> {
+    for attr in e.attributes().with_checks(false) {
+        let attr = attr.map_err(|err| malformed(e, &err))?;
+        let key = attr.key.into_inner();
+        if !is_declaration(key) {
+            return Ok(Some(key));
+        }
+    }
+    Ok(None)
+}
+
+/// Where the namespace declarations of `e`, a start tag at `tag` in the body, are: each from
+/// its name to its closing quote. None is the common case, and costs no allocation.
+fn declarations(e: &BytesStart<'_>, tag: usize) -> Result<Vec<Range<usize>>, EnvelopeError> {
+    // The tag's bytes between `<` and `>` (or `/>`): the attributes are borrowed from them.
+    let content: &[u8] = e;
+    let mut decls = Vec::new();
+    for attr in e.attributes().with_checks(false) {
+        let attr = attr.map_err(|err| malformed(e, &err))?;
+        let key = attr.key.into_inner();
+        if !is_declaration(key) {
+            continue;
+        }
+        let (Some(from), Cow::Borrowed(value)) = (offset_in(content, key), &attr.value) else {
+            return Err(malformed(e, &"it cannot be located"));
+        };
+        let Some(value_at) = offset_in(content, value) else {
+            return Err(malformed(e, &"it cannot be located"));
+        };
+        // The closing quote follows the value.
+        let to = (value_at + value.len() + 1).min(content.len());
+        decls.push(tag + 1 + from..tag + 1 + to);
+    }
+    Ok(decls)
 }

@@ -1,7 +1,9 @@
 //! The rewrite, byte for byte: every case is checked with the body in one frame, in 1-byte
 //! frames, and (for the small cases) in two frames split at every byte.
 
+mod calls;
 mod refusals;
+mod session_header;
 mod stream;
 
 use super::*;
@@ -198,7 +200,7 @@ async fn a_stale_session_id_is_replaced_in_place() {
 async fn the_default_namespace_form_and_empty_session_ids() {
     for (id, filled) in [
         ("<sessionId/>", format!("<sessionId>{SID}</sessionId>")),
-        ("<sessionId />", format!("<sessionId >{SID}</sessionId>")),
+        ("<sessionId />", format!("<sessionId>{SID}</sessionId>")),
         (
             "<sessionId></sessionId>",
             format!("<sessionId>{SID}</sessionId>"),
@@ -250,10 +252,17 @@ async fn each_api_inserts_its_own_namespace() {
 }
 
 #[tokio::test]
-async fn every_session_header_gets_the_session() {
-    let header = "<soapenv:Header><urn:SessionHeader><urn:sessionId>a</urn:sessionId>\
-                  </urn:SessionHeader><x:SessionHeader xmlns:x=\"urn:x\"/></soapenv:Header>";
-    let input = envelope(header, QUERY);
+async fn every_session_header_in_the_api_namespace_gets_the_session() {
+    // Two in the API's namespace (prefixed, and the default namespace declared on it) each get
+    // it; one in another namespace is content, kept byte for byte.
+    let foreign =
+        "<x:SessionHeader xmlns:x=\"urn:x\"><x:sessionId>mine</x:sessionId></x:SessionHeader>";
+    let header = format!(
+        "<soapenv:Header><urn:SessionHeader><urn:sessionId>a</urn:sessionId>\
+         </urn:SessionHeader>{foreign}<SessionHeader xmlns=\"urn:partner.soap.sforce.com\"/>\
+         </soapenv:Header>"
+    );
+    let input = envelope(&header, QUERY);
     let opened = open(
         whole(input.as_bytes()),
         &SoapApi::Partner,
@@ -267,8 +276,8 @@ async fn every_session_header_gets_the_session() {
     let (out, _) = rewrite(&input, &SoapApi::Partner).await;
     let want = format!(
         "<soapenv:Header><urn:SessionHeader><urn:sessionId>{SID}</urn:sessionId>\
-         </urn:SessionHeader><x:SessionHeader xmlns:x=\"urn:x\"><x:sessionId>{SID}</x:sessionId>\
-         </x:SessionHeader></soapenv:Header>"
+         </urn:SessionHeader>{foreign}<SessionHeader xmlns=\"urn:partner.soap.sforce.com\">\
+         <sessionId>{SID}</sessionId></SessionHeader></soapenv:Header>"
     );
     assert_eq!(out, envelope(&want, QUERY));
 }

@@ -1,9 +1,11 @@
 //! What is refused, and what the caller reads.
 
 use super::*;
+use crate::salesforce::soap::envelope::error::Unstarted;
 
-/// The refusal for `input`, which must be the same in one frame and in 1-byte frames.
-async fn refused(input: &[u8], limits: &Limits) -> EnvelopeError {
+/// The refusal for `input`, which must be the same in one frame, in 1-byte frames and (when it
+/// is small) in two frames split at every byte.
+pub(super) async fn refused(input: &[u8], limits: &Limits) -> EnvelopeError {
     let api = SoapApi::Partner;
     let Err(err) = send(whole(input), &api, None, limits).await else {
         panic!("{} was accepted", String::from_utf8_lossy(input));
@@ -15,10 +17,27 @@ async fn refused(input: &[u8], limits: &Limits) -> EnvelopeError {
         );
     };
     assert_eq!(err.to_string(), bytewise_err.to_string());
+    if input.len() < 1200 {
+        for cut in 1..input.len() {
+            let parts = vec![
+                Bytes::copy_from_slice(&input[..cut]),
+                Bytes::copy_from_slice(&input[cut..]),
+            ];
+            match send(frames(parts), &api, None, limits).await {
+                Err(split_err) => {
+                    assert_eq!(split_err.to_string(), err.to_string(), "split at {cut}")
+                }
+                Ok(_) => panic!(
+                    "{} was accepted split at {cut}",
+                    String::from_utf8_lossy(input)
+                ),
+            }
+        }
+    }
     err
 }
 
-async fn refused_str(input: &str) -> EnvelopeError {
+pub(super) async fn refused_str(input: &str) -> EnvelopeError {
     refused(input.as_bytes(), &limits()).await
 }
 
@@ -190,7 +209,13 @@ async fn a_body_start_past_the_bound_is_too_large() {
     };
     let err = refused(input.as_bytes(), &small).await;
     assert!(
-        matches!(err, EnvelopeError::TooLarge { limit: 1000 }),
+        matches!(
+            err,
+            EnvelopeError::TooLarge {
+                limit: 1000,
+                what: Unstarted::Body
+            }
+        ),
         "{err}"
     );
     assert_eq!(
@@ -198,24 +223,49 @@ async fn a_body_start_past_the_bound_is_too_large() {
         "the SOAP envelope's Body does not start within its first 1000 bytes: sfproxy reads at \
          most that much of an envelope (max_header_bytes) to put the session in its Header"
     );
-    // The Body start tag ending exactly at the bound is within it; its operation is not.
+    // The Body start tag ending exactly at the bound is within it; the call it holds is not.
     let head = format!("<e:Envelope xmlns:e=\"{ENV}\"><e:Body>");
     let exact = Limits {
         max_header_bytes: head.len(),
         max_body: 1 << 20,
     };
     let input = format!("{head}<q/></e:Body></e:Envelope>");
-    let (out, _, op) = send(whole(input.as_bytes()), &SoapApi::Partner, None, &exact)
+    let err = refused(input.as_bytes(), &exact).await;
+    assert!(
+        matches!(
+            err,
+            EnvelopeError::TooLarge {
+                what: Unstarted::Call,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The call's start tag ending exactly at the bound is within it.
+    let with_call = Limits {
+        max_header_bytes: head.len() + "<q/>".len(),
+        max_body: 1 << 20,
+    };
+    let (out, _, op) = send(whole(input.as_bytes()), &SoapApi::Partner, None, &with_call)
         .await
         .unwrap();
-    assert_eq!(op, None);
+    assert_eq!(op.map(|o| o.name), Some("q".into()));
     assert!(out.ends_with(b"<e:Body><q/></e:Body></e:Envelope>"));
     let one_less = Limits {
         max_header_bytes: head.len() - 1,
         max_body: 1 << 20,
     };
     let err = refused(input.as_bytes(), &one_less).await;
-    assert!(matches!(err, EnvelopeError::TooLarge { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            EnvelopeError::TooLarge {
+                what: Unstarted::Body,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
