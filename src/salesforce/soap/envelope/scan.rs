@@ -395,10 +395,11 @@ impl<'a> Scan<'a> {
                 }
             }
             Parent::Body => {
-                let namespace = self.resolve(prefix).map(shown).unwrap_or_default();
+                // Compared, never shown: kept as sent (XML names and URIs are UTF-8).
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
                 let operation = Operation {
-                    namespace,
-                    name: shown(local),
+                    namespace: self.resolve(prefix).map(text).unwrap_or_default(),
+                    name: text(local),
                 };
                 return Ok(Some(self.finish(Some(operation))));
             }
