@@ -185,8 +185,9 @@ where
 /// Whether `path` is OAuth's revoke endpoint, however it is written: any case, a trailing slash,
 /// escapes (a server that normalises paths would take them all for it).
 fn is_revoke(path: &str) -> bool {
-    if path.len() < REVOKE_PATH.len() {
-        return false;
+    // Every request asks: without an escape, a comparison (lengths first) tells.
+    if !path.contains('%') {
+        return path.trim_end_matches('/').eq_ignore_ascii_case(REVOKE_PATH);
     }
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
     decoded
