@@ -27,6 +27,19 @@ fn envelope(header: Option<&str>, call: &str) -> String {
     )
 }
 
+/// The stand-in's config with `proxy_extra` in `[proxy]`, the forward route `erp` and the gateway
+/// route `gw` (prefix `/acme`, stripped), both for the same user.
+fn config(org: &Org, proxy_extra: &str) -> String {
+    org.config(proxy_extra, "")
+        + &route("erp", &["acme.my.salesforce.com"], USER, "")
+        + &route(
+            "gw",
+            &["gateway.local"],
+            USER,
+            "path_prefix = \"/acme\"\nstrip_prefix = true",
+        )
+}
+
 const GET_USER_INFO: &str = "<urn:getUserInfo/>";
 
 /// POSTs `body` as a SOAP call through the proxy (`-x`), with `extra` curl arguments.
@@ -94,14 +107,7 @@ fn assert_fault(reply: &Reply, status: u16, code: &str, detail_status: u16) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_session_goes_in_the_envelope_and_nothing_else_changes() {
     let org = Org::start().await;
-    let config = org.config("", "")
-        + &route("erp", &["acme.my.salesforce.com"], USER, "")
-        + &route(
-            "gw",
-            &["gateway.local"],
-            USER,
-            "path_prefix = \"/acme\"\nstrip_prefix = true",
-        );
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
 
     // No Header at all: one is made, in the envelope's own prefix, before the Body.
@@ -226,7 +232,7 @@ async fn the_session_goes_in_the_envelope_and_nothing_else_changes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_envelopes_are_rewritten_and_sent_gzipped() {
     let org = Org::start().await;
-    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
     let sent = envelope(
         Some("<urn:SessionHeader><urn:sessionId>x</urn:sessionId></urn:SessionHeader>"),
@@ -255,8 +261,7 @@ async fn gzip_envelopes_are_rewritten_and_sent_gzipped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_envelopes_keep_the_body_bounds() {
     let org = Org::start().await;
-    let config = org.config("max_body = \"1MiB\"", "")
-        + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "max_body = \"1MiB\"");
     let proxy = Proxy::start(&config);
     let gzip = |bytes: &[u8]| {
         let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -303,7 +308,7 @@ async fn gzip_envelopes_keep_the_body_bounds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_session_costs_one_login_and_one_replay() {
     let org = Org::start().await;
-    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
     let query = envelope(
         None,
@@ -366,7 +371,7 @@ async fn an_expired_session_costs_one_login_and_one_replay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn logout_invalidate_sessions_and_revoke_are_answered_by_sfproxy() {
     let org = Org::start().await;
-    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
     let reply = call(
         &proxy,
@@ -442,8 +447,7 @@ async fn logout_invalidate_sessions_and_revoke_are_answered_by_sfproxy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_envelopes_are_refused_with_a_fault_and_nothing_is_sent() {
     let org = Org::start().await;
-    let config = org.config("max_header_bytes = \"8KiB\"", "")
-        + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "max_header_bytes = \"8KiB\"");
     let proxy = Proxy::start(&config);
     let doctype = format!(
         "<?xml version=\"1.0\"?><!DOCTYPE lol [<!ENTITY lol \"lol\"><!ENTITY lol2 \
@@ -593,8 +597,7 @@ async fn every_refusal_on_a_soap_path_is_a_fault() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_100_mb_envelope_streams_through_with_bounded_memory() {
     let org = Org::start().await;
-    let config = org.config("max_body = \"256MiB\"", "")
-        + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "max_body = \"256MiB\"");
     // Info, not trace: a trace line per body frame would be most of the run.
     let proxy = Proxy::start_with_env(&config, &[("RUST_LOG", "info")]);
     let reply = call(
@@ -679,7 +682,7 @@ async fn zeep_calls_partner_operations_through_http_proxy_without_a_session() {
         return;
     }
     let org = Org::start().await;
-    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python");
     // tests/python/soap_client.py: zeep with the Partner WSDL the tests ship, its endpoint an
@@ -740,14 +743,7 @@ async fn zeep_calls_partner_operations_through_http_proxy_without_a_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shared_session_cannot_be_ended_in_any_form() {
     let org = Org::start().await;
-    let config = org.config("max_header_bytes = \"16KiB\"", "")
-        + &route("erp", &["acme.my.salesforce.com"], USER, "")
-        + &route(
-            "gw",
-            &["gateway.local"],
-            USER,
-            "path_prefix = \"/acme\"\nstrip_prefix = true",
-        );
+    let config = config(&org, "max_header_bytes = \"16KiB\"");
     let proxy = Proxy::start(&config);
     let reply = call(
         &proxy,
@@ -857,7 +853,7 @@ async fn the_shared_session_cannot_be_ended_in_any_form() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_cannot_steer_the_session_header() {
     let org = Org::start().await;
-    let config = org.config("", "") + &route("erp", &["acme.my.salesforce.com"], USER, "");
+    let config = config(&org, "");
     let proxy = Proxy::start(&config);
 
     // A SessionHeader in another namespace is the caller's own: the real one is inserted.
