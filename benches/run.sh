@@ -156,51 +156,10 @@ say "making a CA and the upstream's certificate in $RUN"
     chmod 644 ca.crt upstream.crt
 )
 
-# ~1 KB of JSON, shaped like Salesforce's /limits answer.
-LIMITS_JSON=$(python3 -c '
-import json
-names = ["ActiveScratchOrgs", "AnalyticsExternalDataSizeMB", "ConcurrentAsyncGetReportInstances",
-         "ConcurrentSyncReportRuns", "DailyApiRequests", "DailyAsyncApexExecutions",
-         "DailyBulkApiBatches", "DailyBulkV2QueryFileStorageMB", "DailyBulkV2QueryJobs",
-         "DailyDurableGenericStreamingApiEvents", "DailyDurableStreamingApiEvents",
-         "DailyGenericStreamingApiEvents", "DailyStandardVolumePlatformEvents",
-         "DataStorageMB", "FileStorageMB", "HourlyAsyncReportRuns", "HourlyDashboardRefreshes",
-         "HourlyODataCallout", "HourlySyncReportRuns", "MassEmail", "SingleEmail"]
-body = {n: {"Max": 15000, "Remaining": 14999} for n in names}
-print(json.dumps(body, separators=(",", ":")))')
-
-# The SOAP cell's call and answer: a ~2 KB Partner query envelope (CallOptions, QueryOptions and
-# an empty SessionHeader for sfproxy to fill, a long SOQL), and a ~1.5 KB queryResponse.
-python3 - "$RUN/soap-query.xml" <<'PY'
-import sys
-fields = ", ".join(f"Custom_Field_{i}__c" for i in range(60))
-envelope = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n'
-    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
-    'xmlns:urn="urn:partner.soap.sforce.com">\n'
-    '  <soapenv:Header>\n'
-    '    <urn:CallOptions><urn:client>WarehouseSync/4.2</urn:client></urn:CallOptions>\n'
-    '    <urn:QueryOptions><urn:batchSize>200</urn:batchSize></urn:QueryOptions>\n'
-    '    <urn:SessionHeader><urn:sessionId></urn:sessionId></urn:SessionHeader>\n'
-    '  </soapenv:Header>\n'
-    '  <soapenv:Body>\n'
-    f'    <urn:query><urn:queryString>SELECT Id, Name, {fields} FROM Account '
-    "WHERE LastModifiedDate = TODAY ORDER BY Name LIMIT 200</urn:queryString></urn:query>\n"
-    '  </soapenv:Body>\n'
-    '</soapenv:Envelope>\n'
-)
-open(sys.argv[1], "w").write(envelope)
-PY
-SOAP_ANSWER=$(python3 -c '
-records = "".join(
-    f"<records xsi:type=\"sf:sObject\"><sf:type>Account</sf:type><sf:Id>001000000000{i:03d}AAA</sf:Id>"
-    f"<sf:Id>001000000000{i:03d}AAA</sf:Id><sf:Name>Account {i}</sf:Name></records>" for i in range(10))
-print("<?xml version=\"1.0\" encoding=\"UTF-8\"?><soapenv:Envelope "
-      "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" xmlns=\"urn:partner.soap.sforce.com\" "
-      "xmlns:sf=\"urn:sobject.partner.soap.sforce.com\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
-      "<soapenv:Body><queryResponse><result xsi:type=\"QueryResult\"><done>true</done>"
-      "<queryLocator xsi:nil=\"true\"/>" + records + "<size>10</size></result></queryResponse>"
-      "</soapenv:Body></soapenv:Envelope>")')
+# The upstream's answers and the SOAP cell's call (benches/bodies.py says what each is).
+LIMITS_JSON=$(python3 "$HERE/bodies.py" limits)
+SOAP_ANSWER=$(python3 "$HERE/bodies.py" soap-answer)
+python3 "$HERE/bodies.py" soap-query >"$RUN/soap-query.xml"
 
 render() { # template out workers
     sed -e "s|@RUN@|$RUN|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@SINK_PORT@|$SINK_PORT|g" \

@@ -65,6 +65,17 @@ async fn call(proxy: &Proxy, url: &str, body: &[u8], extra: &[&str]) -> Reply {
     curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
 }
 
+/// A bare `getUserInfo()` through the proxy, forward form.
+async fn user_info(proxy: &Proxy) -> Reply {
+    call(
+        proxy,
+        PARTNER,
+        envelope(None, GET_USER_INFO).as_bytes(),
+        &[],
+    )
+    .await
+}
+
 /// The session the stand-in saw on its last SOAP call, checked to be one it issued and alive.
 fn last_session(org: &Org) -> String {
     let calls = org.mock.soap_calls();
@@ -373,13 +384,7 @@ async fn logout_invalidate_sessions_and_revoke_are_answered_by_sfproxy() {
     let org = Org::start().await;
     let config = config(&org, "");
     let proxy = Proxy::start(&config);
-    let reply = call(
-        &proxy,
-        PARTNER,
-        envelope(None, GET_USER_INFO).as_bytes(),
-        &[],
-    )
-    .await;
+    let reply = user_info(&proxy).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let session = last_session(&org);
 
@@ -425,13 +430,7 @@ async fn logout_invalidate_sessions_and_revoke_are_answered_by_sfproxy() {
     // None of them reached Salesforce; the next caller's call uses the same session.
     assert_eq!(org.mock.soap_session_enders(), 0);
     assert_eq!(org.mock.revokes(), 0);
-    let reply = call(
-        &proxy,
-        PARTNER,
-        envelope(None, GET_USER_INFO).as_bytes(),
-        &[],
-    )
-    .await;
+    let reply = user_info(&proxy).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(last_session(&org), session);
     assert_eq!(org.mock.token_requests(), 1);
@@ -600,13 +599,7 @@ async fn a_100_mb_envelope_streams_through_with_bounded_memory() {
     let config = config(&org, "max_body = \"256MiB\"");
     // Info, not trace: a trace line per body frame would be most of the run.
     let proxy = Proxy::start_with_env(&config, &[("RUST_LOG", "info")]);
-    let reply = call(
-        &proxy,
-        PARTNER,
-        envelope(None, GET_USER_INFO).as_bytes(),
-        &[],
-    )
-    .await;
+    let reply = user_info(&proxy).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     // A `create` of one Account whose Description is 100 MB of text.
@@ -745,13 +738,7 @@ async fn the_shared_session_cannot_be_ended_in_any_form() {
     let org = Org::start().await;
     let config = config(&org, "max_header_bytes = \"16KiB\"");
     let proxy = Proxy::start(&config);
-    let reply = call(
-        &proxy,
-        PARTNER,
-        envelope(None, GET_USER_INFO).as_bytes(),
-        &[],
-    )
-    .await;
+    let reply = user_info(&proxy).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let session = last_session(&org);
 
@@ -838,13 +825,7 @@ async fn the_shared_session_cannot_be_ended_in_any_form() {
 
     assert_eq!(org.mock.soap_session_enders(), 0);
     assert_eq!(org.mock.revokes(), 0);
-    let reply = call(
-        &proxy,
-        PARTNER,
-        envelope(None, GET_USER_INFO).as_bytes(),
-        &[],
-    )
-    .await;
+    let reply = user_info(&proxy).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(last_session(&org), session, "the same session throughout");
     assert_eq!(org.mock.token_requests(), 1);

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::state::{
     BodySummary, Counted, HandlerError, MockResponse, SeenRequest, State, read_body, respond,
-    respond_json,
+    respond_json, seen_headers,
 };
 use super::token::{ORG_ID, user_id};
 
@@ -70,23 +70,7 @@ pub(super) async fn handle(
                 .path_and_query()
                 .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned()),
             // Over HTTP/2 the host comes as `:authority`: recorded as `host`, as HTTP/1.1 sends it.
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .chain(
-                    parts
-                        .uri
-                        .authority()
-                        .filter(|_| !parts.headers.contains_key(header::HOST))
-                        .map(|a| ("host".to_owned(), a.to_string())),
-                )
-                .collect(),
+            headers: seen_headers(&parts),
             body_len: body.len,
             session_valid: user.is_some(),
         });

@@ -227,3 +227,24 @@ pub(crate) fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -
 pub(crate) fn respond_json(status: u16, value: &serde_json::Value) -> MockResponse {
     respond(status, "application/json;charset=UTF-8", value.to_string())
 }
+
+/// Lower-case names in arrival order; over HTTP/2 `:authority` is recorded as `host`.
+pub(super) fn seen_headers(parts: &http::request::Parts) -> Vec<(String, String)> {
+    parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .chain(
+            parts
+                .uri
+                .authority()
+                .filter(|_| !parts.headers.contains_key(http::header::HOST))
+                .map(|a| ("host".to_owned(), a.to_string())),
+        )
+        .collect()
+}

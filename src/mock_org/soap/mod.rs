@@ -35,7 +35,9 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, header};
 use hyper::body::Incoming;
 
-use super::state::{HandlerError, MockResponse, SeenRequest, SeenSoapCall, State, read_body};
+use super::state::{
+    HandlerError, MockResponse, SeenRequest, SeenSoapCall, State, read_body, seen_headers,
+};
 use answers::{Fault, client_fault, fault};
 use call::{Api, Call, SOAP_PREFIX};
 use envelope::Element;
@@ -121,7 +123,7 @@ pub(super) async fn handle(
             content_encoding: content_encoding.map(str::to_owned),
             content_length: header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
                 .and_then(|v| v.trim().parse().ok()),
-            headers: headers(&parts),
+            headers: seen_headers(&parts),
         });
         let ender = matches!(operation.as_str(), "logout" | "invalidateSessions");
         if ender {
@@ -236,32 +238,11 @@ fn seen_request(parts: &Parts, body_len: usize, session_valid: bool) -> SeenRequ
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
-        headers: headers(parts),
+        headers: seen_headers(parts),
         body_len,
         session_valid,
         http2: parts.version == http::Version::HTTP_2,
     }
-}
-
-/// Lower-case names in arrival order; over HTTP/2 `:authority` is recorded as `host`.
-pub(super) fn headers(parts: &Parts) -> Vec<(String, String)> {
-    parts
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .chain(
-            parts
-                .uri
-                .authority()
-                .filter(|_| !parts.headers.contains_key(header::HOST))
-                .map(|a| ("host".to_owned(), a.to_string())),
-        )
-        .collect()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
