@@ -12,6 +12,7 @@ pub(crate) mod expiry;
 pub(crate) mod guard;
 pub(crate) mod hints;
 pub(crate) mod limit_info;
+pub(crate) mod login;
 pub(crate) mod soap;
 pub(crate) mod token;
 
