@@ -22,6 +22,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{
+    salesforce::login::sealed::LoginsKey,
     admin,
     config::{Config, Org, ProxySettings},
     intercept::Intercept,
@@ -62,14 +63,19 @@ pub struct App {
     /// Warm (org, user) pairs that have had a session since start. Readiness needs each once;
     /// a later expiry and renewal does not make the proxy unready.
     warmed: Mutex<HashSet<(String, String)>>,
+    /// The logins key when `[logins]` names none: made at start, kept across reloads (the ids
+    /// sfproxy handed out then end with the process).
+    made_logins_key: Arc<LoginsKey>,
 }
 
 impl App {
     /// Loads and validates the config and builds its stack. The error is one printable line.
     pub fn load(path: &Path) -> Result<Arc<App>, String> {
         let sessions = SessionCache::default();
-        let active = build(path, &sessions, None)?;
+        let made_logins_key = Arc::new(LoginsKey::generate()?);
+        let active = build(path, &sessions, None, &made_logins_key)?;
         Ok(Arc::new(App {
+            made_logins_key,
             started: active.config.proxy.clone(),
             path: path.to_owned(),
             sessions,
@@ -91,7 +97,10 @@ impl App {
     pub(crate) async fn reload(&self) -> Result<(), String> {
         let (path, sessions) = (self.path.clone(), self.sessions.clone());
         let running = self.active.load().intercept.clone();
-        let built = tokio::task::spawn_blocking(move || build(&path, &sessions, running.as_ref()))
+        let made_key = self.made_logins_key.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build(&path, &sessions, running.as_ref(), &made_key)
+        })
             .await
             .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
         let outcome = built.map(|next| {
@@ -207,14 +216,15 @@ impl App {
 }
 
 /// Loads the config at `path` and builds its stack; `running`: the interception to keep if the
-/// CA did not change.
+/// CA did not change; `made_logins_key`: the logins key when the config names none.
 fn build(
     path: &Path,
     sessions: &SessionCache,
     running: Option<&Arc<Intercept>>,
+    made_logins_key: &Arc<LoginsKey>,
 ) -> Result<Active, String> {
     let config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let built = stack::build(&config, sessions.clone(), running)
+    let built = stack::build(&config, sessions.clone(), running, made_logins_key)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Active {
         config: Arc::new(config),

@@ -5,6 +5,11 @@
 //! tunnel), trace sets [`Notes`], identify a [`Caller`], route a [`RouteMatch`] (or answers a
 //! CONNECT with a [`TunnelGrant`]), session a [`Destination`]. The session layer also hands the
 //! replay layer a [`Policy`] with each request: when to send it again, and what each send carries.
+//!
+//! With legacy logins on, a caller may be named by what its request carries rather than by its
+//! address or `Proxy-Authorization`: identify then marks it [`Unidentified`], route picks a
+//! route with `logins = true` for it and marks the match [`Provisional`], and the logins stage
+//! names the caller (or refuses it), passing a SOAP call it opened on as a [`SoapCall`].
 
 use std::{
     future::Future,
@@ -20,6 +25,11 @@ use crate::{
     error::ProxyError,
     intercept::Intercept,
     metrics::RouteHandles,
+    salesforce::soap::{
+        api::SoapApi,
+        call::Inflating,
+        envelope::{Operation, Template},
+    },
 };
 
 /// The peer address of the connection, set by the server for every request.
@@ -30,6 +40,36 @@ pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) name: Arc<str>,
+}
+
+/// A caller neither its address nor `Proxy-Authorization` names, let on because legacy logins
+/// may name it by what its request carries; `refusal` is the 407 it gets if nothing does.
+#[derive(Debug, Clone)]
+pub(crate) struct Unidentified {
+    pub(crate) refusal: String,
+}
+
+/// On a [`RouteMatch`] chosen for a caller the route does not (yet) admit: a route with
+/// `logins = true` serving the target, for the logins stage to admit the caller to, or refuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Provisional;
+
+/// Every route with `logins = true` that serves the request's target, in file order, each matched
+/// as if chosen: a legacy login's username, or a handed-out session id's route, picks among them.
+/// Set by route when there is one.
+#[derive(Debug, Clone)]
+pub(crate) struct LoginRoutes(pub(crate) Vec<RouteMatch>);
+
+/// A SOAP call whose envelope was opened to its Body before the session stage: the request's
+/// body is the envelope's rest.
+#[derive(Clone)]
+pub(crate) struct SoapCall {
+    pub(crate) api: SoapApi,
+    pub(crate) template: Template,
+    pub(crate) operation: Option<Operation>,
+    /// The caller's own `sessionId`, if it sent one: a credential, never logged.
+    pub(crate) presented: Option<String>,
+    pub(crate) inflating: Inflating,
 }
 
 /// What the layers learn about a request, shared through its extensions (replays included), for
@@ -95,7 +135,8 @@ pub(crate) struct Destination {
 #[derive(Clone, Debug)]
 pub(crate) struct TunnelGrant {
     pub(crate) host: String,
-    pub(crate) caller: Caller,
+    /// `None`: opened for legacy logins' callers, who are named inside, request by request.
+    pub(crate) caller: Option<Caller>,
     pub(crate) inside: Inside,
 }
 
@@ -122,7 +163,8 @@ impl Inside {
 #[derive(Clone, Debug)]
 pub(crate) struct Tunnel {
     pub(crate) host: String,
-    pub(crate) caller: Caller,
+    /// `None`: each request inside names its caller (legacy logins).
+    pub(crate) caller: Option<Caller>,
 }
 
 /// An answer from the stages below, as a replay [`Policy`] judges it.

@@ -28,8 +28,19 @@ fn workdir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The secret of the demo's legacy client: the password its logins send.
+pub(crate) const LEGACY_SECRET: &str = "demo-secret";
+
 /// The config the demo runs on, for a stand-in org at `org_url`.
 pub(crate) fn config_text(listen: SocketAddr, org_url: &str) -> String {
+    let legacy_sha256: String = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        LEGACY_SECRET.as_bytes(),
+    )
+    .as_ref()
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
     format!(
         r#"# Written by `sfproxy demo`: a working config for a stand-in org on this machine.
 [proxy]
@@ -42,6 +53,18 @@ login_url = "{org_url}"
 audience = "{AUDIENCE}"
 client_id = "{CONSUMER_KEY}"
 private_key_file = "demo.key"
+
+# Callers on this machine, by address.
+[clients.local]
+networks = ["127.0.0.0/8", "::1/128"]
+
+# A legacy integration: it logs in with username and password; the password is this secret
+# ("{LEGACY_SECRET}").
+[clients.legacy]
+secret_sha256 = "{legacy_sha256}"
+
+# Legacy logins (SOAP login(), the password grant) answered by sfproxy: docs/logins.md.
+[logins]
 
 # Forward proxy: curl -x http://{listen} http://demo.my.salesforce.com/...
 [[routes]]
@@ -58,6 +81,15 @@ path_prefix = "/demo/"
 strip_prefix = true
 org = "demo"
 user = "{USER}"
+
+# Legacy logins: POST http://login.salesforce.com/services/oauth2/token through the proxy.
+[[routes]]
+name = "demo-logins"
+hosts = ["login.salesforce.com"]
+org = "demo"
+user = "{USER}"
+clients = ["legacy"]
+logins = true
 "#
     )
 }
@@ -115,6 +147,10 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
              -H 'Content-Type: text/xml; charset=utf-8' -H 'SOAPAction: \"\"' --data-binary \\\n    \
              '<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" \
              xmlns:urn=\"urn:partner.soap.sforce.com\"><soapenv:Body><urn:getUserInfo/></soapenv:Body></soapenv:Envelope>'\n  \
+             curl -x http://{listen} http://login.salesforce.com/services/oauth2/token \\\n    \
+             -d grant_type=password -d username={USER} -d password={LEGACY_SECRET}  # a legacy login, answered by sfproxy\n  \
+             curl -x http://{listen} -H 'Authorization: Bearer <its access_token>' \\\n    \
+             http://login.salesforce.com/services/data/v61.0/limits       # with the session id it handed out\n  \
              curl {admin}/metrics                                          # Prometheus metrics\n\n\
              Ctrl-C stops it.",
             dir = dir.display(),

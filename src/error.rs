@@ -163,6 +163,11 @@ pub(crate) enum ProxyError {
     /// A SOAP envelope whose Body does not start within `max_header_bytes`.
     #[error("{0}; nothing was sent")]
     EnvelopeHeadTooLarge(String),
+    /// On a route with `logins = true`: no session id sfproxy handed out, or one that is
+    /// expired, tampered with, sealed with another key or no longer admitted. Salesforce's own
+    /// answer, on which every legacy client logs in again; the log says which it was.
+    #[error("Session expired or invalid")]
+    InvalidSession,
 }
 
 /// nginx's "client closed request": not a status any caller receives, but one logs and
@@ -247,6 +252,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadEnvelope(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidSession => StatusCode::UNAUTHORIZED,
             Self::EnvelopeHeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::CallerGone(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
@@ -280,11 +286,12 @@ impl ProxyError {
             Self::Internal(_) => "PROXY_INTERNAL",
             Self::CallerGone(_) => "PROXY_CALLER_GONE",
             Self::BadEnvelope(_) => "PROXY_BAD_ENVELOPE",
+            Self::InvalidSession => "INVALID_SESSION_ID",
         }
     }
 
     /// What the caller reads: the failure, and what to do about it where that is known.
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::ConnectUnsupported => "sfproxy does not open https:// tunnels here (no \
                 [proxy.intercept]): send http:// URLs through the proxy (e.g. \
@@ -310,7 +317,7 @@ impl ProxyError {
     }
 
     /// What the operator should do, where sfproxy knows (a refused login).
-    fn hint(&self) -> Option<&'static str> {
+    pub(crate) fn hint(&self) -> Option<&'static str> {
         match self {
             Self::LoginRejected {
                 error, description, ..
@@ -359,6 +366,13 @@ impl ProxyError {
     /// The answer on a SOAP path: the fault, with status 500 as Salesforce answers faults (a
     /// toolkit parses a fault body only then), except 407, which a proxy client must see.
     pub(crate) fn into_soap_response(self) -> Response<ProxyBody> {
+        if matches!(self, Self::InvalidSession) {
+            return self.answer(
+                self.soap_status(),
+                fault::CONTENT_TYPE,
+                fault::invalid_session().to_owned(),
+            );
+        }
         self.answer(self.soap_status(), fault::CONTENT_TYPE, self.to_fault())
     }
 

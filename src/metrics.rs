@@ -22,6 +22,7 @@ pub(crate) const UPSTREAM_DURATION: &str = "sfproxy_upstream_duration_seconds";
 pub(crate) const TOKEN_REQUESTS: &str = "sfproxy_token_requests_total";
 pub(crate) const SESSION_CACHE: &str = "sfproxy_session_cache_total";
 pub(crate) const SESSION_REPLAYS: &str = "sfproxy_session_replays_total";
+pub(crate) const LEGACY_LOGINS: &str = "sfproxy_legacy_logins_total";
 pub(crate) const API_USAGE: &str = "sfproxy_salesforce_api_usage";
 pub(crate) const API_LIMIT: &str = "sfproxy_salesforce_api_limit";
 pub(crate) const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
@@ -67,6 +68,11 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
     describe_counter!(
         SESSION_REPLAYS,
         "Requests replayed once after Salesforce reported an expired session, by route."
+    );
+    describe_counter!(
+        LEGACY_LOGINS,
+        "Legacy logins answered by sfproxy, by grant (soap, password, client_credentials) and \
+         outcome (ok, invalid, limited, failed)."
     );
     describe_gauge!(
         API_USAGE,

@@ -11,6 +11,7 @@ use crate::{
     intercept::Intercept,
     layer::{
         identify::{Identify, IdentifyLayer},
+        logins::{Desk, Logins, LoginsLayer},
         limits::{Limits, LimitsLayer},
         replay::{Replay, ReplayLayer, ResendRefused},
         rescue::{Rescue, RescueLayer},
@@ -19,14 +20,17 @@ use crate::{
         trace::{Trace, TraceLayer},
     },
     metrics::{OrgMetrics, RouteHandles, RouteMetrics},
-    salesforce::{cache::SessionCache, token::TokenClient},
+    salesforce::{
+        cache::SessionCache, login::sealed::LoginsKey, soap::envelope::Limits as EnvelopeLimits,
+        token::TokenClient,
+    },
     upstream::{self, Upstream},
 };
 
 /// The whole proxy as one service: every request in, a response out, never an error. Named, not
 /// boxed: it is cloned for every request, and a boxed service would also box each future again.
 pub(crate) type ProxyService =
-    Trace<Rescue<Limits<Identify<Router<Sessions<Replay<Upstream, ResendRefused>>>>>>>;
+    Trace<Rescue<Limits<Identify<Router<Logins<Sessions<Replay<Upstream, ResendRefused>>>>>>>>;
 
 /// A built stack, and what of it the app keeps besides the service.
 pub(crate) struct Built {
@@ -46,6 +50,7 @@ pub(crate) fn build(
     config: &Config,
     sessions: SessionCache,
     running: Option<&Arc<Intercept>>,
+    made_logins_key: &Arc<LoginsKey>,
 ) -> Result<Built, String> {
     let routes = route_table(config);
     let intercept = config.proxy.intercept.as_ref().map(|ca| match running {
@@ -55,6 +60,23 @@ pub(crate) fn build(
     let tls = upstream::client::tls_config(&config.proxy)?;
     let client = upstream::client::pooled_client(tls.clone());
     let tokens = TokenClient::new(client.clone());
+    let envelopes = EnvelopeLimits {
+        max_header_bytes: config.proxy.max_header_bytes,
+        max_body: config.proxy.max_body,
+    };
+    let clients: Arc<[crate::config::Client]> = config.clients.clone().into();
+    let desk = config.logins.as_ref().map(|logins| {
+        Desk::new(
+            logins.key.clone().unwrap_or_else(|| made_logins_key.clone()),
+            logins.session_ttl,
+            logins.max_failures_per_minute,
+            clients.clone(),
+            sessions.clone(),
+            tokens.clone(),
+            envelopes,
+        )
+    });
+    let logins_clients = desk.as_ref().map(|_| clients.clone());
     let service = ServiceBuilder::new()
         // First, so the request id, log line and metrics cover every answer, refusals included.
         .layer(TraceLayer)
@@ -66,19 +88,23 @@ pub(crate) fn build(
             config.proxy.max_body,
         ))
         // Who before where: an unknown caller learns nothing about the routes.
-        .layer(IdentifyLayer::new(config.clients.clone()))
+        .layer(IdentifyLayer::new(
+            config.clients.clone(),
+            config.logins.is_some(),
+        ))
         // Picks org and user; needs the caller, since routes may be limited to some clients.
-        .layer(RouteLayer::new(routes.clone(), intercept.clone()))
+        .layer(RouteLayer::new(
+            routes.clone(),
+            intercept.clone(),
+            logins_clients,
+        ))
+        // Legacy logins: after route, which knows the routes with logins = true serving the
+        // target; before session, which swaps the real session in for the handed-out one and
+        // serves the user's getUserInfo() a login answer needs.
+        .layer(LoginsLayer::new(desk))
         // The session of the route's (org, user), where its API reads it; its expiry policy
         // goes down with the request, so the replay below can send it again with a new one.
-        .layer(SessionLayer::new(
-            sessions,
-            tokens.clone(),
-            crate::salesforce::soap::envelope::Limits {
-                max_header_bytes: config.proxy.max_header_bytes,
-                max_body: config.proxy.max_body,
-            },
-        ))
+        .layer(SessionLayer::new(sessions, tokens.clone(), envelopes))
         // Keeps bodies up to replay_limit, to send a request again: once per send when the
         // instance refused it unprocessed, and when the request's own policy says so.
         .layer(ReplayLayer::new(

@@ -7,6 +7,10 @@
 //! else gets 407 and learns nothing about which part was wrong: refused credentials get one and
 //! the same answer whether the client is unknown, the secret wrong or the source outside the
 //! client's networks (nor is the client named: that would confirm it exists); the log says which.
+//!
+//! With legacy logins on, a caller sending no `Proxy-Authorization` that no network names is let
+//! on as [`Unidentified`]: its request may carry a login's password or a session id sfproxy
+//! handed out, which the logins stage reads; nothing else gets it past the route stage.
 
 use std::{
     future::{Ready, ready},
@@ -24,7 +28,7 @@ use tower::{Layer, Service};
 use crate::{
     body::ProxyBody,
     config::Client,
-    context::{Caller, ClientAddr, Notes, Tunnel},
+    context::{Caller, ClientAddr, Notes, Tunnel, Unidentified},
     error::ProxyError,
 };
 
@@ -38,12 +42,15 @@ static LOCAL: LazyLock<Arc<str>> = LazyLock::new(|| LOCAL_CALLER.into());
 #[derive(Clone)]
 pub(crate) struct IdentifyLayer {
     clients: Arc<[Client]>,
+    logins: bool,
 }
 
 impl IdentifyLayer {
-    pub(crate) fn new(clients: Vec<Client>) -> Self {
+    /// `logins`: whether legacy logins are answered (`[logins]`).
+    pub(crate) fn new(clients: Vec<Client>, logins: bool) -> Self {
         Self {
             clients: clients.into(),
+            logins,
         }
     }
 }
@@ -54,6 +61,7 @@ impl<S> Layer<S> for IdentifyLayer {
         Identify {
             inner,
             clients: self.clients.clone(),
+            logins: self.logins,
         }
     }
 }
@@ -62,6 +70,7 @@ impl<S> Layer<S> for IdentifyLayer {
 pub(crate) struct Identify<S> {
     inner: S,
     clients: Arc<[Client]>,
+    logins: bool,
 }
 
 impl<S> Service<Request<ProxyBody>> for Identify<S>
@@ -82,14 +91,19 @@ where
                 "request without a peer address".into(),
             ))));
         };
-        // Inside a tunnel the caller was identified on its CONNECT.
+        // Inside a tunnel the caller was identified on its CONNECT (or is named request by
+        // request, in a tunnel opened for legacy logins).
         let tunnelled = request
             .extensions()
             .get::<Tunnel>()
             .map(|t| t.caller.clone());
         let credentials = request.headers().get(header::PROXY_AUTHORIZATION);
         let identified = match tunnelled {
-            Some(caller) => Ok(caller),
+            Some(Some(caller)) => Ok(caller),
+            Some(None) => Err(ProxyError::AuthRequired(
+                "this tunnel was opened for legacy logins: send a login, or the session id it                  returned"
+                    .into(),
+            )),
             None => identify(&self.clients, peer.ip(), credentials),
         };
         match identified {
@@ -98,6 +112,10 @@ where
                     notes.set_client(caller.name.clone());
                 }
                 request.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(request))
+            }
+            Err(ProxyError::AuthRequired(refusal)) if self.logins && credentials.is_none() => {
+                request.extensions_mut().insert(Unidentified { refusal });
                 Either::Right(self.inner.call(request))
             }
             Err(error) => Either::Left(ready(Err(error))),

@@ -3,6 +3,7 @@
 
 pub(crate) mod identify;
 pub(crate) mod limits;
+pub(crate) mod logins;
 pub(crate) mod replay;
 pub(crate) mod rescue;
 pub(crate) mod route;

@@ -142,9 +142,9 @@ where
         None => (request, None, None),
         Some(api) => {
             let route = &matched.route.name;
-            match envelope::open(request, &api, &sessions.envelopes, route).await? {
-                envelope::Opened::Call(request, template, inflating) => {
-                    (request, Some(template), Some(inflating))
+            match envelope::open(request, api, &sessions.envelopes, route).await? {
+                envelope::Opened::Call(request, call) => {
+                    (request, Some(call.template), Some(call.inflating))
                 }
                 envelope::Opened::Answered(answer) => return Ok(answer),
             }

@@ -11,7 +11,7 @@ use crate::salesforce::{soap::api::SOAP_PREFIX, token::AccessToken};
 
 /// Bulk API 1.0's paths; it reads the session from `X-SFDC-Session`, not `Authorization`.
 const BULK_V1_PREFIX: &str = "/services/async/";
-static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
+pub(crate) static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 
 /// The Salesforce APIs, by where they read the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

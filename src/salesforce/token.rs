@@ -7,6 +7,7 @@
 
 use std::{
     fmt,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use crate::{
     body,
     config::{InstanceUrl, Org},
-    salesforce::assertion,
+    salesforce::{assertion, login::user_info::UserInfo},
     upstream::client::HttpClient,
 };
 
@@ -35,6 +36,8 @@ pub(crate) struct Session {
     /// How long the cache may hand it out.
     pub(crate) ttl: Duration,
     pub(crate) minted_at: Instant,
+    /// The user's `getUserInfo()`, asked once per session for the legacy logins it answers.
+    pub(crate) user_info: tokio::sync::OnceCell<Arc<UserInfo>>,
 }
 
 /// An access token, kept as the ready-made, log-redacted `Authorization` value.
@@ -279,6 +282,7 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
             instance,
             ttl: org.session_ttl,
             minted_at: Instant::now(),
+            user_info: tokio::sync::OnceCell::new(),
         });
     }
     if status.is_client_error() {

@@ -9,19 +9,20 @@ use http::{Request, Response, Uri, Version};
 use super::target::target_host;
 use crate::{
     body::{self, ProxyBody},
-    config::Route,
-    context::{Caller, Inside, Tunnel, TunnelGrant},
+    config::{Client, Route},
+    context::{Caller, ClientAddr, Inside, Tunnel, TunnelGrant, Unidentified},
     error::ProxyError,
     intercept::Intercept,
     metrics::RouteHandles,
 };
 
 /// CONNECT: a tunnel (200 with a [`TunnelGrant`]) when the target is `host:443` with
-/// interception on or `host:80`, and some route serves the host for this caller; nothing is
-/// dialled either way.
+/// interception on or `host:80`, and some route serves the host for this caller (or, with legacy
+/// logins on, for legacy callers from its address); nothing is dialled either way.
 pub(super) fn grant_tunnel(
     routes: &[(Arc<Route>, Arc<RouteHandles>)],
     intercept: Option<&Arc<Intercept>>,
+    clients: Option<&[Client]>,
     request: &Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if request.extensions().get::<Tunnel>().is_some() {
@@ -48,27 +49,57 @@ pub(super) fn grant_tunnel(
             });
         }
     };
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .ok_or_else(|| ProxyError::Internal("route reached without a caller".into()))?;
     let host = target_host(request)?.into_owned();
-    let served = routes
-        .iter()
-        .any(|(r, _)| r.serves_host(&host) && r.admits(&caller.name));
-    if !served {
-        return Err(ProxyError::NoRoute {
-            host,
-            path: "(CONNECT)".to_owned(),
-        });
-    }
+    let caller = request.extensions().get::<Caller>();
+    let served = caller.is_some_and(|caller| {
+        routes
+            .iter()
+            .any(|(r, _)| r.serves_host(&host) && r.admits(&caller.name))
+    });
+    let caller = match (served, clients) {
+        (true, _) => caller.cloned(),
+        (false, Some(clients)) if opens_for_logins(routes, clients, &host, request) => None,
+        (false, _) => {
+            if let Some(Unidentified { refusal }) = request.extensions().get::<Unidentified>() {
+                return Err(ProxyError::AuthRequired(refusal.clone()));
+            }
+            return Err(ProxyError::NoRoute {
+                host,
+                path: "(CONNECT)".to_owned(),
+            });
+        }
+    };
     let mut response = Response::new(body::empty());
     response.extensions_mut().insert(TunnelGrant {
         host,
-        caller: caller.clone(),
+        caller,
         inside,
     });
     Ok(response)
+}
+
+/// Whether a route with `logins = true` serves `host` for a client whose networks hold the
+/// caller's address (any address, for a client without networks): legacy clients behind
+/// `HTTPS_PROXY` rarely send `Proxy-Authorization`, and each request inside names its caller.
+fn opens_for_logins(
+    routes: &[(Arc<Route>, Arc<RouteHandles>)],
+    clients: &[Client],
+    host: &str,
+    request: &Request<ProxyBody>,
+) -> bool {
+    let Some(ClientAddr(peer)) = request.extensions().get::<ClientAddr>() else {
+        return false;
+    };
+    let source = peer.ip().to_canonical();
+    routes.iter().any(|(route, _)| {
+        route.logins
+            && route.serves_host(host)
+            && clients.iter().any(|client| {
+                route.admits(&client.name)
+                    && (client.networks.is_empty()
+                        || client.networks.iter().any(|n| n.contains(&source)))
+            })
+    })
 }
 
 /// The port of a CONNECT target, which must be authority-form `host:port` (RFC 9110 §9.3.6):

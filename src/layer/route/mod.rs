@@ -33,8 +33,8 @@ use self::{
 };
 use crate::{
     body::ProxyBody,
-    config::Route,
-    context::{Caller, Notes, RouteMatch},
+    config::{Client, Route},
+    context::{Caller, LoginRoutes, Notes, Provisional, RouteMatch, Unidentified},
     error::ProxyError,
     intercept::Intercept,
     metrics::RouteHandles,
@@ -48,13 +48,24 @@ pub(crate) type RouteTable = Arc<[(Arc<Route>, Arc<RouteHandles>)]>;
 pub(crate) struct RouteLayer {
     routes: RouteTable,
     intercept: Option<Arc<Intercept>>,
+    /// The clients, when legacy logins are on (their networks open tunnels for them).
+    logins: Option<Arc<[Client]>>,
 }
 
 impl RouteLayer {
     /// `intercept`: the CA that lets CONNECT open tunnels to port 443; `None` refuses those
-    /// (tunnels to port 80 carry plain HTTP and need none).
-    pub(crate) fn new(routes: RouteTable, intercept: Option<Arc<Intercept>>) -> Self {
-        Self { routes, intercept }
+    /// (tunnels to port 80 carry plain HTTP and need none). `logins`: the clients, when legacy
+    /// logins are answered.
+    pub(crate) fn new(
+        routes: RouteTable,
+        intercept: Option<Arc<Intercept>>,
+        logins: Option<Arc<[Client]>>,
+    ) -> Self {
+        Self {
+            routes,
+            intercept,
+            logins,
+        }
     }
 }
 
@@ -65,6 +76,8 @@ impl<S> Layer<S> for RouteLayer {
             inner,
             routes: self.routes.clone(),
             intercept: self.intercept.clone(),
+            clients: self.logins.clone(),
+            logins: self.logins.is_some(),
         }
     }
 }
@@ -74,6 +87,8 @@ pub(crate) struct Router<S> {
     inner: S,
     routes: RouteTable,
     intercept: Option<Arc<Intercept>>,
+    clients: Option<Arc<[Client]>>,
+    logins: bool,
 }
 
 impl<S> Service<Request<ProxyBody>> for Router<S>
@@ -93,13 +108,24 @@ where
             return Either::Left(ready(grant_tunnel(
                 &self.routes,
                 self.intercept.as_ref(),
+                self.clients.as_deref(),
                 &request,
             )));
         }
-        match choose(&self.routes, &request) {
+        let chosen = choose(&self.routes, &request);
+        let chosen = match self.logins {
+            true => with_logins(&self.routes, &mut request, chosen),
+            false => chosen,
+        };
+        match chosen {
             Ok(matched) => {
-                if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
-                    notes.set_route(matched.route.clone(), matched.metrics.clone());
+                let provisional = request.extensions().get::<Provisional>().is_some();
+                match request.extensions().get::<Arc<Notes>>() {
+                    // The logins stage notes the route it admits the caller to.
+                    Some(notes) if !provisional => {
+                        notes.set_route(matched.route.clone(), matched.metrics.clone())
+                    }
+                    _ => {}
                 }
                 request.extensions_mut().insert(matched);
                 Either::Right(self.inner.call(request))
@@ -109,14 +135,65 @@ where
     }
 }
 
+/// With legacy logins on: the routes with `logins = true` serving the target go on the request
+/// ([`LoginRoutes`]); a caller that no route admits, or that is [`Unidentified`], gets the first
+/// of them, [`Provisional`]ly, for the logins stage to admit or refuse. Without one, an
+/// unidentified caller gets the 407 identify held back.
+fn with_logins(
+    routes: &[(Arc<Route>, Arc<RouteHandles>)],
+    request: &mut Request<ProxyBody>,
+    chosen: Result<RouteMatch, ProxyError>,
+) -> Result<RouteMatch, ProxyError> {
+    let candidates = login_routes(routes, request)?;
+    let unidentified = request.extensions_mut().remove::<Unidentified>();
+    let Some(first) = candidates.first().cloned() else {
+        return match unidentified {
+            Some(Unidentified { refusal }) => Err(ProxyError::AuthRequired(refusal)),
+            None => chosen,
+        };
+    };
+    request.extensions_mut().insert(LoginRoutes(candidates));
+    match chosen {
+        Ok(matched) if unidentified.is_none() => Ok(matched),
+        _ => {
+            request.extensions_mut().insert(Provisional);
+            Ok(first)
+        }
+    }
+}
+
+fn login_routes(
+    routes: &[(Arc<Route>, Arc<RouteHandles>)],
+    request: &Request<ProxyBody>,
+) -> Result<Vec<RouteMatch>, ProxyError> {
+    let host = target_host(request)?;
+    let path = request.uri().path();
+    check_path(path)?;
+    routes
+        .iter()
+        .filter(|(route, _)| route.logins && route.serves_host(&host) && route.matches_path(path))
+        .map(|(route, metrics)| {
+            Ok(RouteMatch {
+                route: route.clone(),
+                metrics: metrics.clone(),
+                path: forward_path(route, request)?,
+            })
+        })
+        .collect()
+}
+
 fn choose(
     routes: &[(Arc<Route>, Arc<RouteHandles>)],
     request: &Request<ProxyBody>,
 ) -> Result<RouteMatch, ProxyError> {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .ok_or_else(|| ProxyError::Internal("route reached without a caller".into()))?;
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        // Unidentified (legacy logins): no route admits it as it is.
+        let host = target_host(request)?;
+        return Err(ProxyError::NoRoute {
+            host: host.into_owned(),
+            path: request.uri().path().to_owned(),
+        });
+    };
     let host = target_host(request)?;
     let path = request.uri().path();
     check_path(path)?;

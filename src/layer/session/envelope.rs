@@ -8,23 +8,19 @@
 //! `logout()` and `invalidateSessions()`, are answered here, in Salesforce's shape, and never
 //! sent.
 //!
-//! A gzip envelope is inflated as it streams on: when its rest turns out to be broken or larger
-//! than `max_body` once inflated, the send fails, and [`Inflating`] holds the refusal to answer
-//! with instead of the send's own failure (which would blame the caller's connection).
-
-use std::sync::{Arc, Mutex, PoisonError};
+//! The envelope may have been opened already, by the logins stage ([`SoapCall`] on the request).
 
 use http::{HeaderValue, Request, Response, header};
-use http_body_util::BodyExt;
 
 use crate::{
-    body::{self, BodyError, Buffered, ProxyBody, buffer_up_to, gzip::GzipError},
-    context::Answer,
+    body::{self, Buffered, ProxyBody, buffer_up_to},
+    context::SoapCall,
     error::ProxyError,
     salesforce::{
         soap::{
             api::SoapApi,
-            envelope::{self, Encoding, EnvelopeError, Limits, Template},
+            call,
+            envelope::{EnvelopeError, Limits, Template},
             fault::{self, LocalCall},
         },
         token::AccessToken,
@@ -37,82 +33,49 @@ const MAX_LOCAL_CALL_BODY: usize = 64 * 1024;
 /// A SOAP call, opened.
 pub(super) enum Opened {
     /// To send with a session: the request's body is now the envelope's rest, after the head
-    /// the template keeps.
-    Call(Request<ProxyBody>, Template, Inflating),
+    /// the call's template keeps.
+    Call(Request<ProxyBody>, SoapCall),
     /// Answered here: a call that would end the shared session.
     Answered(Response<ProxyBody>),
 }
 
-/// Reads the head of `request`'s envelope; answers the calls that end the shared session.
+/// Opens `request`'s envelope unless an earlier stage did; answers the calls that end the
+/// shared session.
 pub(super) async fn open(
     mut request: Request<ProxyBody>,
-    api: &SoapApi,
+    api: SoapApi,
     limits: &Limits,
     route: &str,
 ) -> Result<Opened, ProxyError> {
-    let encoding = Encoding::from_headers(request.headers())?;
-    let content_length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = std::mem::replace(request.body_mut(), body::empty());
-    let opened = envelope::open(body, api, encoding, content_length, limits).await?;
+    let (request, opened) = match request.extensions_mut().remove::<SoapCall>() {
+        Some(opened) => (request, opened),
+        None => call::open(request, api, limits).await?,
+    };
     let local = opened
         .operation
         .as_ref()
-        .and_then(|operation| LocalCall::of(api, operation));
-    if let Some(call) = local {
-        let rest = match buffer_up_to(opened.rest, MAX_LOCAL_CALL_BODY).await {
-            Ok(Buffered::Complete(bytes)) => bytes,
-            Ok(Buffered::Streaming(_)) => bytes::Bytes::new(),
-            Err(error) => return Err(EnvelopeError::from(error).into()),
-        };
-        tracing::info!(
-            route,
-            api = api.name(),
-            call = call.name(),
-            "answered {}() here: it would end the session every caller of the route shares",
-            call.name()
-        );
-        let mut response = Response::new(body::full(call.answer(api, &rest)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(fault::CONTENT_TYPE),
-        );
-        return Ok(Opened::Answered(response));
-    }
-    let inflating = Inflating::default();
-    *request.body_mut() = match encoding {
-        Encoding::Identity => opened.rest,
-        Encoding::Gzip => inflating.watch(opened.rest),
+        .and_then(|operation| LocalCall::of(&opened.api, operation));
+    let Some(call) = local else {
+        return Ok(Opened::Call(request, opened));
     };
-    Ok(Opened::Call(request, opened.template, inflating))
-}
-
-/// What broke a gzip envelope's rest as it was inflated, if anything did.
-#[derive(Default)]
-pub(super) struct Inflating(Arc<Mutex<Option<ProxyError>>>);
-
-impl Inflating {
-    fn watch(&self, rest: ProxyBody) -> ProxyBody {
-        let seen = self.0.clone();
-        rest.map_err(move |error: BodyError| {
-            if let Some(broken) = error.0.downcast_ref::<GzipError>() {
-                *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(broken.clone().into());
-            }
-            error
-        })
-        .boxed_unsync()
-    }
-
-    /// The answer to give instead of `answer` when the envelope's rest broke as it was inflated.
-    pub(super) fn judge(&self, answer: Answer) -> Answer {
-        match self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(refusal) => Err(refusal),
-            None => answer,
-        }
-    }
+    let rest = match buffer_up_to(request.into_body(), MAX_LOCAL_CALL_BODY).await {
+        Ok(Buffered::Complete(bytes)) => bytes,
+        Ok(Buffered::Streaming(_)) => bytes::Bytes::new(),
+        Err(error) => return Err(EnvelopeError::from(error).into()),
+    };
+    tracing::info!(
+        route,
+        api = opened.api.name(),
+        call = call.name(),
+        "answered {}() here: it would end the session every caller of the route shares",
+        call.name()
+    );
+    let mut response = Response::new(body::full(call.answer(&opened.api, &rest)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(fault::CONTENT_TYPE),
+    );
+    Ok(Opened::Answered(response))
 }
 
 /// Readies one send of a SOAP call: `request`'s body is (a copy of) the envelope's rest; it

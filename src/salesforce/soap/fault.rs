@@ -48,6 +48,21 @@ impl ProxyFault<'_> {
     }
 }
 
+/// Salesforce's fault for a `SessionHeader` without a live session, as it sends it: what every
+/// SOAP toolkit logs in again on.
+pub(crate) fn invalid_session() -> &'static str {
+    concat!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" "#,
+        r#"xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">"#,
+        r#"<soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_SESSION_ID</faultcode>"#,
+        r#"<faultstring>INVALID_SESSION_ID: Invalid Session ID found in SessionHeader: Illegal Session</faultstring>"#,
+        r#"<detail><sf:UnexpectedErrorFault xsi:type="sf:UnexpectedErrorFault">"#,
+        r#"<sf:exceptionCode>INVALID_SESSION_ID</sf:exceptionCode>"#,
+        r#"<sf:exceptionMessage>Invalid Session ID found in SessionHeader: Illegal Session</sf:exceptionMessage>"#,
+        r#"</sf:UnexpectedErrorFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
 /// Whether a fault body (decoded) is Salesforce's `INVALID_SESSION_ID`: the local name of the
 /// `faultcode` in a SOAP 1.1 `Fault`, whatever prefix it has.
 pub(crate) fn is_invalid_session(body: &[u8]) -> bool {

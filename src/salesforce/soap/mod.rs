@@ -3,5 +3,6 @@
 //! with (Salesforce's `INVALID_SESSION_ID`, and sfproxy's own `sf:PROXY_...` refusals).
 
 pub(crate) mod api;
+pub(crate) mod call;
 pub(crate) mod envelope;
 pub(crate) mod fault;

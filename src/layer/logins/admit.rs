@@ -1,0 +1,102 @@
+//! The session ids sfproxy handed out, where Salesforce reads a session: `Authorization:
+//! Bearer`/`OAuth` (REST), `X-SFDC-Session` (Bulk API 1.0), and, for SOAP, the envelope's
+//! `SessionHeader` (read by the SOAP call's opening). An id names its client and route: the
+//! request is that client's, from its networks, on that route, or it is refused with
+//! `INVALID_SESSION_ID`. The log says why; never the id.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use http::{HeaderMap, header};
+
+use super::{Desk, From};
+use crate::{
+    context::RouteMatch,
+    error::ProxyError,
+    salesforce::{
+        credential::X_SFDC_SESSION,
+        login::sealed::{self, Unsealed},
+    },
+};
+
+/// The session id a REST or Bulk 1.0 request carries, taken off it: sfproxy's ids never reach
+/// Salesforce (the session stage attaches the real session in their place).
+pub(super) fn from_headers(headers: &mut HeaderMap) -> Option<String> {
+    let bulk = headers.remove(&X_SFDC_SESSION);
+    let authorization = headers.remove(header::AUTHORIZATION);
+    let from_authorization = authorization.as_ref().and_then(|value| {
+        let text = value.to_str().ok()?.trim();
+        let (scheme, id) = text.split_once(' ')?;
+        (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
+            .then(|| id.trim().to_owned())
+    });
+    from_authorization.or_else(|| {
+        bulk.as_ref()
+            .and_then(|value| value.to_str().ok())
+            .map(|id| id.trim().to_owned())
+    })
+}
+
+pub(super) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// The client and route `presented` names, when it is one of sfproxy's, alive, and good for this
+/// request.
+pub(super) fn admit(
+    desk: &Desk,
+    from: &From,
+    candidates: &[RouteMatch],
+    presented: &str,
+) -> Result<(Arc<str>, RouteMatch), ProxyError> {
+    let refused = |reason: &str| {
+        tracing::warn!(
+            source = %from.source,
+            reason,
+            "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
+             the client logs in again"
+        );
+        ProxyError::InvalidSession
+    };
+    let handout = match sealed::open(&desk.key, presented, now()) {
+        Ok(handout) => handout,
+        Err(Unsealed::Expired) => return Err(refused("the handed-out session id expired")),
+        Err(Unsealed::Invalid) => {
+            return Err(refused(
+                "not a session id sfproxy handed out (a stale Salesforce session, tampered with, \
+                 or sealed with another logins key)",
+            ));
+        }
+    };
+    let Some(client) = desk.clients.iter().find(|c| *c.name == *handout.client) else {
+        return Err(refused("the id's client is no longer configured"));
+    };
+    if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&from.source)) {
+        return Err(refused(
+            "the source address is outside the networks of the client the id was handed to",
+        ));
+    }
+    if from
+        .proxy_client
+        .as_ref()
+        .is_some_and(|named| *named != client.name)
+    {
+        return Err(refused(
+            "Proxy-Authorization names another client than the one the id was handed to",
+        ));
+    }
+    let chosen = candidates.iter().find(|m| {
+        *m.route.name == *handout.route && m.route.user == handout.user && m.route.admits(&client.name)
+    });
+    match chosen {
+        Some(chosen) => Ok((client.name.clone(), chosen.clone())),
+        None => Err(refused(
+            "the id's route does not serve this host and path for its client (or no longer has \
+             logins = true)",
+        )),
+    }
+}

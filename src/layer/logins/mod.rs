@@ -1,0 +1,230 @@
+//! Legacy logins, answered here: SOAP `login()` and the token endpoint's password and
+//! client-credentials grants ([`login`]), and the session ids sfproxy hands out at them, read
+//! wherever Salesforce reads a session ([`admit`]).
+//!
+//! Only requests the route stage found a route with `logins = true` for ([`LoginRoutes`]) are
+//! looked at; the rest pass straight through. On those, what the request carries names the
+//! caller: a login's password is a client's secret, a handed-out id names its client and route.
+//! A caller the route does not admit as it is ([`Provisional`]) goes no further without one, and
+//! gets Salesforce's own `INVALID_SESSION_ID`, on which a legacy client logs in again; so does
+//! any session id sfproxy did not seal. The real session never leaves sfproxy: the session stage
+//! below swaps it in.
+
+mod admit;
+mod failures;
+mod login;
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::future::Either;
+use http::{Method, Request, Response, header};
+use tower::{Layer, Service};
+
+use self::failures::Failures;
+use crate::{
+    body::ProxyBody,
+    config::Client,
+    context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch},
+    error::ProxyError,
+    salesforce::{
+        cache::SessionCache,
+        login::sealed::LoginsKey,
+        soap::{api::soap_api, call, envelope::Limits},
+        token::TokenClient,
+    },
+};
+
+/// The token endpoint, on the login hosts and every instance.
+const TOKEN_PATH: &str = "/services/oauth2/token";
+
+/// What answering legacy logins takes: the key, the clients and their secrets, the sessions.
+pub(crate) struct Desk {
+    pub(crate) key: Arc<LoginsKey>,
+    pub(crate) session_ttl: Duration,
+    pub(crate) clients: Arc<[Client]>,
+    pub(crate) cache: SessionCache,
+    pub(crate) tokens: TokenClient,
+    pub(crate) envelopes: Limits,
+    failures: Failures,
+}
+
+impl Desk {
+    pub(crate) fn new(
+        key: Arc<LoginsKey>,
+        session_ttl: Duration,
+        max_failures_per_minute: u32,
+        clients: Arc<[Client]>,
+        cache: SessionCache,
+        tokens: TokenClient,
+        envelopes: Limits,
+    ) -> Self {
+        Self {
+            key,
+            session_ttl,
+            clients,
+            cache,
+            tokens,
+            envelopes,
+            failures: Failures::new(max_failures_per_minute),
+        }
+    }
+}
+
+/// `None`: legacy logins are off, and every request passes straight through.
+#[derive(Clone)]
+pub(crate) struct LoginsLayer {
+    desk: Option<Arc<Desk>>,
+}
+
+impl LoginsLayer {
+    pub(crate) fn new(desk: Option<Desk>) -> Self {
+        Self {
+            desk: desk.map(Arc::new),
+        }
+    }
+}
+
+impl<S> Layer<S> for LoginsLayer {
+    type Service = Logins<S>;
+    fn layer(&self, inner: S) -> Logins<S> {
+        Logins {
+            inner,
+            desk: self.desk.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Logins<S> {
+    inner: S,
+    desk: Option<Arc<Desk>>,
+}
+
+type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+impl<S> Service<Request<ProxyBody>> for Logins<S>
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Either<S::Future, Boxed>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
+        let Some(desk) = &self.desk else {
+            return Either::Left(self.inner.call(request));
+        };
+        let Some(LoginRoutes(candidates)) = request.extensions_mut().remove::<LoginRoutes>() else {
+            return Either::Left(self.inner.call(request));
+        };
+        let inner = self.inner.clone();
+        Either::Right(Box::pin(serve(inner, desk.clone(), candidates, request)))
+    }
+}
+
+/// Who the request says it comes from, besides what it carries.
+pub(super) struct From {
+    pub(super) source: IpAddr,
+    /// The client its own `Proxy-Authorization` named, which a login or id must agree with.
+    pub(super) proxy_client: Option<Arc<str>>,
+}
+
+async fn serve<S>(
+    inner: S,
+    desk: Arc<Desk>,
+    candidates: Vec<RouteMatch>,
+    mut request: Request<ProxyBody>,
+) -> Answer
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let provisional = request.extensions_mut().remove::<Provisional>().is_some();
+    let source = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|ClientAddr(peer)| peer.ip().to_canonical())
+        .ok_or_else(|| ProxyError::Internal("request without a peer address".into()))?;
+    let proxy_client = match request.headers().contains_key(header::PROXY_AUTHORIZATION) {
+        true => request.extensions().get::<Caller>().map(|c| c.name.clone()),
+        false => None,
+    };
+    let from = From {
+        source,
+        proxy_client,
+    };
+    let matched = request
+        .extensions()
+        .get::<RouteMatch>()
+        .cloned()
+        .ok_or_else(|| ProxyError::Internal("logins reached without a route".into()))?;
+    let path = matched.path.path();
+    if request.method() == Method::POST && path.trim_end_matches('/').eq_ignore_ascii_case(TOKEN_PATH)
+    {
+        return login::token(&inner, &desk, &from, &candidates, request).await;
+    }
+    let presented = match soap_api(request.method(), path) {
+        Some(api) => {
+            let (opened, mut soap) = call::open(request, api, &desk.envelopes).await?;
+            if soap
+                .operation
+                .as_ref()
+                .is_some_and(crate::salesforce::login::soap::is_login)
+            {
+                return login::soap(&inner, &desk, &from, &candidates, opened, soap).await;
+            }
+            request = opened;
+            let presented = soap.presented.take();
+            request.extensions_mut().insert(soap);
+            presented
+        }
+        None => admit::from_headers(request.headers_mut()),
+    };
+    match presented {
+        Some(presented) => {
+            let (client, chosen) = admit::admit(&desk, &from, &candidates, &presented)?;
+            enter(&mut request, client, chosen, provisional);
+        }
+        None if provisional => {
+            tracing::warn!(
+                source = %from.source,
+                "refused: no session id sfproxy handed out, on a route with logins = true; \
+                 answered INVALID_SESSION_ID so the client logs in"
+            );
+            return Err(ProxyError::InvalidSession);
+        }
+        None => {}
+    }
+    let mut inner = inner;
+    tower::ServiceExt::ready(&mut inner).await?.call(request).await
+}
+
+/// The caller and route a handed-out id named, on the request for the stages below.
+fn enter(request: &mut Request<ProxyBody>, client: Arc<str>, chosen: RouteMatch, provisional: bool) {
+    if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+        notes.set_client(client.clone());
+        if provisional {
+            notes.set_route(chosen.route.clone(), chosen.metrics.clone());
+        }
+    }
+    request.extensions_mut().insert(Caller { name: client });
+    request.extensions_mut().insert(chosen);
+}
