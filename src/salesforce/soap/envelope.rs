@@ -81,6 +81,11 @@ pub(crate) struct Opened {
     /// The body after the head, decoded when the caller's was gzipped.
     pub(crate) rest: ProxyBody,
     pub(crate) operation: Option<Operation>,
+    /// The caller's own session id: the text of the first `sessionId` the rewrite replaces (in
+    /// the API's namespace, in its `SessionHeader` in the Header), unescaped, CDATA included,
+    /// trimmed. None when there is none, it is empty or longer than 4096 bytes, or it holds
+    /// markup (an element, a comment). A credential: never logged, never in a message.
+    pub(crate) presented: Option<String>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for Opened {
         f.debug_struct("Opened")
             .field("template", &self.template)
             .field("operation", &self.operation)
+            .field("presented", &self.presented.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -269,6 +275,7 @@ pub(crate) async fn open(
         edits,
         end,
         operation,
+        presented,
     } = found;
     let (bytes, after, spill) = head.split(end);
     let template = Template {
@@ -290,6 +297,7 @@ pub(crate) async fn open(
         template,
         rest,
         operation,
+        presented,
     })
 }
 

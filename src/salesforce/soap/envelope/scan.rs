@@ -43,11 +43,18 @@ pub(crate) struct Operation {
     pub(crate) name: String,
 }
 
-/// A complete head: its edits, where it ends (just after the Body start tag), the operation.
+/// The longest session id the caller may present (trimmed, unescaped): a longer one is none.
+const MAX_PRESENTED: usize = 4096;
+
+/// A complete head: its edits, where it ends (just after the Body start tag), the operation,
+/// the caller's own session id. No `Debug`: that id is a credential.
 pub(super) struct Found {
     pub(super) edits: Vec<Edit>,
     pub(super) end: usize,
     pub(super) operation: Option<Operation>,
+    /// The text of the first `sessionId` the rewrite replaces: unescaped, CDATA included,
+    /// trimmed; None when there is none, it is empty, too long, or has markup in it.
+    pub(super) presented: Option<String>,
 }
 
 pub(super) enum Progress {
@@ -75,6 +82,54 @@ enum Role {
     },
     Body,
     Other,
+}
+
+/// The caller's own session id, as the first `sessionId` the rewrite replaces is read.
+enum Presented {
+    /// No such `sessionId` yet.
+    Unseen,
+    /// Inside it: its text so far, None once it cannot be one (markup in it, too long, not
+    /// text that unescapes).
+    Reading(Option<Reading>),
+    /// Read: what it holds.
+    Read(Option<String>),
+}
+
+/// A session id's text so far: leading whitespace skipped, trailing whitespace counted so the
+/// bound is on the trimmed text without rescanning it.
+struct Reading {
+    text: String,
+    /// How many bytes at the end of `text` are whitespace.
+    tail: usize,
+}
+
+impl Reading {
+    /// Appends `piece`; false once the trimmed text is longer than the bound.
+    fn push(&mut self, piece: &str) -> bool {
+        let piece = if self.text.is_empty() {
+            piece.trim_start_matches(is_xml_ws)
+        } else {
+            piece
+        };
+        let trailing = piece.len() - piece.trim_end_matches(is_xml_ws).len();
+        if trailing == piece.len() {
+            self.tail += piece.len();
+        } else {
+            self.tail = trailing;
+        }
+        self.text.push_str(piece);
+        self.text.len() - self.tail <= MAX_PRESENTED
+    }
+
+    /// The text trimmed; None when that is empty.
+    fn finish(mut self) -> Option<String> {
+        self.text.truncate(self.text.len() - self.tail);
+        (!self.text.is_empty()).then_some(self.text)
+    }
+}
+
+fn is_xml_ws(c: char) -> bool {
+    u8::try_from(c).is_ok_and(is_ws)
 }
 
 /// The role of an element's parent, as far as what the element may be goes.
@@ -117,6 +172,7 @@ pub(super) struct Scan<'a> {
     envelope_prefix: Range<usize>,
     edits: Vec<Edit>,
     end: Option<usize>,
+    presented: Presented,
 }
 
 impl<'a> Scan<'a> {
@@ -133,6 +189,7 @@ impl<'a> Scan<'a> {
             envelope_prefix: 0..0,
             edits: Vec::new(),
             end: None,
+            presented: Presented::Unseen,
         }
     }
 
@@ -230,6 +287,10 @@ impl<'a> Scan<'a> {
             edits: std::mem::take(&mut self.edits),
             end: self.end.unwrap_or(self.pos),
             operation,
+            presented: match std::mem::replace(&mut self.presented, Presented::Read(None)) {
+                Presented::Read(id) => id,
+                Presented::Unseen | Presented::Reading(_) => None,
+            },
         }
     }
 
@@ -239,6 +300,9 @@ impl<'a> Scan<'a> {
         at: Range<usize>,
         buf: &[u8],
     ) -> Result<Option<Found>, EnvelopeError> {
+        if let Presented::Reading(reading) = &mut self.presented {
+            read_presented(reading, &event, &buf[at.clone()]);
+        }
         match event {
             Event::DocType(_) => Err(EnvelopeError::Doctype),
             Event::Decl(decl) => {
@@ -383,6 +447,16 @@ impl<'a> Scan<'a> {
                     *has_id = true;
                 }
                 let decls = declarations(e, at.start)?;
+                if matches!(self.presented, Presented::Unseen) {
+                    self.presented = if empty {
+                        Presented::Read(None)
+                    } else {
+                        Presented::Reading(Some(Reading {
+                            text: String::new(),
+                            tail: 0,
+                        }))
+                    };
+                }
                 if empty {
                     self.edits.push(Edit {
                         at: at.clone(),
@@ -464,10 +538,15 @@ impl<'a> Scan<'a> {
                     });
                 }
             }
-            Role::SessionId { start, decls } => self.edits.push(Edit {
-                at: start..at.end,
-                with: session_id_element(&open.qname, &decls),
-            }),
+            Role::SessionId { start, decls } => {
+                if let Presented::Reading(reading) = &mut self.presented {
+                    self.presented = Presented::Read(reading.take().and_then(Reading::finish));
+                }
+                self.edits.push(Edit {
+                    at: start..at.end,
+                    with: session_id_element(&open.qname, &decls),
+                });
+            }
             Role::Body => return Ok(Some(self.finish(None))),
             Role::Other => {}
         }
@@ -532,6 +611,29 @@ impl<'a> Scan<'a> {
             ""
         };
         EnvelopeError::NoEnvelope { root, hint }
+    }
+}
+
+/// One event inside the caller's first `sessionId` (`raw` its bytes as sent): text, a reference
+/// and CDATA are its text; anything else but its end tag means it holds no session id.
+fn read_presented(reading: &mut Option<Reading>, event: &Event<'_>, raw: &[u8]) {
+    let Some(current) = reading else {
+        return;
+    };
+    let piece = match event {
+        Event::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|s| quick_xml::escape::unescape(s).ok()),
+        Event::GeneralRef(_) => std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| quick_xml::escape::unescape(s).ok()),
+        Event::CData(data) => std::str::from_utf8(data).ok().map(Cow::Borrowed),
+        // The end tag is the sessionId's own: a child's would follow its start, refused below.
+        Event::End(_) => return,
+        _ => None,
+    };
+    if !piece.is_some_and(|piece| current.push(&piece)) {
+        *reading = None;
     }
 }
 

@@ -2,6 +2,7 @@
 //! frames, and (for the small cases) in two frames split at every byte.
 
 mod calls;
+mod presented;
 mod refusals;
 mod session_header;
 mod stream;

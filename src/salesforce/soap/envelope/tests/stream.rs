@@ -11,7 +11,7 @@ use super::*;
 const CHUNK: usize = 16 * 1024;
 static FILL: [u8; CHUNK] = [b'x'; CHUNK];
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(super) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
