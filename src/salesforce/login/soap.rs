@@ -28,7 +28,10 @@ const MAX_DEPTH: usize = 64;
 /// The Err never holds either value.
 pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
     let mut reader = Reader::from_reader(rest);
+    // The `login` start tag was read elsewhere: its end tag (and the Body's, the Envelope's)
+    // close elements this reader never saw open.
     reader.config_mut().check_end_names = false;
+    reader.config_mut().allow_unmatched_ends = true;
     // Depth below `login`; the field being read (0 username, 1 password) while at depth 1.
     let mut depth = 0usize;
     let mut reading: Option<usize> = None;
@@ -50,6 +53,12 @@ pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
                         _ => None,
                     };
                     if let Some(slot) = slot {
+                        if start.attributes().any(|attribute| attribute.is_err()) {
+                            return Err(format!(
+                                "the login call's {} has malformed attributes",
+                                FIELDS[slot]
+                            ));
+                        }
                         if values[slot].is_some() {
                             return Err(format!("the login call has two {}s", FIELDS[slot]));
                         }
@@ -286,7 +295,7 @@ mod tests {
             "<!DOCTYPE hunter2><urn:username>erp@acme.com</urn:username></urn:login>",
         ];
         for case in cases {
-            let error = credentials(case.as_bytes()).unwrap_err();
+            let error = credentials(case.as_bytes()).map(|_| case).unwrap_err();
             assert!(!error.contains("hunter2"), "{error}");
             assert!(!error.contains("bogus"), "{error}");
             assert!(!error.contains("erp@acme"), "{error}");
