@@ -62,18 +62,21 @@ pub(crate) fn parse(response: &[u8]) -> Result<UserInfo, String> {
     Ok(info)
 }
 
+/// Elements' local names and texts (None for nil), in order.
+pub(super) type Fields = Vec<(String, Option<String>)>;
+
 /// The direct children of the first element at the end of a chain of local names `path` (each a
 /// direct child of the one before, the first anywhere), as (local name, text or None for nil).
 /// Ok(None) if no such element.
 pub(super) fn fields_of(
     reader: &mut Reader<&[u8]>,
     path: &[&str],
-) -> Result<Option<Vec<(String, Option<String>)>>, String> {
+) -> Result<Option<Fields>, String> {
     // The local names of the open elements.
     let mut stack: Vec<String> = Vec::new();
-    // While inside the wanted element: its depth, its fields, and the open field.
+    // While inside the wanted element: the depth of its children; their fields.
     let mut inside: Option<usize> = None;
-    let mut fields: Vec<(String, Option<String>)> = Vec::new();
+    let mut fields: Fields = Vec::new();
     loop {
         let event = reader
             .read_event()
