@@ -276,9 +276,8 @@ fn sobject_resource(
     };
     let sobject = records::canonical(sobject);
     if method == Method::POST {
-        let fields = match json_fields(body) {
-            Ok(fields) => fields,
-            Err(response) => return response,
+        let Some(fields) = json_fields(body) else {
+            return json_parser_error();
         };
         let mut inner = state.inner();
         inner.soap_ids += 1;
@@ -327,8 +326,8 @@ fn record_resource(
     let sobject = records::canonical(sobject);
     let patch = if method == Method::PATCH {
         match json_fields(body) {
-            Ok(fields) => Some(fields),
-            Err(response) => return response,
+            Some(fields) => Some(fields),
+            None => return json_parser_error(),
         }
     } else {
         None
@@ -340,10 +339,10 @@ fn record_resource(
     } else {
         id.to_owned()
     };
-    if !inner
+    if inner
         .rest_records
         .get(&key)
-        .is_some_and(|r| r.sobject == sobject)
+        .is_none_or(|r| r.sobject != sobject)
     {
         return not_found();
     }
@@ -366,21 +365,25 @@ fn record_resource(
     respond_json(200, &Value::Object(answer))
 }
 
-/// The JSON object of a create or update body, or Salesforce's 400 for anything else.
-fn json_fields(body: &BodySummary) -> Result<Map<String, Value>, MockResponse> {
-    let parsed = body.kept.as_deref().map(serde_json::from_slice::<Value>);
-    match parsed {
-        Some(Ok(Value::Object(fields))) => Ok(fields),
-        Some(Ok(_)) | Some(Err(_)) | None => Err(respond_json(
-            400,
-            &json!([{
-                "message": "Json Deserialization failed on token 'null' and has left off in the \
-                            middle of parsing a row. Will go to end of row to begin parsing the \
-                            next row",
-                "errorCode": "JSON_PARSER_ERROR",
-            }]),
-        )),
+/// The JSON object of a create or update body (None for anything else).
+fn json_fields(body: &BodySummary) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body.kept.as_deref()?) {
+        Ok(Value::Object(fields)) => Some(fields),
+        _ => None,
     }
+}
+
+/// Salesforce's 400 for a create or update body that is no JSON object.
+fn json_parser_error() -> MockResponse {
+    respond_json(
+        400,
+        &json!([{
+            "message": "Json Deserialization failed on token 'null' and has left off in the \
+                        middle of parsing a row. Will go to end of row to begin parsing the \
+                        next row",
+            "errorCode": "JSON_PARSER_ERROR",
+        }]),
+    )
 }
 
 fn no_content() -> MockResponse {

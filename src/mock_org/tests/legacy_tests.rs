@@ -65,7 +65,7 @@ async fn soap_logins_are_counted_and_refused() {
     );
     // Recorded like any call; one session was issued, by the JWT login.
     assert_eq!(f.org.soap_calls()[0].operation, "login");
-    assert_eq!(f.org.issued_sessions(), [token.clone()]);
+    assert_eq!(f.org.issued_sessions(), std::slice::from_ref(&token));
     assert_eq!(f.org.requests()[2].session.as_deref(), Some(token.as_str()));
     assert_eq!(f.org.requests()[0].session, None);
     // Other operations are not legacy logins.
