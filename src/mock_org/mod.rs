@@ -8,6 +8,10 @@
 //! answers with Salesforce's exact error shapes, and records what it saw, so tests and
 //! `sfproxy demo` can assert on behaviour instead of mocks. Failures can be injected into the
 //! token endpoint to test caching, back-off and timeouts.
+//!
+//! Legacy logins (a SOAP `login`, an OAuth password or client-credentials grant) are never
+//! served: sfproxy must answer them itself, so each one that arrives is counted
+//! ([`MockOrg::legacy_logins`]), logged as an error and refused.
 
 mod rest;
 mod soap;
@@ -164,6 +168,37 @@ impl MockOrg {
     /// one through (each is also logged as an error and faulted; the session is not ended).
     pub fn soap_session_enders(&self) -> usize {
         self.state.inner().soap_session_enders
+    }
+
+    /// Legacy logins that reached the org: SOAP `login` calls (Partner, Enterprise, Tooling) and
+    /// `/services/oauth2/token` requests with a `password` or `client_credentials` grant.
+    /// sfproxy must never forward one: each is logged as an error and refused (the SOAP fault
+    /// `sf:PROXY_TEST_FAILURE`; OAuth 400 `invalid_grant`), and no session is issued. Token
+    /// requests among them are also counted by [`MockOrg::token_requests`].
+    pub fn legacy_logins(&self) -> usize {
+        self.state.inner().legacy_logins.len()
+    }
+
+    /// What each legacy login was, in order: `soap:partner`, `soap:enterprise`, `soap:tooling`,
+    /// `oauth:password` or `oauth:client_credentials`.
+    pub fn legacy_login_kinds(&self) -> Vec<String> {
+        self.state.inner().legacy_logins.clone()
+    }
+
+    /// Every access token the org minted, in order, expired ones included: the sessions a
+    /// caller's requests may legitimately carry (compare with [`SeenRequest::session`]).
+    pub fn issued_sessions(&self) -> Vec<String> {
+        self.state.inner().issued_sessions.clone()
+    }
+
+    /// A record created over REST (`POST /services/data/vXX.X/sobjects/{Object}`) as the org
+    /// holds it now: `{"Id", fields...}`; None once deleted or for an id it never created.
+    pub fn rest_record(&self, id: &str) -> Option<serde_json::Value> {
+        self.state
+            .inner()
+            .rest_records
+            .get(id)
+            .map(|r| serde_json::Value::Object(r.fields.clone()))
     }
 
     /// `/services/oauth2/revoke` requests that reached the org: a proxy must never let one

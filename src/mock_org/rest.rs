@@ -6,6 +6,10 @@
 //! proxy's detection and retry can be tested. The echo endpoint reports what arrived, hashing
 //! bodies as they stream so uploads of 100+ MB cost no memory; `/download` streams a slow answer
 //! so a proxy's handling of callers that leave mid-download can be seen.
+//!
+//! Records created over REST (`POST /services/data/vXX.X/sobjects/{Object}`) are kept in memory:
+//! `GET`/`PATCH`/`DELETE .../sobjects/{Object}/{id}` read, update and delete them, and `query`
+//! reads them (the REST data starts empty, unlike the SOAP API's fixed rows).
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -18,9 +22,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
+use super::soap::records;
 use super::state::{
-    BodySummary, Counted, HandlerError, MockResponse, SeenRequest, State, read_body, respond,
-    respond_json, seen_headers,
+    BodySummary, Counted, HandlerError, MockResponse, RestRecord, SeenRequest, State, read_body,
+    respond, respond_json, seen_headers,
 };
 use super::token::{ORG_ID, user_id};
 
@@ -73,6 +78,7 @@ pub(super) async fn handle(
             headers: seen_headers(&parts),
             body_len: body.len,
             session_valid: user.is_some(),
+            session: token.map(str::to_owned),
         });
         let user = user.filter(|_| !inner.refuse_sessions);
         let served = user.is_some_and(|u| bulk || state.users.get(u).is_some_and(|u| u.rest_api));
@@ -99,13 +105,14 @@ pub(super) async fn handle(
         if parts.uri.path() == "/download" {
             download(state, &parts)
         } else {
-            route(&parts, &body, usage, user, username)
+            route(state, &parts, &body, usage, user, username)
         }
     };
     Ok(with_limit_info(response, usage))
 }
 
 fn route(
+    state: &State,
     parts: &Parts,
     body: &BodySummary,
     usage: u64,
@@ -141,10 +148,16 @@ fn route(
                 )
             }),
             ["limits"] => only(method, &[Method::GET], || respond_json(200, &limits(usage))),
-            ["query" | "queryAll"] => only(method, &[Method::GET], || query(parts)),
+            ["query" | "queryAll"] => only(method, &[Method::GET], || query(state, parts, v)),
             ["sobjects", sobject] => only(method, &[Method::GET, Method::POST], || {
-                sobject_resource(method, v, sobject)
+                sobject_resource(state, method, body, v, sobject)
             }),
+            ["sobjects", sobject, id] => {
+                let allowed = [Method::GET, Method::PATCH, Method::DELETE, Method::HEAD];
+                only(method, &allowed, || {
+                    record_resource(state, method, body, v, sobject, id)
+                })
+            }
             _ => not_found(),
         },
         _ => not_found(),
@@ -170,38 +183,116 @@ fn limits(usage: u64) -> Value {
     })
 }
 
-fn query(parts: &Parts) -> MockResponse {
+/// A SOQL query of the records created over REST (none at first: the REST data starts empty),
+/// the selected fields of each, in creation order, `LIMIT` honoured. The answer also carries the
+/// query as received (`query`, which Salesforce does not send) for tests to read.
+fn query(state: &State, parts: &Parts, version: &str) -> MockResponse {
     let q = parts.uri.query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "q")
             .map(|(_, v)| v.into_owned())
     });
-    match q {
-        Some(q) if !q.trim().is_empty() => respond_json(
-            200,
-            &json!({"totalSize": 0, "done": true, "records": [], "query": q}),
-        ),
-        _ => respond_json(
+    let Some(q) = q.filter(|q| !q.trim().is_empty()) else {
+        return respond_json(
             400,
             &json!([{"message": "A query string has to be specified", "errorCode": "MALFORMED_QUERY"}]),
-        ),
+        );
+    };
+    let soql = match records::parse_soql(&q) {
+        Ok(soql) => soql,
+        Err(message) => {
+            return respond_json(
+                400,
+                &json!([{"message": message, "errorCode": "MALFORMED_QUERY"}]),
+            );
+        }
+    };
+    if records::key_prefix(&soql.sobject).is_none() {
+        return respond_json(
+            400,
+            &json!([{
+                "message": format!(
+                    "sObject type '{}' is not supported. If you are attempting to use a custom \
+                     object, be sure to append the '__c' after the entity name.",
+                    soql.sobject
+                ),
+                "errorCode": "INVALID_TYPE",
+            }]),
+        );
     }
+    let sobject = records::canonical(&soql.sobject);
+    let rows: Vec<Value> = state
+        .inner()
+        .rest_records
+        .values()
+        .filter(|r| r.sobject == sobject)
+        .take(soql.limit.unwrap_or(usize::MAX))
+        .map(|r| {
+            let mut row = Map::new();
+            row.insert("attributes".into(), attributes(version, r));
+            for field in &soql.fields {
+                let (name, value) = r
+                    .fields
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(field))
+                    .map_or((field.clone(), Value::Null), |(n, v)| {
+                        (n.clone(), v.clone())
+                    });
+                row.insert(name, value);
+            }
+            Value::Object(row)
+        })
+        .collect();
+    respond_json(
+        200,
+        &json!({"totalSize": rows.len(), "done": true, "records": rows, "query": q}),
+    )
 }
 
-fn sobject_resource(method: &Method, version: &str, sobject: &str) -> MockResponse {
+/// A record's `attributes`: its type and URL, as Salesforce writes them first in every record.
+fn attributes(version: &str, record: &RestRecord) -> Value {
+    let id = record
+        .fields
+        .get("Id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    json!({
+        "type": record.sobject,
+        "url": format!("/services/data/{version}/sobjects/{}/{id}", record.sobject),
+    })
+}
+
+/// `POST /sobjects/{Object}`: creates a record of the fields in the JSON body (kept in memory);
+/// `GET`: the object's basic information.
+fn sobject_resource(
+    state: &State,
+    method: &Method,
+    body: &BodySummary,
+    version: &str,
+    sobject: &str,
+) -> MockResponse {
+    let Some(prefix) = records::key_prefix(sobject) else {
+        return not_found();
+    };
+    let sobject = records::canonical(sobject);
     if method == Method::POST {
-        let mut random = [0u8; 6];
-        let id_suffix = match aws_lc_rs::rand::fill(&mut random) {
-            Ok(()) => random
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect::<String>(),
-            Err(_) => "000000000000".to_owned(),
+        let Some(fields) = json_fields(body) else {
+            return json_parser_error();
         };
-        return respond_json(
-            201,
-            &json!({"id": format!("001{id_suffix}AAA"), "success": true, "errors": []}),
+        let mut inner = state.inner();
+        inner.soap_ids += 1;
+        let id = records::new_id(prefix, inner.soap_ids);
+        let mut record = Map::new();
+        record.insert("Id".into(), Value::String(id.clone()));
+        record.extend(fields.into_iter().filter(|(name, _)| name != "Id"));
+        inner.rest_records.insert(
+            id.clone(),
+            RestRecord {
+                sobject,
+                fields: record,
+            },
         );
+        return respond_json(201, &json!({"id": id, "success": true, "errors": []}));
     }
     respond_json(
         200,
@@ -219,6 +310,86 @@ fn sobject_resource(method: &Method, version: &str, sobject: &str) -> MockRespon
             "recentItems": [],
         }),
     )
+}
+
+/// `/sobjects/{Object}/{id}` of a record created over REST: `GET` (HEAD) its fields, `PATCH`
+/// fields into it (204), `DELETE` it (204); 404 `NOT_FOUND` for any other id, a deleted one
+/// included.
+fn record_resource(
+    state: &State,
+    method: &Method,
+    body: &BodySummary,
+    version: &str,
+    sobject: &str,
+    id: &str,
+) -> MockResponse {
+    let sobject = records::canonical(sobject);
+    let patch = if method == Method::PATCH {
+        match json_fields(body) {
+            Some(fields) => Some(fields),
+            None => return json_parser_error(),
+        }
+    } else {
+        None
+    };
+    let mut inner = state.inner();
+    // Salesforce takes a 15-character id for its 18-character form.
+    let key = if id.len() == 15 && records::is_id(id) {
+        records::id_with_checksum(id)
+    } else {
+        id.to_owned()
+    };
+    if inner
+        .rest_records
+        .get(&key)
+        .is_none_or(|r| r.sobject != sobject)
+    {
+        return not_found();
+    }
+    if method == Method::DELETE {
+        inner.rest_records.remove(&key);
+        return no_content();
+    }
+    let Some(record) = inner.rest_records.get_mut(&key) else {
+        return not_found();
+    };
+    if let Some(fields) = patch {
+        record
+            .fields
+            .extend(fields.into_iter().filter(|(name, _)| name != "Id"));
+        return no_content();
+    }
+    let mut answer = Map::new();
+    answer.insert("attributes".into(), attributes(version, record));
+    answer.extend(record.fields.clone());
+    respond_json(200, &Value::Object(answer))
+}
+
+/// The JSON object of a create or update body (None for anything else).
+fn json_fields(body: &BodySummary) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body.kept.as_deref()?) {
+        Ok(Value::Object(fields)) => Some(fields),
+        _ => None,
+    }
+}
+
+/// Salesforce's 400 for a create or update body that is no JSON object.
+fn json_parser_error() -> MockResponse {
+    respond_json(
+        400,
+        &json!([{
+            "message": "Json Deserialization failed on token 'null' and has left off in the \
+                        middle of parsing a row. Will go to end of row to begin parsing the \
+                        next row",
+            "errorCode": "JSON_PARSER_ERROR",
+        }]),
+    )
+}
+
+fn no_content() -> MockResponse {
+    let mut response = respond(204, "application/json;charset=UTF-8", Bytes::new());
+    response.headers_mut().remove(header::CONTENT_TYPE);
+    response
 }
 
 /// Reports what arrived and as whom. Credentials are shown by kind only: an answer is no place

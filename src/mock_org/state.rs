@@ -54,6 +54,10 @@ pub struct SeenRequest {
     pub session_valid: bool,
     /// Came over HTTP/2 (else HTTP/1.1).
     pub http2: bool,
+    /// The session the request presented, as found (trimmed): REST `Authorization: Bearer` (or
+    /// `OAuth`), Bulk 1.0 `X-SFDC-Session`, SOAP `SessionHeader/sessionId`. None when it carried
+    /// none.
+    pub session: Option<String>,
 }
 
 /// One call to a SOAP endpoint (`/services/Soap/...`) as the org saw it, malformed ones included.
@@ -123,8 +127,23 @@ pub(crate) struct Inner {
     pub(crate) revokes: usize,
     /// Open query cursors by their 18-character locator id (the part before the `-`).
     pub(crate) soap_cursors: HashMap<String, SoapCursor>,
-    /// Ids handed out so far by SOAP `create` and query cursors (each new one is unique).
+    /// Ids handed out so far by SOAP `create`, query cursors and REST `create` (each new one is
+    /// unique).
     pub(crate) soap_ids: u64,
+    /// Legacy logins that reached the org (none ever should): `soap:{api}` for a SOAP `login`,
+    /// `oauth:{grant}` for a password or client-credentials token request.
+    pub(crate) legacy_logins: Vec<String>,
+    /// Every access token minted, in order (expired ones included).
+    pub(crate) issued_sessions: Vec<String>,
+    /// Records created over REST, by id: kept until deleted.
+    pub(crate) rest_records: std::collections::BTreeMap<String, RestRecord>,
+}
+
+/// A record created over REST: its object and its fields (`Id` included), as last written.
+#[derive(Clone, Debug)]
+pub(crate) struct RestRecord {
+    pub(crate) sobject: String,
+    pub(crate) fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl State {

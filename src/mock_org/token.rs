@@ -39,11 +39,7 @@ pub(super) async fn handle(
     if req.method() != Method::POST {
         return Ok(oauth_error(400, "invalid_request", "must use HTTP POST"));
     }
-    let failure = {
-        let mut inner = state.inner();
-        inner.token_requests += 1;
-        inner.failures.pop_front()
-    };
+    state.inner().token_requests += 1;
     let form_content = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -55,6 +51,22 @@ pub(super) async fn handle(
         });
     // Read the body before any early answer so an HTTP/1.1 connection stays reusable.
     let body = read_body(req.into_body(), MAX_FORM_BODY).await?;
+    // A legacy login (a password or client-credentials grant) must never come from sfproxy: it
+    // is counted and refused before any injected failure is used up.
+    if let Some(grant) = body.kept.as_deref().and_then(legacy_grant) {
+        state.inner().legacy_logins.push(format!("oauth:{grant}"));
+        tracing::error!(
+            grant,
+            "mock org: a {grant} grant reached Salesforce; sfproxy must never forward a legacy \
+             login"
+        );
+        return Ok(oauth_error(
+            400,
+            "invalid_grant",
+            &format!("{grant} grant reached Salesforce: sfproxy must never forward a legacy login"),
+        ));
+    }
+    let failure = state.inner().failures.pop_front();
 
     match failure {
         Some(TokenFailure::OAuth {
@@ -210,6 +222,7 @@ fn mint(state: &State, user: usize) -> Result<serde_json::Value, HandlerError> {
     let token = format!("{org15}!AR{}", URL_SAFE_NO_PAD.encode(random));
     let mut inner = state.inner();
     inner.sessions.insert(token.clone(), user);
+    inner.issued_sessions.push(token.clone());
     let instance_url = inner
         .instance_url
         .clone()
@@ -224,6 +237,17 @@ fn mint(state: &State, user: usize) -> Result<serde_json::Value, HandlerError> {
         "issued_at": issued_at,
         "signature": signature,
     }))
+}
+
+/// The grant type of a form body when it is a legacy login: `password` or `client_credentials`.
+pub(super) fn legacy_grant(form: &[u8]) -> Option<&'static str> {
+    form_urlencoded::parse(form)
+        .find(|(name, _)| name == "grant_type")
+        .and_then(|(_, value)| match value.trim() {
+            "password" => Some("password"),
+            "client_credentials" => Some("client_credentials"),
+            _ => None,
+        })
 }
 
 /// A user id in Salesforce's 18-character form, stable per user index.

@@ -18,7 +18,9 @@
 //!
 //! `logout` and `invalidateSessions` must never reach Salesforce through the proxy (they end the
 //! session every caller shares): they are counted, logged as errors and faulted with
-//! `sf:PROXY_TEST_FAILURE`, and the session lives on. Every call is recorded
+//! `sf:PROXY_TEST_FAILURE`, and the session lives on. A username-password `login` (Partner, Enterprise,
+//! Tooling) must not reach it either (sfproxy answers legacy logins itself): counted as a legacy
+//! login, logged as an error and faulted with `sf:PROXY_TEST_FAILURE` (a `LoginFault`). Every call is recorded
 //! ([`SeenSoapCall`]) and also listed among the org's requests.
 
 mod answers;
@@ -26,7 +28,7 @@ mod call;
 mod envelope;
 mod metadata;
 mod partner;
-mod records;
+pub(super) mod records;
 
 use std::io::Read as _;
 use std::sync::Arc;
@@ -64,7 +66,7 @@ pub(super) async fn handle(
     };
     let path = parts.uri.path().to_owned();
     let Some(api) = Api::from_path(&path).filter(|_| parts.method == Method::POST) else {
-        record_request(state, &parts, body.len, false);
+        record_request(state, &parts, body.len, false, None);
         return Ok(client_fault(
             404,
             &format!("No SOAP service at {} {path}", parts.method),
@@ -111,9 +113,12 @@ pub(super) async fn handle(
         let user = session_id
             .as_deref()
             .and_then(|s| inner.sessions.get(s.trim()).copied());
-        inner
-            .requests
-            .push(seen_request(&parts, body.len, user.is_some()));
+        inner.requests.push(seen_request(
+            &parts,
+            body.len,
+            user.is_some(),
+            session_id.as_deref().map(|s| s.trim().to_owned()),
+        ));
         inner.soap_calls.push(SeenSoapCall {
             path: path.clone(),
             api: api.name().to_owned(),
@@ -129,9 +134,15 @@ pub(super) async fn handle(
         if ender {
             inner.soap_session_enders += 1;
         }
+        let login = is_legacy_login(&api, &operation);
+        if login {
+            inner.legacy_logins.push(format!("soap:{}", api.name()));
+        }
         let user = user.filter(|_| !inner.refuse_sessions);
-        let served =
-            !ender && known && user.is_some_and(|u| state.users.get(u).is_some_and(|u| u.rest_api));
+        let served = !ender
+            && !login
+            && known
+            && user.is_some_and(|u| state.users.get(u).is_some_and(|u| u.rest_api));
         if served {
             inner.api_usage += 1;
         }
@@ -156,6 +167,18 @@ pub(super) async fn handle(
         let message =
             format!("{operation} reached Salesforce: it would end the session every caller shares");
         return Ok(fault(&api, &Fault::new("PROXY_TEST_FAILURE", message)));
+    }
+    if is_legacy_login(&api, &operation) {
+        tracing::error!(
+            api = api.name(),
+            path,
+            "mock org: a SOAP login reached Salesforce; sfproxy must never forward a legacy login"
+        );
+        let message = "login reached Salesforce: sfproxy must never forward a legacy login";
+        return Ok(fault(
+            &api,
+            &Fault::new("PROXY_TEST_FAILURE", message).kind("LoginFault"),
+        ));
     }
     if !known {
         let message = format!(
@@ -193,6 +216,12 @@ pub(super) async fn handle(
     })
 }
 
+/// A username-password `login` to an API that has one (Partner, Enterprise; Tooling answers it
+/// too): a legacy login, which must never reach Salesforce through sfproxy.
+fn is_legacy_login(api: &Api, operation: &str) -> bool {
+    operation == "login" && matches!(api, Api::Partner | Api::Enterprise | Api::Tooling)
+}
+
 /// `Header/SessionHeader/sessionId`, both in the API's namespace.
 fn session_id(root: &Element, ns: &str) -> Option<String> {
     root.child(Some(envelope::SOAP_ENV_NS), "Header")?
@@ -226,12 +255,23 @@ fn decode(raw: Vec<u8>, encoding: Option<&str>) -> Result<Vec<u8>, (Vec<u8>, Str
     }
 }
 
-fn record_request(state: &State, parts: &Parts, body_len: usize, session_valid: bool) {
-    let seen = seen_request(parts, body_len, session_valid);
+fn record_request(
+    state: &State,
+    parts: &Parts,
+    body_len: usize,
+    session_valid: bool,
+    session: Option<String>,
+) {
+    let seen = seen_request(parts, body_len, session_valid, session);
     state.inner().requests.push(seen);
 }
 
-fn seen_request(parts: &Parts, body_len: usize, session_valid: bool) -> SeenRequest {
+fn seen_request(
+    parts: &Parts,
+    body_len: usize,
+    session_valid: bool,
+    session: Option<String>,
+) -> SeenRequest {
     SeenRequest {
         method: parts.method.to_string(),
         path_and_query: parts
@@ -242,6 +282,7 @@ fn seen_request(parts: &Parts, body_len: usize, session_valid: bool) -> SeenRequ
         body_len,
         session_valid,
         http2: parts.version == http::Version::HTTP_2,
+        session,
     }
 }
 

@@ -25,13 +25,13 @@ const ACCOUNTS: [[(&str, &str); 4]; 3] = [
 ];
 
 /// A record: its type and its fields in table order, `Id` first.
-pub(super) struct Row {
-    pub(super) fields: Vec<(&'static str, String)>,
+pub(crate) struct Row {
+    pub(crate) fields: Vec<(&'static str, String)>,
 }
 
 impl Row {
     /// The value of `field` (case-insensitive, as SOQL reads names) and its canonical name.
-    pub(super) fn get(&self, field: &str) -> Option<(&'static str, &str)> {
+    pub(crate) fn get(&self, field: &str) -> Option<(&'static str, &str)> {
         self.fields
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(field))
@@ -40,7 +40,7 @@ impl Row {
 }
 
 /// The fixed table of `sobject`: three accounts, or three rows of any other known object.
-pub(super) fn table(sobject: &str, prefix: &str) -> Vec<Row> {
+pub(crate) fn table(sobject: &str, prefix: &str) -> Vec<Row> {
     (0..ACCOUNTS.len())
         .map(|i| {
             let id = id_with_checksum(&format!("{prefix}Mk00000{:05}", i + 1));
@@ -65,7 +65,7 @@ pub(super) fn table(sobject: &str, prefix: &str) -> Vec<Row> {
 }
 
 /// Objects the stand-in knows, with their key prefixes (custom objects, `__c`: `a00`).
-pub(super) fn key_prefix(sobject: &str) -> Option<&'static str> {
+pub(crate) fn key_prefix(sobject: &str) -> Option<&'static str> {
     const KNOWN: [(&str, &str); 15] = [
         ("Account", "001"),
         ("Contact", "003"),
@@ -95,7 +95,7 @@ pub(super) fn key_prefix(sobject: &str) -> Option<&'static str> {
 }
 
 /// The canonical spelling of a known object's name (SOQL and describe are case-insensitive).
-pub(super) fn canonical(sobject: &str) -> String {
+pub(crate) fn canonical(sobject: &str) -> String {
     const NAMES: [&str; 15] = [
         "Account",
         "Contact",
@@ -121,7 +121,7 @@ pub(super) fn canonical(sobject: &str) -> String {
 
 /// Appends Salesforce's checksum to a 15-character id: for each 5-character chunk, the bits of
 /// its upper-case letters (first character lowest) pick a letter of `A..Z0..5`.
-pub(super) fn id_with_checksum(id15: &str) -> String {
+pub(crate) fn id_with_checksum(id15: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
     let mut id = id15.to_owned();
     for chunk in id15.as_bytes().chunks(5) {
@@ -136,26 +136,26 @@ pub(super) fn id_with_checksum(id15: &str) -> String {
 }
 
 /// Whether `id` looks like a Salesforce id: 15 or 18 letters and digits.
-pub(super) fn is_id(id: &str) -> bool {
+pub(crate) fn is_id(id: &str) -> bool {
     matches!(id.len(), 15 | 18) && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// A new id of the given key prefix, unique in this stand-in (`n` from a counter).
-pub(super) fn new_id(prefix: &str, n: u64) -> String {
+pub(crate) fn new_id(prefix: &str, n: u64) -> String {
     id_with_checksum(&format!("{prefix}Mk9{:09}", n % 1_000_000_000))
 }
 
 /// What the stand-in reads of a SOQL query.
 #[derive(Debug, PartialEq)]
-pub(super) struct Soql {
-    pub(super) fields: Vec<String>,
-    pub(super) sobject: String,
-    pub(super) limit: Option<usize>,
+pub(crate) struct Soql {
+    pub(crate) fields: Vec<String>,
+    pub(crate) sobject: String,
+    pub(crate) limit: Option<usize>,
 }
 
 /// `SELECT a, b FROM Object [anything] [LIMIT n]`; the reason otherwise, in Salesforce's words
 /// where they are simple.
-pub(super) fn parse_soql(query: &str) -> Result<Soql, String> {
+pub(crate) fn parse_soql(query: &str) -> Result<Soql, String> {
     let words: Vec<&str> = query.split_whitespace().collect();
     let Some(first) = words.first() else {
         return Err("unexpected token: <EOF>".into());
@@ -195,7 +195,7 @@ pub(super) fn parse_soql(query: &str) -> Result<Soql, String> {
 }
 
 /// A field name the stand-in can write as an element: letters, digits, underscores.
-pub(super) fn is_plain_field(field: &str) -> bool {
+pub(crate) fn is_plain_field(field: &str) -> bool {
     field
         .bytes()
         .next()

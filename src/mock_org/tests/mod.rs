@@ -4,6 +4,7 @@
 //! `soap_tests` and `soap_data_tests`.
 
 mod api_tests;
+mod legacy_tests;
 mod soap_data_tests;
 mod soap_tests;
 mod token_tests;

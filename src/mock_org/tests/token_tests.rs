@@ -99,7 +99,7 @@ async fn token_rejections_match_salesforce() {
         assert_eq!(body["error"], *error, "{body}");
         assert_eq!(body["error_description"], *description, "{body}");
     }
-    let form = "grant_type=password&username=x";
+    let form = "grant_type=authorization_code&code=x";
     let ct = [("content-type", "application/x-www-form-urlencoded")];
     let (status, _, body) = send(&f, Method::POST, "/services/oauth2/token", &ct, form)
         .await
