@@ -3,8 +3,10 @@
 //! For every route (or one), it logs in as the route's user exactly as the proxy would and calls
 //! `GET {instance}/services/data/` with the session, printing one line per route with the
 //! Salesforce error and its hint when something is wrong. It also warns about the two setup
-//! mistakes that surface only later: a private key others can read, and a clock far enough off
-//! the token host's that Salesforce says `expired authorization code`.
+//! mistakes that surface only later: a private key (or logins key) others can read, and a clock
+//! far enough off the token host's that Salesforce says `expired authorization code`. With
+//! `[logins]`, one line first says how legacy logins are answered, so a key that would be made
+//! at start (sessions lost on restart) is seen before it matters.
 
 use std::{
     collections::HashMap,
@@ -17,7 +19,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::{
     body,
-    config::{Config, Org},
+    config::{Config, LoginsKeySource, Org},
     error::error_chain,
     salesforce::{
         hints::login_hint,
@@ -65,8 +67,10 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<Report, String> 
         warnings.extend(clock_warning(org, &http).await);
     }
 
+    warnings.extend(logins_key_warning(config));
+
     let mut sessions: HashMap<(String, String), Result<Arc<Session>, TokenError>> = HashMap::new();
-    let mut lines = Vec::new();
+    let mut lines: Vec<String> = logins_line(config).into_iter().collect();
     let mut ok = true;
     for route in routes {
         let org = &route.org;
@@ -166,6 +170,56 @@ fn key_file_warning(org: &Org) -> Option<String> {
     #[cfg(not(unix))]
     {
         let _ = org;
+        None
+    }
+}
+
+/// How `[logins]` answers: the key's source, the session lifetime, the failure limit, the routes.
+fn logins_line(config: &Config) -> Option<String> {
+    let logins = config.logins.as_ref()?;
+    let key = match &config.logins_key_source {
+        Some(LoginsKeySource::File(path)) => format!("key_file {}", path.display()),
+        Some(LoginsKeySource::Env(var)) => format!("key_env {var}"),
+        None => "key made at start: handed-out sessions end with a restart".to_owned(),
+    };
+    let routes: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|r| r.logins)
+        .map(|r| &*r.name)
+        .collect();
+    let routes = if routes.is_empty() {
+        "none (no route has logins = true)".to_owned()
+    } else {
+        routes.join(", ")
+    };
+    Some(format!(
+        "legacy logins: {key}; session_ttl={} max_failures_per_minute={}; routes: {routes}",
+        humantime_serde::re::humantime::format_duration(logins.session_ttl),
+        logins.max_failures_per_minute
+    ))
+}
+
+/// The logins key file readable by group or others: as for an org's private key.
+fn logins_key_warning(config: &Config) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(LoginsKeySource::File(path)) = &config.logins_key_source else {
+            return None;
+        };
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "warning: logins.key_file {} is readable by group or others (mode {mode:o}): chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
         None
     }
 }

@@ -1,4 +1,6 @@
-//! `sfproxy keygen`: the key and certificate a connected app needs for the JWT bearer flow.
+//! `sfproxy keygen`: the key and certificate a connected app needs for the JWT bearer flow, an
+//! interception CA (`--ca`), or the key sealing the session ids of legacy logins
+//! (`--logins-key`).
 //!
 //! The key is written once, readable by its owner only, and never overwritten without
 //! `--force`: replacing it silently would break every session until the new certificate is
@@ -34,6 +36,9 @@ pub struct Keygen {
     /// Make an interception CA for [proxy.intercept] instead of a connected app key.
     #[arg(long)]
     pub ca: bool,
+    /// Make the key of [logins] (NAME.key only: 32 random bytes, base64) instead.
+    #[arg(long, conflicts_with_all = ["ca", "permit", "subject"])]
+    pub logins_key: bool,
     /// With --ca: another name suffix the CA may vouch for (repeatable).
     #[arg(long = "permit", value_name = "SUFFIX")]
     pub permit: Vec<String>,
@@ -55,6 +60,9 @@ pub fn run(args: &Keygen) -> Result<String, String> {
         ));
     }
     let key_path = args.dir.join(format!("{}.key", args.name));
+    if args.logins_key {
+        return logins_key(args, &key_path);
+    }
     let cert_path = args.dir.join(format!("{}.crt", args.name));
     if !args.force {
         for path in [&key_path, &cert_path] {
@@ -127,6 +135,36 @@ pub fn run(args: &Keygen) -> Result<String, String> {
         cert = cert_path.display(),
         days = args.days,
         name = args.name,
+    ))
+}
+
+/// Writes `<dir>/<name>.key`: the base64 of 32 random bytes and a newline, mode 0600.
+fn logins_key(args: &Keygen, path: &Path) -> Result<String, String> {
+    use base64::Engine;
+    if !args.force && path.exists() {
+        return Err(format!(
+            "{} exists; pass --force to replace it (session ids handed out under the old key are \
+             then refused, and their callers log in again)",
+            path.display()
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| "the system random number generator failed".to_owned())?;
+    let text = format!(
+        "{}\n",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    );
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    write_private(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(format!(
+        "wrote {key} (logins key, 32 random bytes in base64, mode 0600: whoever holds it can \
+         make session ids sfproxy accepts; give every replica the same file, never commit it)\n\n\
+         Next, in sfproxy.toml (a relative path is read from the config file's directory):\n  \
+         [logins]\n  key_file = \"{key}\"\n\
+         then `sfproxy check` names it on its legacy logins line.\n",
+        key = path.display(),
     ))
 }
 

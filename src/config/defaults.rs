@@ -34,5 +34,12 @@ pub(super) const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub(super) const MAX_HEADER_BYTES: usize = 1024 * 1024;
 pub(crate) const DEFAULT_PATH_PREFIX: &str = "/";
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// A working day: an integration logs in at its start and is not asked again before its end.
+pub(crate) const DEFAULT_LOGINS_SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
+pub(super) const MIN_LOGINS_SESSION_TTL: Duration = Duration::from_secs(1);
+/// A handed-out id is a bearer credential nobody can revoke short of a new key: a week at most.
+pub(super) const MAX_LOGINS_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Enough for a mistyped password or two, far too few to guess a secret.
+pub(crate) const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 10;
 pub(crate) const CONFIG_ENV: &str = "SFPROXY_CONFIG";
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "sfproxy.toml";

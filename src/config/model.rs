@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use jsonwebtoken::EncodingKey;
 use rustls_pki_types::CertificateDer;
 
-use crate::intercept::ca::InterceptCa;
+use crate::{intercept::ca::InterceptCa, salesforce::login::sealed::LoginsKey};
 
 /// The validated configuration the proxy runs on.
 #[derive(Debug)]
@@ -19,6 +19,28 @@ pub struct Config {
     /// In file order: without credentials, the first client whose networks hold the source wins.
     pub(crate) clients: Vec<Client>,
     pub(crate) routes: Vec<Arc<Route>>,
+    /// `[logins]`: `None`, sfproxy never answers a legacy login.
+    pub(crate) logins: Option<LoginsSettings>,
+    /// Where the logins key came from, for `sfproxy check` (its line and permission warning).
+    pub(crate) logins_key_source: Option<LoginsKeySource>,
+}
+
+/// `[logins]`: how sfproxy answers SOAP `login()` and OAuth password grants itself.
+#[derive(Debug, Clone)]
+pub(crate) struct LoginsSettings {
+    /// None: no key_file/key_env; the running proxy makes one at start and keeps it across reloads.
+    pub(crate) key: Option<Arc<LoginsKey>>,
+    /// How long a handed-out session id is accepted.
+    pub(crate) session_ttl: Duration,
+    /// Wrong passwords per source address in a minute before every login from it fails.
+    pub(crate) max_failures_per_minute: u32,
+}
+
+/// `logins.key_file` (the path, resolved) or `logins.key_env` (the variable's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoginsKeySource {
+    File(PathBuf),
+    Env(String),
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +132,8 @@ pub(crate) struct Route {
     pub(crate) user: String,
     /// `None`: every client.
     pub(crate) clients: Option<Vec<String>>,
+    /// Answer SOAP `login()` and password grants for this route's user (needs `[logins]`).
+    pub(crate) logins: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

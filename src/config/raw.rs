@@ -100,6 +100,18 @@ pub(super) struct RawConfig {
     pub(super) clients: IndexMap<String, RawClient>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    /// Present: sfproxy answers legacy logins (SOAP `login()`, password grants) itself.
+    pub(super) logins: Option<RawLogins>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogins {
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) key_env: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) session_ttl: Option<Duration>,
+    pub(super) max_failures_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,4 +187,6 @@ pub(super) struct RawRoute {
     pub(super) org: String,
     pub(super) user: String,
     pub(super) clients: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) logins: bool,
 }

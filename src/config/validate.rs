@@ -1,5 +1,5 @@
-//! The second step: the raw file into the model, in the order the file reads — `[proxy]`, the
-//! orgs, the clients (and whether they expose a user), the routes — stopping at the first
+//! The second step: the raw file into the model, in the order the file reads — `[proxy]`,
+//! `[logins]`, the orgs, the clients (and whether they expose a user), the routes — stopping at the first
 //! problem, named by its key. Everything a running proxy would otherwise discover too late is
 //! checked here: keys that do not sign, URLs that are not https, routes naming unknown orgs.
 
@@ -11,19 +11,30 @@ use super::{
     defaults::{
         DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
         DEFAULT_MAX_HEADER_BYTES, DEFAULT_PATH_PREFIX, DEFAULT_REPLAY_LIMIT,
-        DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, MAX_HEADER_BYTES, MAX_WORKERS,
-        MIN_HEADER_BYTES,
+        DEFAULT_LOGINS_SESSION_TTL, DEFAULT_MAX_FAILURES_PER_MINUTE, DEFAULT_REQUEST_TIMEOUT,
+        DEFAULT_SHUTDOWN_GRACE, MAX_HEADER_BYTES, MAX_LOGINS_SESSION_TTL, MAX_WORKERS,
+        MIN_HEADER_BYTES, MIN_LOGINS_SESSION_TTL,
     },
     error::{ConfigError, positive},
     exposure::check_exposure,
-    load::{env_value, load_intercept_ca, read_ca_file},
-    model::{Client, Config, HostPattern, Org, ProxySettings, Route},
+    load::{env_value, load_intercept_ca, read_ca_file, read_file},
+    model::{
+        Client, Config, HostPattern, LoginsKeySource, LoginsSettings, Org, ProxySettings, Route,
+    },
     org::validate_org,
-    raw::{RawClient, RawConfig, RawProxy, RawRoute},
+    raw::{RawClient, RawConfig, RawLogins, RawProxy, RawRoute},
 };
+use crate::salesforce::login::sealed::LoginsKey;
 
 pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     let proxy = validate_proxy(raw.proxy, base)?;
+    let (logins, logins_key_source) = match raw.logins {
+        Some(raw) => {
+            let (settings, source) = validate_logins(raw, base)?;
+            (Some(settings), source)
+        }
+        None => (None, None),
+    };
 
     let mut orgs = HashMap::new();
     for (name, org) in raw.orgs {
@@ -55,14 +66,124 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
                 ),
             ));
         }
-        routes.push(Arc::new(validate_route(&key, route, &orgs, &clients)?));
+        let route = validate_route(&key, route, &orgs, &clients)?;
+        if route.logins {
+            check_logins_route(&route, logins.is_some(), &clients)?;
+        }
+        routes.push(Arc::new(route));
     }
 
     Ok(Config {
         proxy,
         clients,
         routes,
+        logins,
+        logins_key_source,
     })
+}
+
+/// `[logins]`: the key read once, now (a file or a variable, never both), and the bounds.
+fn validate_logins(
+    raw: RawLogins,
+    base: &Path,
+) -> Result<(LoginsSettings, Option<LoginsKeySource>), ConfigError> {
+    let (key, source) = match (raw.key_file, raw.key_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "logins.key_env",
+                "set at most one of key_file and key_env",
+            ));
+        }
+        (Some(file), None) => {
+            let path = base.join(file);
+            let bytes =
+                read_file(&path).map_err(|e| ConfigError::new("logins.key_file", e))?;
+            let key = LoginsKey::parse(&bytes).map_err(|m| {
+                ConfigError::new("logins.key_file", format!("{} {m}", path.display()))
+            })?;
+            (Some(Arc::new(key)), Some(LoginsKeySource::File(path)))
+        }
+        (None, Some(var)) => {
+            let value = env_value("logins.key_env", &var)?;
+            // Never quoted back: the value is the key.
+            let key = LoginsKey::parse(value.as_bytes()).map_err(|m| {
+                ConfigError::new(
+                    "logins.key_env",
+                    format!("the environment variable it names {m}"),
+                )
+            })?;
+            (Some(Arc::new(key)), Some(LoginsKeySource::Env(var)))
+        }
+        (None, None) => (None, None),
+    };
+    let session_ttl = raw.session_ttl.unwrap_or(DEFAULT_LOGINS_SESSION_TTL);
+    if !(MIN_LOGINS_SESSION_TTL..=MAX_LOGINS_SESSION_TTL).contains(&session_ttl) {
+        return Err(ConfigError::new(
+            "logins.session_ttl",
+            "must be between 1s and 7 days (\"168h\"): a handed-out session id cannot be \
+             revoked short of a new key",
+        ));
+    }
+    let max_failures_per_minute = raw
+        .max_failures_per_minute
+        .unwrap_or(DEFAULT_MAX_FAILURES_PER_MINUTE);
+    if max_failures_per_minute == 0 {
+        return Err(ConfigError::new(
+            "logins.max_failures_per_minute",
+            "must be at least 1: 0 would refuse every login after the first wrong password",
+        ));
+    }
+    Ok((
+        LoginsSettings {
+            key,
+            session_ttl,
+            max_failures_per_minute,
+        },
+        source,
+    ))
+}
+
+/// A route answering legacy logins needs `[logins]`, and every client it admits needs a
+/// secret: the login's password is that secret, so a client known only by its network would
+/// let anyone there log in with any password.
+fn check_logins_route(
+    route: &Route,
+    logins_table: bool,
+    clients: &[Client],
+) -> Result<(), ConfigError> {
+    let key = format!("routes.{}.logins", route.name);
+    if !logins_table {
+        return Err(ConfigError::new(
+            key,
+            "is true but there is no [logins] table: add [logins] (with key_file or key_env to \
+             keep handed-out sessions across restarts)",
+        ));
+    }
+    let admitted: Vec<&Client> = match &route.clients {
+        Some(names) => clients
+            .iter()
+            .filter(|c| names.iter().any(|n| **n == *c.name))
+            .collect(),
+        None => clients.iter().collect(),
+    };
+    if admitted.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            "admits no client: a legacy login's password is its client's secret; add a \
+             [clients.NAME] with secret_sha256 or secret_env",
+        ));
+    }
+    if let Some(client) = admitted.iter().find(|c| c.secret_sha256.is_none()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "client {:?} has no secret: a legacy login's password is its client's secret; \
+                 give it secret_sha256 or secret_env, or leave it out of this route's clients",
+                &*client.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_proxy(raw: RawProxy, base: &Path) -> Result<ProxySettings, ConfigError> {
@@ -249,5 +370,6 @@ fn validate_route(
         org,
         user: raw.user.trim().to_owned(),
         clients: raw.clients,
+        logins: raw.logins,
     })
 }

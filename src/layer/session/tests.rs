@@ -38,6 +38,7 @@ async fn org() -> TestOrg {
         org,
         user: "u".into(),
         clients: None,
+        logins: false,
     });
     let metrics = Arc::new(RouteHandles {
         route: RouteMetrics::new(route.name.clone()),
