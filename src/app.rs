@@ -22,12 +22,12 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{
-    salesforce::login::sealed::LoginsKey,
     admin,
     config::{Config, Org, ProxySettings},
     intercept::Intercept,
     layer::route::RouteTable,
     metrics::{self, OrgMetrics},
+    salesforce::login::sealed::LoginsKey,
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
     stack::{self, ProxyService},
@@ -101,8 +101,8 @@ impl App {
         let built = tokio::task::spawn_blocking(move || {
             build(&path, &sessions, running.as_ref(), &made_key)
         })
-            .await
-            .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
         let outcome = built.map(|next| {
             // The ports and connection settings are those the process started with.
             let (old, new) = (&self.started, &next.config.proxy);

@@ -33,14 +33,12 @@ pub(crate) const LEGACY_SECRET: &str = "demo-secret";
 
 /// The config the demo runs on, for a stand-in org at `org_url`.
 pub(crate) fn config_text(listen: SocketAddr, org_url: &str) -> String {
-    let legacy_sha256: String = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        LEGACY_SECRET.as_bytes(),
-    )
-    .as_ref()
-    .iter()
-    .map(|b| format!("{b:02x}"))
-    .collect();
+    let legacy_sha256: String =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, LEGACY_SECRET.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
     format!(
         r#"# Written by `sfproxy demo`: a working config for a stand-in org on this machine.
 [proxy]

@@ -11,8 +11,8 @@ use crate::{
     intercept::Intercept,
     layer::{
         identify::{Identify, IdentifyLayer},
-        logins::{Desk, Logins, LoginsLayer},
         limits::{Limits, LimitsLayer},
+        logins::{Desk, Logins, LoginsLayer},
         replay::{Replay, ReplayLayer, ResendRefused},
         rescue::{Rescue, RescueLayer},
         route::{RouteLayer, RouteTable, Router},
@@ -67,7 +67,10 @@ pub(crate) fn build(
     let clients: Arc<[crate::config::Client]> = config.clients.clone().into();
     let desk = config.logins.as_ref().map(|logins| {
         Desk::new(
-            logins.key.clone().unwrap_or_else(|| made_logins_key.clone()),
+            logins
+                .key
+                .clone()
+                .unwrap_or_else(|| made_logins_key.clone()),
             logins.session_ttl,
             logins.max_failures_per_minute,
             clients.clone(),

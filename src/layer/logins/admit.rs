@@ -90,7 +90,9 @@ pub(super) fn admit(
         ));
     }
     let chosen = candidates.iter().find(|m| {
-        *m.route.name == *handout.route && m.route.user == handout.user && m.route.admits(&client.name)
+        *m.route.name == *handout.route
+            && m.route.user == handout.user
+            && m.route.admits(&client.name)
     });
     match chosen {
         Some(chosen) => Ok((client.name.clone(), chosen.clone())),

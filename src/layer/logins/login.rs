@@ -56,7 +56,10 @@ struct LoggedIn {
 /// What a login presents.
 enum Presented<'a> {
     /// A username and password (SOAP `login()`, the password grant).
-    Password { username: &'a str, password: &'a str },
+    Password {
+        username: &'a str,
+        password: &'a str,
+    },
     /// The client's name and secret (the client-credentials grant).
     Client { name: &'a str, secret: &'a str },
 }
@@ -72,14 +75,17 @@ impl Presented<'_> {
 
 /// `POST /services/oauth2/token` on a route with `logins = true`.
 pub(super) async fn token<S>(
-    inner: &S,
+    inner: S,
     desk: &Desk,
     from: &From,
     candidates: &[RouteMatch],
     request: Request<ProxyBody>,
 ) -> Answer
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError> + Clone,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send,
+    S::Future: Send,
 {
     let base = caller_base(&request);
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
@@ -108,10 +114,22 @@ where
                 "refused a token request on a route with logins = true: sfproxy answers the \
                  password and client_credentials grants only"
             );
-            return Ok(json(StatusCode::BAD_REQUEST, oauth::unsupported_grant(grant)));
+            return Ok(json(
+                StatusCode::BAD_REQUEST,
+                oauth::unsupported_grant(grant),
+            ));
         }
     };
-    let logged_in = log_in(inner, desk, from, candidates, &presented, USER_INFO_VERSION, kind).await;
+    let logged_in = log_in(
+        inner.clone(),
+        desk,
+        from,
+        candidates,
+        &presented,
+        USER_INFO_VERSION,
+        kind,
+    )
+    .await;
     match logged_in {
         Ok(logged_in) => {
             note(notes.as_deref(), &logged_in);
@@ -121,7 +139,10 @@ where
                 return Err(ProxyError::Internal("getUserInfo() without ids".into()));
             };
             let route = &logged_in.matched.route;
-            let id = format!("{}/id/{org_id}/{user_id}", route.org.audience.trim_end_matches('/'));
+            let id = format!(
+                "{}/id/{org_id}/{user_id}",
+                route.org.audience.trim_end_matches('/')
+            );
             let issued_at_ms = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis() as u64);
@@ -150,7 +171,7 @@ where
 
 /// SOAP `login()`: `call` is the opened envelope, `request`'s body its rest.
 pub(super) async fn soap<S>(
-    inner: &S,
+    inner: S,
     desk: &Desk,
     from: &From,
     candidates: &[RouteMatch],
@@ -158,7 +179,10 @@ pub(super) async fn soap<S>(
     call: SoapCall,
 ) -> Answer
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError> + Clone,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send,
+    S::Future: Send,
 {
     let base = caller_base(&request);
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
@@ -169,22 +193,39 @@ where
         ));
     };
     let rest = read_whole(request.into_body()).await?;
-    let rest = call.inflating.judge(Ok(Response::new(body::empty()))).map(|_| rest)?;
+    let rest = call
+        .inflating
+        .judge(Ok(Response::new(body::empty())))
+        .map(|_| rest)?;
     let (username, password) = match login_soap::credentials(&rest) {
         Ok(credentials) => credentials,
         Err(why) => {
-            return Err(ProxyError::BadEnvelope(format!("a login() that cannot be read: {why}")));
+            return Err(ProxyError::BadEnvelope(format!(
+                "a login() that cannot be read: {why}"
+            )));
         }
     };
     let presented = Presented::Password {
         username: &username,
         password: &password,
     };
-    match log_in(inner, desk, from, candidates, &presented, &version, "soap").await {
+    match log_in(
+        inner.clone(),
+        desk,
+        from,
+        candidates,
+        &presented,
+        &version,
+        "soap",
+    )
+    .await
+    {
         Ok(logged_in) => {
             note(notes.as_deref(), &logged_in);
             let Some(org_id) = logged_in.user_info.org_id() else {
-                return Err(ProxyError::Internal("getUserInfo() without an org id".into()));
+                return Err(ProxyError::Internal(
+                    "getUserInfo() without an org id".into(),
+                ));
             };
             let org15 = sealed::org_id15(org_id);
             let enterprise = call.api == SoapApi::Enterprise;
@@ -217,7 +258,7 @@ where
 }
 
 async fn log_in<S>(
-    inner: &S,
+    inner: S,
     desk: &Desk,
     from: &From,
     candidates: &[RouteMatch],
@@ -226,7 +267,10 @@ async fn log_in<S>(
     kind: &'static str,
 ) -> Result<LoggedIn, Refused>
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError> + Clone,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send,
+    S::Future: Send,
 {
     let source = from.source;
     let refuse = |reason: &str| {
@@ -260,9 +304,15 @@ where
         return Err(refuse("no client has this secret"));
     };
     if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&source)) {
-        return Err(refuse("the source address is outside the client's networks"));
+        return Err(refuse(
+            "the source address is outside the client's networks",
+        ));
     }
-    if from.proxy_client.as_ref().is_some_and(|named| *named != client.name) {
+    if from
+        .proxy_client
+        .as_ref()
+        .is_some_and(|named| *named != client.name)
+    {
         return Err(refuse("Proxy-Authorization names another client"));
     }
     let matched = candidates.iter().find(|m| {
@@ -282,7 +332,11 @@ where
     };
     let route = &matched.route;
     let (org, user) = (&route.org, route.user.as_str());
-    let session = match desk.cache.get(org, user, &desk.tokens, &matched.metrics.org).await {
+    let session = match desk
+        .cache
+        .get(org, user, &desk.tokens, &matched.metrics.org)
+        .await
+    {
         Ok((session, _)) => session,
         Err(error) => {
             count(kind, "failed");
@@ -325,17 +379,20 @@ where
 /// The user's `getUserInfo()`, asked once per session (callers logging in together wait for the
 /// one call), sent through the stages below like any SOAP call.
 async fn user_info_of<S>(
-    inner: &S,
+    inner: S,
     session: &Arc<Session>,
     matched: &RouteMatch,
     version: &str,
 ) -> Result<Arc<UserInfo>, ProxyError>
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError> + Clone,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send,
+    S::Future: Send,
 {
     session
         .user_info
-        .get_or_try_init(|| fetch_user_info(inner.clone(), matched, version))
+        .get_or_try_init(move || fetch_user_info(inner, matched, version))
         .await
         .cloned()
 }
@@ -347,6 +404,7 @@ async fn fetch_user_info<S>(
 ) -> Result<Arc<UserInfo>, ProxyError>
 where
     S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
+    S::Future: Send,
 {
     let path: PathAndQuery = format!("/services/Soap/u/{version}")
         .parse()
@@ -374,7 +432,9 @@ where
     let answer = match buffer_up_to(response.into_body(), MAX_USER_INFO).await {
         Ok(Buffered::Complete(bytes)) => bytes,
         Ok(Buffered::Streaming(_)) => {
-            return Err(unavailable("getUserInfo() answered more than 256 KiB".into()));
+            return Err(unavailable(
+                "getUserInfo() answered more than 256 KiB".into(),
+            ));
         }
         Err(error) => {
             return Err(unavailable(format!(
@@ -456,7 +516,10 @@ async fn read_whole(body: ProxyBody) -> Result<Bytes, ProxyError> {
 fn note(notes: Option<&Notes>, logged_in: &LoggedIn) {
     if let Some(notes) = notes {
         notes.set_client(logged_in.client.clone());
-        notes.set_route(logged_in.matched.route.clone(), logged_in.matched.metrics.clone());
+        notes.set_route(
+            logged_in.matched.route.clone(),
+            logged_in.matched.metrics.clone(),
+        );
     }
 }
 

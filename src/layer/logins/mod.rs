@@ -177,9 +177,10 @@ where
         .cloned()
         .ok_or_else(|| ProxyError::Internal("logins reached without a route".into()))?;
     let path = matched.path.path();
-    if request.method() == Method::POST && path.trim_end_matches('/').eq_ignore_ascii_case(TOKEN_PATH)
+    if request.method() == Method::POST
+        && path.trim_end_matches('/').eq_ignore_ascii_case(TOKEN_PATH)
     {
-        return login::token(&inner, &desk, &from, &candidates, request).await;
+        return login::token(inner, &desk, &from, &candidates, request).await;
     }
     let presented = match soap_api(request.method(), path) {
         Some(api) => {
@@ -189,7 +190,7 @@ where
                 .as_ref()
                 .is_some_and(crate::salesforce::login::soap::is_login)
             {
-                return login::soap(&inner, &desk, &from, &candidates, opened, soap).await;
+                return login::soap(inner, &desk, &from, &candidates, opened, soap).await;
             }
             request = opened;
             let presented = soap.presented.take();
@@ -214,11 +215,19 @@ where
         None => {}
     }
     let mut inner = inner;
-    tower::ServiceExt::ready(&mut inner).await?.call(request).await
+    tower::ServiceExt::ready(&mut inner)
+        .await?
+        .call(request)
+        .await
 }
 
 /// The caller and route a handed-out id named, on the request for the stages below.
-fn enter(request: &mut Request<ProxyBody>, client: Arc<str>, chosen: RouteMatch, provisional: bool) {
+fn enter(
+    request: &mut Request<ProxyBody>,
+    client: Arc<str>,
+    chosen: RouteMatch,
+    provisional: bool,
+) {
     if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
         notes.set_client(client.clone());
         if provisional {
