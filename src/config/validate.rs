@@ -9,11 +9,11 @@ use aws_lc_rs::digest;
 
 use super::{
     defaults::{
-        DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
-        DEFAULT_MAX_HEADER_BYTES, DEFAULT_PATH_PREFIX, DEFAULT_REPLAY_LIMIT,
-        DEFAULT_LOGINS_SESSION_TTL, DEFAULT_MAX_FAILURES_PER_MINUTE, DEFAULT_REQUEST_TIMEOUT,
-        DEFAULT_SHUTDOWN_GRACE, MAX_HEADER_BYTES, MAX_LOGINS_SESSION_TTL, MAX_WORKERS,
-        MIN_HEADER_BYTES, MIN_LOGINS_SESSION_TTL,
+        DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_LOGINS_SESSION_TTL, DEFAULT_MAX_BODY,
+        DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FAILURES_PER_MINUTE, DEFAULT_MAX_HEADER_BYTES,
+        DEFAULT_PATH_PREFIX, DEFAULT_REPLAY_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_GRACE,
+        MAX_HEADER_BYTES, MAX_LOGINS_SESSION_TTL, MAX_WORKERS, MIN_HEADER_BYTES,
+        MIN_LOGINS_SESSION_TTL,
     },
     error::{ConfigError, positive},
     exposure::check_exposure,
@@ -96,8 +96,7 @@ fn validate_logins(
         }
         (Some(file), None) => {
             let path = base.join(file);
-            let bytes =
-                read_file(&path).map_err(|e| ConfigError::new("logins.key_file", e))?;
+            let bytes = read_file(&path).map_err(|e| ConfigError::new("logins.key_file", e))?;
             let key = LoginsKey::parse(&bytes).map_err(|m| {
                 ConfigError::new("logins.key_file", format!("{} {m}", path.display()))
             })?;
