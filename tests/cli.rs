@@ -721,3 +721,99 @@ async fn demo_starts_and_its_printed_commands_work() {
     assert!(status.success(), "{status:?}; log: {}", log.lock().unwrap());
     assert!(!workdir.exists(), "{} was left behind", workdir.display());
 }
+
+/// A client secret's SHA-256 (any 64 hex digits: these tests never send the secret).
+const SECRET_SHA256: &str = "0b6d8a9b1c54c9b4b6a2ac6b2f4eb4c3c0e0e6d8d0c85d0b4f4b8f9d0b4a2c11";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygen_logins_key_writes_a_key_check_accepts() {
+    use base64::Engine;
+    let org = support::Org::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = [
+        "keygen",
+        "--logins-key",
+        "--name",
+        "logins",
+        "--dir",
+        "certs",
+    ];
+    let output = run(&keygen, dir.path()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("key_file = \"certs/logins.key\""),
+        "{stdout}"
+    );
+    let path = dir.path().join("certs/logins.key");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'), "{text:?}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim_end())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
+    // Never overwritten without --force.
+    let again = run(&keygen, dir.path()).await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+
+    let config = format!(
+        "{}\n[clients.erp]\nsecret_sha256 = \"{SECRET_SHA256}\"\n\n[logins]\n\
+         key_file = \"certs/logins.key\"\nsession_ttl = \"2h\"\n{}",
+        org.config("", ""),
+        support::route("erp", &["acme.example"], support::USER, "logins = true"),
+    );
+    let config_path = dir.path().join("sfproxy.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = run(
+        &["check", "--config", config_path.to_str().unwrap()],
+        dir.path(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let line = stdout.lines().next().unwrap();
+    assert!(line.starts_with("legacy logins: key_file "), "{line}");
+    assert!(line.contains("logins.key"), "{line}");
+    assert!(
+        line.contains("session_ttl=2h max_failures_per_minute=10"),
+        "{line}"
+    );
+    assert!(line.ends_with("routes: erp"), "{line}");
+    assert!(stdout.contains("route=erp org=acme"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logins_route_without_logins_or_admitting_a_client_without_a_secret_exits_64() {
+    let dir = key_dir();
+    let path = dir.path().join("sfproxy.toml");
+    let logins_route = replace(
+        GOOD,
+        "user = \"erp@acme.example\"\n",
+        "user = \"erp@acme.example\"\nlogins = true\n",
+    );
+
+    let no_table = format!("{logins_route}\n[clients.erp]\nsecret_sha256 = \"{SECRET_SHA256}\"\n");
+    std::fs::write(&path, no_table).unwrap();
+    let output = run(&["check", "--config", path.to_str().unwrap()], dir.path()).await;
+    let line = refused_config(&output);
+    assert!(line.contains("routes.erp.logins: "), "{line}");
+    assert!(line.contains("[logins]"), "{line}");
+
+    let secretless = format!(
+        "{logins_route}\n[clients.erp]\nsecret_sha256 = \"{SECRET_SHA256}\"\n\n\
+         [clients.batch]\nnetworks = [\"127.0.0.1/32\"]\n\n[logins]\n"
+    );
+    std::fs::write(&path, secretless).unwrap();
+    let output = run(&["check", "--config", path.to_str().unwrap()], dir.path()).await;
+    let line = refused_config(&output);
+    assert!(line.contains("routes.erp.logins: "), "{line}");
+    assert!(line.contains("client \"batch\" has no secret"), "{line}");
+}

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use super::load::{MAX_FILE_BYTES, read_file};
 use super::{org::parse_login_url, *};
@@ -421,4 +421,97 @@ fn debug_redacts_the_key() {
     let config = load("").unwrap();
     let text = format!("{config:?}");
     assert!(text.contains("<redacted>"));
+}
+
+/// `extra` before the org, `route_extra` inside the route, with the logins key file written
+/// beside the org key.
+fn load_logins(extra: &str, route_extra: &str) -> Result<Config, ConfigError> {
+    let dir = key_file();
+    std::fs::write(dir.path().join("logins.key"), [7u8; 32]).unwrap();
+    Config::from_toml(
+        &format!("{extra}\n{ORG}\n{ROUTE}{route_extra}\n"),
+        dir.path(),
+    )
+}
+
+const SECRET_CLIENT: &str = "[clients.erp]\nsecret_sha256 = \"\
+    0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+#[test]
+fn logins_default_and_are_absent_unless_configured() {
+    assert!(load("").unwrap().logins.is_none());
+    assert!(!load("").unwrap().routes[0].logins);
+    let config = load_logins(&format!("{SECRET_CLIENT}[logins]\n"), "logins = true").unwrap();
+    let logins = config.logins.as_ref().unwrap();
+    assert!(logins.key.is_none());
+    assert_eq!(logins.session_ttl, DEFAULT_LOGINS_SESSION_TTL);
+    assert_eq!(logins.max_failures_per_minute, 10);
+    assert!(config.logins_key_source.is_none());
+    assert!(config.routes[0].logins);
+}
+
+#[test]
+fn the_logins_key_is_read_once_from_one_source() {
+    let config = load_logins(
+        "[logins]\nkey_file = \"logins.key\"\nsession_ttl = \"30m\"\nmax_failures_per_minute = 3\n",
+        "",
+    )
+    .unwrap();
+    let logins = config.logins.as_ref().unwrap();
+    assert!(logins.key.is_some());
+    assert_eq!(logins.session_ttl, Duration::from_secs(1800));
+    assert_eq!(logins.max_failures_per_minute, 3);
+    assert!(matches!(
+        &config.logins_key_source,
+        Some(LoginsKeySource::File(p)) if p.ends_with("logins.key")
+    ));
+    let err =
+        load_logins("[logins]\nkey_file = \"logins.key\"\nkey_env = \"K\"\n", "").unwrap_err();
+    assert_eq!(err.key, "logins.key_env", "{err}");
+    let err = load_logins("[logins]\nkey_file = \"acme.key\"\n", "").unwrap_err();
+    assert_eq!(err.key, "logins.key_file", "{err}");
+    let err = load_logins("[logins]\nkey_file = \"missing.key\"\n", "").unwrap_err();
+    assert_eq!(err.key, "logins.key_file", "{err}");
+}
+
+#[test]
+fn logins_bounds_are_refused_naming_the_key() {
+    for bad in ["0s", "500ms", "8d"] {
+        let err = load_logins(&format!("[logins]\nsession_ttl = \"{bad}\"\n"), "").unwrap_err();
+        assert_eq!(err.key, "logins.session_ttl", "{bad}");
+        assert!(err.message.contains("7 days"), "{err}");
+    }
+    assert!(load_logins("[logins]\nsession_ttl = \"7d\"\n", "").is_ok());
+    let err = load_logins("[logins]\nmax_failures_per_minute = 0\n", "").unwrap_err();
+    assert_eq!(err.key, "logins.max_failures_per_minute");
+    let err = load_logins("[logins]\nkey_fil = \"x\"\n", "").unwrap_err();
+    assert!(err.key.starts_with("logins.key_fil"), "{err}");
+}
+
+#[test]
+fn a_logins_route_needs_the_table_and_clients_with_secrets() {
+    let err = load_logins(SECRET_CLIENT, "logins = true").unwrap_err();
+    assert_eq!(err.key, "routes.r.logins");
+    assert!(err.message.contains("add [logins]"), "{err}");
+
+    let err = load_logins("[logins]\n", "logins = true").unwrap_err();
+    assert_eq!(err.key, "routes.r.logins");
+    assert!(err.message.contains("admits no client"), "{err}");
+
+    let open = "[clients.batch]\nnetworks = [\"10.0.0.0/24\"]\n";
+    let err =
+        load_logins(&format!("{SECRET_CLIENT}{open}[logins]\n"), "logins = true").unwrap_err();
+    assert_eq!(err.key, "routes.r.logins");
+    assert!(
+        err.message.contains("client \"batch\" has no secret"),
+        "{err}"
+    );
+
+    // Leaving the secret-less client out of the route is enough.
+    let config = load_logins(
+        &format!("{SECRET_CLIENT}{open}[logins]\n"),
+        "clients = [\"erp\"]\nlogins = true",
+    )
+    .unwrap();
+    assert!(config.routes[0].logins);
 }
