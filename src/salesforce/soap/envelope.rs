@@ -15,6 +15,7 @@
 
 mod error;
 mod markup;
+mod presented;
 mod scan;
 
 use std::borrow::Cow;
