@@ -144,6 +144,7 @@ where
             let route = &matched.route.name;
             match envelope::open(request, api, &sessions.envelopes, route).await? {
                 envelope::Opened::Call(request, call) => {
+                    let call = *call;
                     (request, Some(call.template), Some(call.inflating))
                 }
                 envelope::Opened::Answered(answer) => return Ok(answer),

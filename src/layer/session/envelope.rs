@@ -34,7 +34,7 @@ const MAX_LOCAL_CALL_BODY: usize = 64 * 1024;
 pub(super) enum Opened {
     /// To send with a session: the request's body is now the envelope's rest, after the head
     /// the call's template keeps.
-    Call(Request<ProxyBody>, SoapCall),
+    Call(Request<ProxyBody>, Box<SoapCall>),
     /// Answered here: a call that would end the shared session.
     Answered(Response<ProxyBody>),
 }
@@ -56,7 +56,7 @@ pub(super) async fn open(
         .as_ref()
         .and_then(|operation| LocalCall::of(&opened.api, operation));
     let Some(call) = local else {
-        return Ok(Opened::Call(request, opened));
+        return Ok(Opened::Call(request, Box::new(opened)));
     };
     let rest = match buffer_up_to(request.into_body(), MAX_LOCAL_CALL_BODY).await {
         Ok(Buffered::Complete(bytes)) => bytes,
