@@ -203,14 +203,15 @@ async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_
         org.mock.legacy_login_kinds()
     );
     assert_eq!(org.mock.token_requests(), 1);
-    assert!(
-        org.mock.soap_calls().is_empty(),
-        "the login was answered by sfproxy"
-    );
+    // The login was answered by sfproxy: the only SOAP call Salesforce saw is sfproxy's own
+    // getUserInfo(), for the loginResponse's userInfo, with the real session.
+    let soap = org.mock.soap_calls();
+    let operations: Vec<&str> = soap.iter().map(|c| c.operation.as_str()).collect();
+    assert_eq!(operations, ["getUserInfo"]);
     assert_eq!(
         assert_only_real_sessions(&org),
-        8,
-        "the REST calls after the login"
+        9,
+        "getUserInfo, then the REST calls after the login"
     );
 
     // A wrong password: simple-salesforce's SalesforceAuthenticationFailed with INVALID_LOGIN,
@@ -226,5 +227,5 @@ async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_
         1,
         "no token request for a refused login"
     );
-    assert_eq!(org.mock.requests().len(), 8);
+    assert_eq!(org.mock.requests().len(), 9);
 }

@@ -101,7 +101,8 @@ where
         let identified = match tunnelled {
             Some(Some(caller)) => Ok(caller),
             Some(None) => Err(ProxyError::AuthRequired(
-                "this tunnel was opened for legacy logins: send a login, or the session id it                  returned"
+                "this tunnel was opened for legacy logins: send a login, or the session id it \
+                 returned"
                     .into(),
             )),
             None => identify(&self.clients, peer.ip(), credentials),

@@ -175,8 +175,10 @@ where
 {
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
-        // Only an HTTP/1.1 CONNECT opens a tunnel (the route layer refuses one over HTTP/2).
-        let connect = request.method() == Method::CONNECT && request.version() == Version::HTTP_11;
+        // Only an HTTP/1 CONNECT opens a tunnel (the route layer refuses one over HTTP/2). Python's
+        // http.client, under python-requests and every library on it, sends `CONNECT … HTTP/1.0`.
+        let connect = request.method() == Method::CONNECT
+            && matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
         let upgrade = connect.then(|| (hyper::upgrade::on(&mut request), tunnel.clone()));
         let current = current.clone();
         async move {

@@ -24,14 +24,15 @@ pub(crate) fn is_login(operation: &Operation) -> bool {
 const MAX_DEPTH: usize = 64;
 
 /// The username (trimmed) and password (as sent) of a `login()` whose envelope's bytes after the
-/// `login` start tag are `rest`: its direct children `username` and `password`, by local name.
-/// The Err never holds either value.
+/// Body start tag are `rest` (the envelope's head was read elsewhere): the direct children
+/// `username` and `password` of its first element, `login`, by local name. The Err never holds
+/// either value.
 pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
     let mut reader = Reader::from_reader(rest);
-    // The `login` start tag was read elsewhere: its end tag (and the Body's, the Envelope's)
-    // close elements this reader never saw open.
+    // The Body's and the Envelope's end tags close elements this reader never saw open.
     reader.config_mut().check_end_names = false;
     reader.config_mut().allow_unmatched_ends = true;
+    enter_login(&mut reader)?;
     // Depth below `login`; the field being read (0 username, 1 password) while at depth 1.
     let mut depth = 0usize;
     let mut reading: Option<usize> = None;
@@ -112,6 +113,26 @@ pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
 }
 
 const FIELDS: [&str; 2] = ["username", "password"];
+
+/// Reads up to the end of the Body's first element's start tag, which must be `login`'s.
+fn enter_login(reader: &mut Reader<&[u8]>) -> Result<(), String> {
+    loop {
+        let event = reader.read_event().map_err(|_| {
+            format!(
+                "the login call is malformed XML near byte {}",
+                reader.error_position()
+            )
+        })?;
+        match event {
+            Event::Start(start) if start.local_name().as_ref() == b"login" => return Ok(()),
+            Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Eof => {
+                return Err("the Body does not start with the login call".to_owned());
+            }
+            Event::DocType(_) => return Err("a DOCTYPE is not allowed".to_owned()),
+            _ => {}
+        }
+    }
+}
 
 /// A granted `login()`'s answer.
 pub(crate) struct LoginResult<'a> {
@@ -249,7 +270,7 @@ mod tests {
         assert!(!is_login(&operation(PARTNER_NS, "logout")));
     }
 
-    const REST: &str = "<urn:username>erp@acme.com</urn:username><urn:password>s3cr&amp;t</urn:password></urn:login></soapenv:Body></soapenv:Envelope>";
+    const REST: &str = "\n  <urn:login xmlns:urn=\"urn:partner.soap.sforce.com\"><urn:username>erp@acme.com</urn:username><urn:password>s3cr&amp;t</urn:password></urn:login></soapenv:Body></soapenv:Envelope>";
 
     #[test]
     fn reads_credentials() {
@@ -257,29 +278,35 @@ mod tests {
             credentials(REST.as_bytes()).unwrap(),
             ("erp@acme.com".to_owned(), "s3cr&t".to_owned())
         );
-        let spaced = "\n  <username>\n erp@acme.com </username>\n  <x:password xmlns:x=\"y\"> p&#233;<![CDATA[<&>]]> </x:password>\n</login>";
+        let spaced = "<!-- c --><login>\n  <username>\n erp@acme.com </username>\n  <x:password xmlns:x=\"y\"> p&#233;<![CDATA[<&>]]> </x:password>\n</login>";
         assert_eq!(
             credentials(spaced.as_bytes()).unwrap(),
             ("erp@acme.com".to_owned(), " pé<&> ".to_owned())
         );
         // Order does not matter; an empty password element is an empty password.
         assert_eq!(
-            credentials(b"<password/><username>u</username></login>").unwrap(),
+            credentials(b"<login><password/><username>u</username></login>").unwrap(),
             ("u".to_owned(), String::new())
         );
     }
 
     #[test]
     fn reads_only_direct_children() {
-        let nested = "<urn:username>u</urn:username><urn:other><urn:password>no</urn:password></urn:other></urn:login><urn:password>after</urn:password>";
+        let nested = "<urn:login><urn:username>u</urn:username><urn:other><urn:password>no</urn:password></urn:other></urn:login><urn:password>after</urn:password>";
         assert!(
             credentials(nested.as_bytes())
                 .unwrap_err()
                 .contains("no password")
         );
-        let inner =
-            "<urn:username>u</urn:username><urn:password>a<b>x</b>c</urn:password></urn:login>";
+        let inner = "<urn:login><urn:username>u</urn:username><urn:password>a<b>x</b>c</urn:password></urn:login>";
         assert_eq!(credentials(inner.as_bytes()).unwrap().1, "ac");
+        let other =
+            "<urn:query><urn:username>u</urn:username><urn:password>p</urn:password></urn:query>";
+        assert!(
+            credentials(other.as_bytes())
+                .unwrap_err()
+                .contains("does not start")
+        );
     }
 
     #[test]
@@ -295,6 +322,7 @@ mod tests {
             "<!DOCTYPE hunter2><urn:username>erp@acme.com</urn:username></urn:login>",
         ];
         for case in cases {
+            let case = format!("<urn:login>{case}");
             let error = credentials(case.as_bytes()).map(|_| case).unwrap_err();
             assert!(!error.contains("hunter2"), "{error}");
             assert!(!error.contains("bogus"), "{error}");
