@@ -18,6 +18,7 @@ use crate::{
     body::{ProxyBody, full, gzip::GzipError},
     salesforce::{
         cache::LoginError,
+        credential::BULK_V1_INVALID_SESSION,
         hints::login_hint,
         soap::{
             envelope::EnvelopeError,
@@ -374,6 +375,27 @@ impl ProxyError {
             );
         }
         self.answer(self.soap_status(), fault::CONTENT_TYPE, self.to_fault())
+    }
+
+    /// The answer on a Bulk API 1.0 path: Bulk's own `InvalidSessionId` error for a session id
+    /// sfproxy does not accept, the JSON answer otherwise.
+    pub(crate) fn into_bulk_v1_response(self) -> Response<ProxyBody> {
+        match self {
+            Self::InvalidSession => self.answer(
+                self.bulk_v1_status(),
+                "application/xml",
+                BULK_V1_INVALID_SESSION.to_owned(),
+            ),
+            _ => self.into_response(),
+        }
+    }
+
+    /// The status of the Bulk API 1.0 answer.
+    pub(crate) fn bulk_v1_status(&self) -> StatusCode {
+        match self {
+            Self::InvalidSession => StatusCode::BAD_REQUEST,
+            _ => self.status(),
+        }
     }
 
     /// The status of the fault answer.

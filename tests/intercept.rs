@@ -25,15 +25,6 @@ use tokio::{
 const HOST: &str = "acme.my.salesforce.com";
 const LIMITS: &str = "https://acme.my.salesforce.com/services/data/v61.0/limits";
 
-/// An interception CA in `dir`; returns (cert, key) paths.
-fn make_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let ca = sfproxy::intercept::ca::generate("CN=sfproxy test interception CA", 2, &[]).unwrap();
-    let (cert, key) = (dir.join("icpt-ca.crt"), dir.join("icpt-ca.key"));
-    std::fs::write(&cert, ca.cert_pem).unwrap();
-    std::fs::write(&key, ca.key_pem).unwrap();
-    (cert, key)
-}
-
 fn intercepting(org: &Org, extra_routes: &str) -> (Proxy, PathBuf) {
     intercepting_with(org, "", extra_routes)
 }
@@ -42,21 +33,12 @@ fn intercepting(org: &Org, extra_routes: &str) -> (Proxy, PathBuf) {
 fn intercepting_with(org: &Org, proxy_extra: &str, extra_routes: &str) -> (Proxy, PathBuf) {
     (
         Proxy::start(&intercepting_config(org, proxy_extra, extra_routes)),
-        org.dir.path().join("icpt-ca.crt"),
+        org.interception_ca(),
     )
 }
 
 fn intercepting_config(org: &Org, proxy_extra: &str, extra_routes: &str) -> String {
-    let (cert, key) = make_ca(org.dir.path());
-    org.config(
-        &format!(
-            "{proxy_extra}\n[proxy.intercept]\nca_cert_file = \"{}\"\nca_key_file = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
-        "",
-    ) + &route("erp", &[HOST], USER, "")
-        + extra_routes
+    org.intercepting_config(proxy_extra) + &route("erp", &[HOST], USER, "") + extra_routes
 }
 
 /// curl through the proxy; returns (exit code, HTTP status, HTTP version, body).
@@ -247,7 +229,7 @@ async fn a_caller_that_does_not_trust_the_ca_fails_cleanly() {
         "the caller's side, not a server error"
     );
     // And the proxy goes on serving callers that do trust it.
-    let ca = org.dir.path().join("icpt-ca.crt").display().to_string();
+    let ca = org.interception_ca().display().to_string();
     let (code, status, _, _) =
         curl_https(&["--proxy", &proxy.url(), "--cacert", &ca, LIMITS], &[]).await;
     assert_eq!((code, status), (0, 200));
@@ -548,7 +530,7 @@ async fn a_reload_keeps_the_leaves_of_an_unchanged_ca_and_a_new_ca_issues_new_on
     let org = Org::start().await;
     let config = intercepting_config(&org, "", "");
     let proxy = Proxy::start(&config);
-    let ca = org.dir.path().join("icpt-ca.crt");
+    let ca = org.interception_ca();
     let first = served_leaf(&proxy, &ca).await;
     assert_eq!(served_leaf(&proxy, &ca).await, first, "one leaf per host");
 

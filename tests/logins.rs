@@ -1,58 +1,24 @@
-//! Legacy logins answered by sfproxy itself (`logins = true` on a route): a caller that logs in
-//! with a username and password gets sfproxy's own sealed session id, and Salesforce never sees a
-//! legacy login, only the route's JWT bearer login and its real session. Driven by
-//! simple-salesforce (tests/python/logins_client.py) through an intercepted tunnel to
-//! login.salesforce.com, against the stand-in org over real TLS.
+//! Legacy logins answered by sfproxy itself (`logins = true` on a route), by the clients that
+//! make them: a caller that logs in with a username and password gets sfproxy's own sealed
+//! session id, and Salesforce never sees a legacy login, only the route's JWT bearer login and
+//! its real session. simple-salesforce (tests/python/logins_client.py) through an intercepted
+//! tunnel to login.salesforce.com; curl with the password and client-credentials grants, then
+//! REST and Bulk 1.0; curl with SOAP `login()`, then Partner calls at its `serverUrl`. Refusals
+//! are in tests/logins_refusals.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns fail the test
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use support::{Org, Proxy, USER, route, sha256_hex};
-
-/// The route's client and its secret: the password a legacy caller logs in with.
-const CLIENT: &str = "erp";
-const SECRET: &str = "erp-secret";
-const VERSION: &str = "61.0";
-
-/// An interception CA in `dir`; returns (cert, key) paths.
-fn make_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let ca = sfproxy::intercept::ca::generate("CN=sfproxy test interception CA", 2, &[]).unwrap();
-    let (cert, key) = (dir.join("icpt-ca.crt"), dir.join("icpt-ca.key"));
-    std::fs::write(&cert, ca.cert_pem).unwrap();
-    std::fs::write(&key, ca.key_pem).unwrap();
-    (cert, key)
-}
-
-/// The stand-in's config with interception on (its CA in the org's directory, see
-/// [`interception_ca`]), `proxy_extra` in `[proxy]`, `[logins]`, the client `erp` with its
-/// secret, and the logins route `erp` for login.salesforce.com and the My Domain host.
-fn config(org: &Org, proxy_extra: &str) -> String {
-    let (cert, key) = make_ca(org.dir.path());
-    org.config(
-        &format!(
-            "{proxy_extra}\n[proxy.intercept]\nca_cert_file = \"{}\"\nca_key_file = \"{}\"",
-            cert.display(),
-            key.display()
-        ),
-        "",
-    ) + &format!(
-        "\n[logins]\nsession_ttl = \"8h\"\n\n[clients.{CLIENT}]\nsecret_sha256 = \"{}\"\n",
-        sha256_hex(SECRET.as_bytes())
-    ) + &route(
-        "erp",
-        &["login.salesforce.com", "acme.my.salesforce.com"],
-        USER,
-        &format!("clients = [\"{CLIENT}\"]\nlogins = true"),
-    )
-}
-
-/// The interception CA [`config`] wrote: what callers trust (REQUESTS_CA_BUNDLE).
-fn interception_ca(org: &Org) -> PathBuf {
-    org.dir.path().join("icpt-ca.crt")
-}
+use support::{
+    AUDIENCE, Org, Proxy, USER, curl, curl_login,
+    logins::{
+        CLIENT, LOGIN_HOST, MY_DOMAIN, SECRET, VERSION, assert_only_real_sessions, config,
+        login_envelope, query_envelope, xml_text,
+    },
+};
 
 /// Whether simple-salesforce can be imported; in CI (`CI` set) a missing one fails the test.
 fn has_simple_salesforce() -> bool {
@@ -109,43 +75,14 @@ async fn logins_client(
     )
 }
 
-/// Every API request the stand-in saw carried a session it issued (the route's real one), never
-/// an id sfproxy handed out; returns how many there were.
-fn assert_only_real_sessions(org: &Org) -> usize {
-    let issued = org.mock.issued_sessions();
-    let seen = org.mock.requests();
-    for request in &seen {
-        let session = request.session.as_deref().unwrap_or_else(|| {
-            panic!(
-                "{} {} carried no session",
-                request.method, request.path_and_query
-            )
-        });
-        assert!(
-            issued.iter().any(|s| s == session),
-            "{} {} carried a session the org never issued",
-            request.method,
-            request.path_and_query
-        );
-        assert!(
-            support::header(&request.headers, "authorization")
-                .is_none_or(|a| a == format!("Bearer {session}")),
-            "{} {}: Authorization is the real session",
-            request.method,
-            request.path_and_query
-        );
-    }
-    seen.len()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_real_session() {
     if !has_simple_salesforce() {
         return;
     }
     let org = Org::start().await;
-    let proxy = Proxy::start(&config(&org, ""));
-    let ca = interception_ca(&org);
+    let proxy = Proxy::start(&config(&org, "", "session_ttl = \"8h\"", ""));
+    let ca = org.interception_ca();
     let (ok, out, err) = logins_client(&proxy, &ca, USER, SECRET, &[]).await;
     assert!(ok, "{out}{err}\nproxy log:\n{}", proxy.log());
     let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -228,4 +165,272 @@ async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_
         "no token request for a refused login"
     );
     assert_eq!(org.mock.requests().len(), 9);
+}
+
+/// `POST /services/oauth2/token` through the proxy to `host`, with `form` (curl `-d` pairs).
+async fn token(proxy: &Proxy, host: &str, form: &[&str]) -> support::Reply {
+    let url = format!("http://{host}/services/oauth2/token");
+    let proxy_url = proxy.url();
+    let mut args = vec!["-x", proxy_url.as_str()];
+    for field in form {
+        args.extend(["--data-urlencode", field]);
+    }
+    args.push(&url);
+    curl_login(&args).await
+}
+
+/// Salesforce's `signature`: base64 of HMAC-SHA256 over `id` + `issued_at`, keyed by the client
+/// secret.
+fn signature(secret: &str, id: &str, issued_at: &str) -> String {
+    use base64::Engine;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{id}{issued_at}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_grant_is_answered_and_its_token_serves_rest_and_bulk() {
+    let org = Org::start().await;
+    let proxy = Proxy::start(&config(&org, "", "", ""));
+    let reply = token(
+        &proxy,
+        LOGIN_HOST,
+        &[
+            "grant_type=password",
+            &format!("username={USER}"),
+            &format!("password={SECRET}"),
+            "client_id=3MVG9legacy.app",
+            "client_secret=legacy-consumer-secret",
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, proxy.log());
+    let answer = reply.json();
+    let access_token = answer["access_token"].as_str().unwrap().to_owned();
+    let (org15, sealed) = access_token.split_once('!').unwrap();
+    assert_eq!(org15, &org.mock.org_id()[..15]);
+    assert!(sealed.len() > 40, "sealed: client, route, expiry");
+    assert!(!org.mock.issued_sessions().contains(&access_token));
+    assert_eq!(answer["instance_url"], format!("http://{LOGIN_HOST}"));
+    let id = format!(
+        "{AUDIENCE}/id/{}/{}",
+        org.mock.org_id(),
+        org.mock.user_id(USER).unwrap()
+    );
+    assert_eq!(answer["id"], id);
+    assert_eq!(answer["token_type"], "Bearer");
+    let issued_at = answer["issued_at"].as_str().unwrap();
+    assert!(issued_at.len() == 13 && issued_at.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(
+        answer["signature"],
+        signature("legacy-consumer-secret", &id, issued_at)
+    );
+    assert_eq!(
+        reply.header("content-type").unwrap(),
+        "application/json;charset=UTF-8"
+    );
+
+    // REST at the instance_url, and at the My Domain host the route also serves.
+    let bearer = format!("Authorization: Bearer {access_token}");
+    for host in [LOGIN_HOST, MY_DOMAIN] {
+        let url = format!("http://{host}/services/data/v{VERSION}/limits");
+        let reply = curl(&["-x", &proxy.url(), "-H", &bearer, &url]).await;
+        assert_eq!(reply.status, 200, "{host}: {}", reply.body);
+    }
+    // Bulk API 1.0 reads its session from X-SFDC-Session.
+    let url = format!("http://{MY_DOMAIN}/services/async/{VERSION}/job");
+    let bulk = format!("X-SFDC-Session: {access_token}");
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        &bulk,
+        "-H",
+        "Content-Type: application/xml; charset=UTF-8",
+        "--data-binary",
+        "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>insert</operation><object>Account</object></jobInfo>",
+        &url,
+    ])
+    .await;
+    assert!(reply.status < 300, "{}: {}", reply.status, reply.body);
+    let seen = org.mock.requests();
+    let last = seen.last().unwrap();
+    assert!(last.path_and_query.starts_with("/services/async/"));
+    assert!(last.session_valid, "Bulk 1.0 got the real session");
+
+    // One JWT bearer login and getUserInfo (for the answer's ids), then the calls: all with the
+    // real session; no legacy login reached Salesforce.
+    assert_eq!(org.mock.token_requests(), 1);
+    assert_eq!(org.mock.legacy_logins(), 0);
+    assert_eq!(assert_only_real_sessions(&org), 4);
+    proxy.settle().await;
+    let lines = proxy.events("request");
+    let login = lines
+        .iter()
+        .find(|l| l["path"] == "/services/oauth2/token")
+        .unwrap();
+    assert_eq!(
+        login["client"], CLIENT,
+        "the login is logged as its client's"
+    );
+    assert_eq!(login["route"], "erp");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["path"] != "/services/oauth2/token")
+            .all(|l| l["client"] == CLIENT && l["route"] == "erp"),
+        "{lines:?}"
+    );
+    assert_eq!(proxy.events("answered a legacy login").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_credentials_grant_names_the_client_by_its_name_and_secret() {
+    let org = Org::start().await;
+    let proxy = Proxy::start(&config(&org, "", "", ""));
+    let reply = token(
+        &proxy,
+        MY_DOMAIN,
+        &[
+            "grant_type=client_credentials",
+            &format!("client_id={CLIENT}"),
+            &format!("client_secret={SECRET}"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["instance_url"], format!("http://{MY_DOMAIN}"));
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        answer["access_token"].as_str().unwrap()
+    );
+    let url = format!("http://{MY_DOMAIN}/services/data/v{VERSION}/limits");
+    assert_eq!(
+        curl(&["-x", &proxy.url(), "-H", &bearer, &url])
+            .await
+            .status,
+        200
+    );
+
+    // The secret of another name is no credential.
+    let reply = token(
+        &proxy,
+        MY_DOMAIN,
+        &[
+            "grant_type=client_credentials",
+            "client_id=wms",
+            &format!("client_secret={SECRET}"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "invalid_grant", "error_description": "authentication failure"})
+    );
+    assert_eq!(org.mock.token_requests(), 1);
+}
+
+/// POSTs a SOAP envelope through the proxy to `url`, with `SOAPAction: {action}`.
+async fn soap(proxy: &Proxy, url: &str, action: &str, envelope: &str) -> support::Reply {
+    let header = format!("SOAPAction: {action}");
+    let args = [
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Content-Type: text/xml; charset=UTF-8",
+        "-H",
+        &header,
+        "--data-binary",
+        envelope,
+        url,
+    ];
+    match action {
+        "login" => curl_login(&args).await,
+        _ => curl(&args).await,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn soap_login_is_answered_and_partner_calls_follow_at_its_server_url() {
+    let org = Org::start().await;
+    let proxy = Proxy::start(&config(&org, "", "", ""));
+    let org15 = &org.mock.org_id()[..15];
+    for (letter, ns) in [
+        ("u", "urn:partner.soap.sforce.com"),
+        ("c", "urn:enterprise.soap.sforce.com"),
+    ] {
+        let url = format!("http://{LOGIN_HOST}/services/Soap/{letter}/{VERSION}");
+        let envelope = login_envelope(USER, SECRET).replace("urn:partner.soap.sforce.com", ns);
+        let reply = soap(&proxy, &url, "login", &envelope).await;
+        assert_eq!(reply.status, 200, "{}\n{}", reply.body, proxy.log());
+        // Salesforce's own form: the API's namespace the Envelope's default.
+        assert!(
+            reply.body.contains(&format!(" xmlns=\"{ns}\"")),
+            "{}",
+            reply.body
+        );
+        assert!(reply.body.contains("<soapenv:Body><loginResponse><result>"));
+        let session_id = xml_text(&reply.body, "sessionId").unwrap();
+        assert!(session_id.starts_with(&format!("{org15}!")));
+        assert_eq!(
+            xml_text(&reply.body, "serverUrl").unwrap(),
+            format!("{url}/{org15}")
+        );
+        assert_eq!(
+            xml_text(&reply.body, "metadataServerUrl").unwrap(),
+            format!("http://{LOGIN_HOST}/services/Soap/m/{VERSION}/{org15}")
+        );
+        assert_eq!(
+            xml_text(&reply.body, "userId").unwrap(),
+            org.mock.user_id(USER).unwrap()
+        );
+        assert_eq!(xml_text(&reply.body, "passwordExpired").unwrap(), "false");
+        assert_eq!(xml_text(&reply.body, "userName").unwrap(), USER);
+        assert_eq!(
+            xml_text(&reply.body, "organizationId").unwrap(),
+            org.mock.org_id()
+        );
+    }
+
+    // A Partner call at serverUrl with the handed-out id: Salesforce sees the real session.
+    let url = format!("http://{LOGIN_HOST}/services/Soap/u/{VERSION}");
+    let reply = soap(&proxy, &url, "login", &login_envelope(USER, SECRET)).await;
+    let session_id = xml_text(&reply.body, "sessionId").unwrap();
+    let server_url = xml_text(&reply.body, "serverUrl").unwrap();
+    let reply = soap(
+        &proxy,
+        &server_url,
+        "query",
+        &query_envelope(&session_id, "SELECT Id FROM Account"),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("queryResponse"), "{}", reply.body);
+    let calls = org.mock.soap_calls();
+    let query = calls.last().unwrap();
+    assert_eq!(query.operation, "query");
+    let real = query.session_id.as_deref().unwrap();
+    assert!(org.mock.issued_sessions().iter().any(|s| s == real));
+
+    // One JWT bearer login and one getUserInfo for the three logins; no login() reached
+    // Salesforce.
+    assert_eq!(org.mock.token_requests(), 1);
+    assert_eq!(org.mock.legacy_logins(), 0);
+    let operations: Vec<String> = calls.iter().map(|c| c.operation.clone()).collect();
+    assert_eq!(operations, ["getUserInfo", "query"]);
+
+    // A wrong password: Salesforce's own INVALID_LOGIN fault.
+    let reply = soap(&proxy, &url, "login", &login_envelope(USER, "wrong-secret")).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(
+        xml_text(&reply.body, "faultcode").unwrap(),
+        "sf:INVALID_LOGIN"
+    );
+    assert_eq!(
+        xml_text(&reply.body, "exceptionCode").unwrap(),
+        "INVALID_LOGIN"
+    );
+    assert_eq!(org.mock.soap_calls().len(), 2);
 }

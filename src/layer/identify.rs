@@ -109,8 +109,11 @@ where
         };
         match identified {
             Ok(caller) => {
-                if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
-                    notes.set_client(caller.name.clone());
+                // With legacy logins on, the route stage notes the client (see there).
+                if !self.logins {
+                    if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+                        notes.set_client(caller.name.clone());
+                    }
                 }
                 request.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(request))

@@ -10,7 +10,14 @@ use http::{HeaderMap, HeaderName, header};
 use crate::salesforce::{soap::api::SOAP_PREFIX, token::AccessToken};
 
 /// Bulk API 1.0's paths; it reads the session from `X-SFDC-Session`, not `Authorization`.
-const BULK_V1_PREFIX: &str = "/services/async/";
+pub(crate) const BULK_V1_PREFIX: &str = "/services/async/";
+
+/// Bulk API 1.0's answer (with status 400) to a session it does not accept: what its clients
+/// read to log in again.
+pub(crate) const BULK_V1_INVALID_SESSION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+    <error xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\
+    <exceptionCode>InvalidSessionId</exceptionCode>\
+    <exceptionMessage>Invalid session id</exceptionMessage></error>";
 pub(crate) static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 
 /// The Salesforce APIs, by where they read the session.

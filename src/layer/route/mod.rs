@@ -105,6 +105,9 @@ where
 
     fn call(&mut self, mut request: Request<ProxyBody>) -> Self::Future {
         if request.method() == Method::CONNECT {
+            if self.logins {
+                note_client(&request);
+            }
             return Either::Left(ready(grant_tunnel(
                 &self.routes,
                 self.intercept.as_ref(),
@@ -117,9 +120,12 @@ where
             true => with_logins(&self.routes, &mut request, chosen),
             false => chosen,
         };
+        let provisional = request.extensions().get::<Provisional>().is_some();
+        if self.logins && !provisional {
+            note_client(&request);
+        }
         match chosen {
             Ok(matched) => {
-                let provisional = request.extensions().get::<Provisional>().is_some();
                 match request.extensions().get::<Arc<Notes>>() {
                     // The logins stage notes the route it admits the caller to.
                     Some(notes) if !provisional => {
@@ -132,6 +138,17 @@ where
             }
             Err(error) => Either::Left(ready(Err(error))),
         }
+    }
+}
+
+/// With legacy logins on, the client is noted here rather than by identify: a caller given a
+/// route [`Provisional`]ly is noted by the logins stage, as the client it admits.
+fn note_client(request: &Request<ProxyBody>) {
+    if let (Some(notes), Some(caller)) = (
+        request.extensions().get::<Arc<Notes>>(),
+        request.extensions().get::<Caller>(),
+    ) {
+        notes.set_client(caller.name.clone());
     }
 }
 
