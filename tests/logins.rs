@@ -16,7 +16,7 @@ use support::{
     AUDIENCE, Org, Proxy, USER, curl, curl_login,
     logins::{
         CLIENT, LOGIN_HOST, MY_DOMAIN, SECRET, VERSION, assert_only_real_sessions, config,
-        login_envelope, query_envelope, xml_text,
+        login_envelope, query_envelope, token, xml_text,
     },
 };
 
@@ -167,18 +167,6 @@ async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_
     assert_eq!(org.mock.requests().len(), 9);
 }
 
-/// `POST /services/oauth2/token` through the proxy to `host`, with `form` (curl `-d` pairs).
-async fn token(proxy: &Proxy, host: &str, form: &[&str]) -> support::Reply {
-    let url = format!("http://{host}/services/oauth2/token");
-    let proxy_url = proxy.url();
-    let mut args = vec!["-x", proxy_url.as_str()];
-    for field in form {
-        args.extend(["--data-urlencode", field]);
-    }
-    args.push(&url);
-    curl_login(&args).await
-}
-
 /// Salesforce's `signature`: base64 of HMAC-SHA256 over `id` + `issued_at`, keyed by the client
 /// secret.
 fn signature(secret: &str, id: &str, issued_at: &str) -> String {
@@ -194,6 +182,7 @@ async fn the_password_grant_is_answered_and_its_token_serves_rest_and_bulk() {
     let proxy = Proxy::start(&config(&org, "", "", ""));
     let reply = token(
         &proxy,
+        &[],
         LOGIN_HOST,
         &[
             "grant_type=password",
@@ -290,6 +279,7 @@ async fn the_client_credentials_grant_names_the_client_by_its_name_and_secret() 
     let proxy = Proxy::start(&config(&org, "", "", ""));
     let reply = token(
         &proxy,
+        &[],
         MY_DOMAIN,
         &[
             "grant_type=client_credentials",
@@ -316,6 +306,7 @@ async fn the_client_credentials_grant_names_the_client_by_its_name_and_secret() 
     // The secret of another name is no credential.
     let reply = token(
         &proxy,
+        &[],
         MY_DOMAIN,
         &[
             "grant_type=client_credentials",

@@ -1,7 +1,7 @@
 //! The legacy-login tests' config and readers: a logins route, its client, and what sfproxy
 //! answers at a login (its OAuth JSON, its SOAP `loginResponse`).
 
-use super::{Org, USER, route, sha256_hex};
+use super::{Org, Proxy, Reply, USER, curl_login, route, sha256_hex};
 
 /// The route's client and its secret: the password a legacy caller logs in with.
 pub const CLIENT: &str = "erp";
@@ -88,4 +88,38 @@ pub fn query_envelope(session_id: &str, soql: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:partner.soap.sforce.com"><soapenv:Header><urn:SessionHeader><urn:sessionId>{session_id}</urn:sessionId></urn:SessionHeader></soapenv:Header><soapenv:Body><urn:query><urn:queryString>{soql}</urn:queryString></urn:query></soapenv:Body></soapenv:Envelope>"#
     )
+}
+
+/// `POST /services/oauth2/token` through the proxy to `host`, with curl's `extra` arguments
+/// (`--interface 127.0.0.2`, say) and `form` (each `name=value`, URL-encoded by curl).
+pub async fn token(proxy: &Proxy, extra: &[&str], host: &str, form: &[&str]) -> Reply {
+    let url = format!("http://{host}/services/oauth2/token");
+    let proxy_url = proxy.url();
+    let mut args = vec!["-x", proxy_url.as_str()];
+    args.extend(extra);
+    for field in form {
+        args.extend(["--data-urlencode", field]);
+    }
+    args.push(&url);
+    curl_login(&args).await
+}
+
+/// The password grant for `username` with `password` at login.salesforce.com.
+pub async fn password_grant(
+    proxy: &Proxy,
+    extra: &[&str],
+    username: &str,
+    password: &str,
+) -> Reply {
+    token(
+        proxy,
+        extra,
+        LOGIN_HOST,
+        &[
+            "grant_type=password",
+            &format!("username={username}"),
+            &format!("password={password}"),
+        ],
+    )
+    .await
 }
