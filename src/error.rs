@@ -317,6 +317,14 @@ impl ProxyError {
         }
     }
 
+    /// `Retry-After` for this answer, if the caller may usefully try again: whole seconds,
+    /// rounded up, at least 1 ("0" would invite an immediate retry).
+    pub(crate) fn retry_after_header(&self) -> Option<HeaderValue> {
+        let after = self.retry_after()?;
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        Some(HeaderValue::from(seconds.max(1)))
+    }
+
     /// What the operator should do, where sfproxy knows (a refused login).
     pub(crate) fn hint(&self) -> Option<&'static str> {
         match self {
@@ -416,10 +424,8 @@ impl ProxyError {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Some(after) = self.retry_after() {
-            // Whole seconds, rounded up, at least 1: "0" would invite an immediate retry.
-            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        if let Some(after) = self.retry_after_header() {
+            headers.insert(header::RETRY_AFTER, after);
         }
         if matches!(self, Self::AmbiguousFraming | Self::FramingLost) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -325,3 +325,80 @@ async fn a_thousand_logins_at_once_cost_one_jwt_bearer_login_and_one_get_user_in
         .collect();
     assert_eq!(operations, ["getUserInfo"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_the_jwt_bearer_flow_cannot_serve_says_why_in_the_logins_shape() {
+    let org = Org::start().await;
+    let proxy = Proxy::start(&config(&org, "", "", ""));
+    let refusal = TokenFailure::OAuth {
+        status: 400,
+        error: "invalid_grant".into(),
+        description: "user hasn't approved this consumer".into(),
+    };
+    org.mock.fail_next_token_requests(2, refusal);
+
+    let reply = password_grant(&proxy, &[], USER, SECRET).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(reply.header("retry-after").is_some());
+    let answer = reply.json();
+    assert_eq!(answer["error"], "invalid_grant");
+    assert_eq!(answer["errorCode"], "PROXY_LOGIN_REJECTED");
+    let description = answer["error_description"].as_str().unwrap();
+    assert!(
+        description.starts_with("PROXY_LOGIN_REJECTED: "),
+        "{description}"
+    );
+    assert!(
+        description.contains("user hasn't approved this consumer"),
+        "{description}"
+    );
+    assert!(
+        answer["hint"].as_str().unwrap().contains("pre-authorized"),
+        "{answer}"
+    );
+
+    let url = format!("http://{LOGIN_HOST}/services/Soap/u/{VERSION}");
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Content-Type: text/xml; charset=UTF-8",
+        "-H",
+        "SOAPAction: login",
+        "--data-binary",
+        &support::logins::login_envelope(USER, SECRET),
+        &url,
+    ])
+    .await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(
+        xml_text(&reply.body, "faultcode").unwrap(),
+        "sf:PROXY_LOGIN_REJECTED"
+    );
+    assert!(
+        xml_text(&reply.body, "exceptionMessage")
+            .unwrap()
+            .contains("user hasn't approved this consumer")
+    );
+    // The refusal is remembered (rejected_backoff) as for any caller of the route: the SOAP
+    // login made no token request of its own. The right password did not count as a wrong one.
+    assert_eq!(org.mock.token_requests(), 1);
+    proxy.settle().await;
+    assert!(
+        proxy
+            .events("legacy login refused: INVALID_LOGIN")
+            .is_empty()
+    );
+    let failed = proxy
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("legacy login failed: "))
+                && e["code"] == "PROXY_LOGIN_REJECTED"
+        })
+        .count();
+    assert_eq!(failed, 2, "one line per login, each with its code");
+}

@@ -164,7 +164,7 @@ where
             };
             let body =
                 oauth::proxy_failure(oauth_error, error.code(), &error.message(), error.hint());
-            Ok(json(error.status(), body))
+            Ok(retry_after(json(error.status(), body), &error))
         }
     }
 }
@@ -252,7 +252,7 @@ where
         )),
         Err(Refused::Failed(error)) => {
             let body = login_soap::proxy_login_fault(error.code(), &error.message(), error.hint());
-            Ok(xml(error.soap_status(), body))
+            Ok(retry_after(xml(error.soap_status(), body), &error))
         }
     }
 }
@@ -534,6 +534,14 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
 
 fn xml(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
     answer(status, fault::CONTENT_TYPE, body)
+}
+
+/// A failed login's answer says when to try again, as sfproxy's own login errors do.
+fn retry_after(mut response: Response<ProxyBody>, error: &ProxyError) -> Response<ProxyBody> {
+    if let Some(after) = error.retry_after_header() {
+        response.headers_mut().insert(header::RETRY_AFTER, after);
+    }
+    response
 }
 
 fn answer(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ProxyBody> {
