@@ -13,10 +13,10 @@ mod support;
 use std::path::Path;
 
 use support::{
-    AUDIENCE, Org, Proxy, USER, curl, curl_login,
+    AUDIENCE, Org, Proxy, USER, curl,
     logins::{
         CLIENT, LOGIN_HOST, MY_DOMAIN, SECRET, VERSION, assert_only_real_sessions, config,
-        login_envelope, query_envelope, token, xml_text,
+        login_envelope, query_envelope, soap, token, xml_text,
     },
 };
 
@@ -321,26 +321,6 @@ async fn the_client_credentials_grant_names_the_client_by_its_name_and_secret() 
         serde_json::json!({"error": "invalid_grant", "error_description": "authentication failure"})
     );
     assert_eq!(org.mock.token_requests(), 1);
-}
-
-/// POSTs a SOAP envelope through the proxy to `url`, with `SOAPAction: {action}`.
-async fn soap(proxy: &Proxy, url: &str, action: &str, envelope: &str) -> support::Reply {
-    let header = format!("SOAPAction: {action}");
-    let args = [
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Content-Type: text/xml; charset=UTF-8",
-        "-H",
-        &header,
-        "--data-binary",
-        envelope,
-        url,
-    ];
-    match action {
-        "login" => curl_login(&args).await,
-        _ => curl(&args).await,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,7 +17,8 @@ use sfproxy::mock_org::TokenFailure;
 use support::{
     Org, Proxy, Reply, USER, curl,
     logins::{
-        LOGIN_HOST, MY_DOMAIN, SECRET, VERSION, config, password_grant, query_envelope, xml_text,
+        LOGIN_HOST, MY_DOMAIN, SECRET, VERSION, config, password_grant, query_envelope, soap,
+        soap_login, xml_text,
     },
     scrape::{Scrape, delta},
     sha256_hex,
@@ -92,19 +93,7 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json(), invalid_grant());
     // ...and a SOAP login() with it.
-    let url = format!("http://{LOGIN_HOST}/services/Soap/u/{VERSION}");
-    let reply = curl(&[
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Content-Type: text/xml; charset=UTF-8",
-        "-H",
-        "SOAPAction: login",
-        "--data-binary",
-        &support::logins::login_envelope(USER, SECRET),
-        &url,
-    ])
-    .await;
+    let reply = soap_login(&proxy, USER, SECRET).await;
     assert_eq!(reply.status, 500);
     assert_eq!(
         xml_text(&reply.body, "faultcode").unwrap(),
@@ -178,17 +167,12 @@ async fn ids_tampered_with_stale_expired_or_absent_get_invalid_session_id_then_a
     );
     // SOAP: Salesforce's INVALID_SESSION_ID fault.
     let url = format!("http://{MY_DOMAIN}/services/Soap/u/{VERSION}/00D000000000001");
-    let reply = curl(&[
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Content-Type: text/xml; charset=UTF-8",
-        "-H",
-        "SOAPAction: query",
-        "--data-binary",
-        &query_envelope(&tampered, "SELECT Id FROM Account"),
+    let reply = soap(
+        &proxy,
         &url,
-    ])
+        "query",
+        &query_envelope(&tampered, "SELECT Id FROM Account"),
+    )
     .await;
     assert_eq!(reply.status, 500);
     assert_eq!(
@@ -357,19 +341,7 @@ async fn a_login_the_jwt_bearer_flow_cannot_serve_says_why_in_the_logins_shape()
         "{answer}"
     );
 
-    let url = format!("http://{LOGIN_HOST}/services/Soap/u/{VERSION}");
-    let reply = curl(&[
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Content-Type: text/xml; charset=UTF-8",
-        "-H",
-        "SOAPAction: login",
-        "--data-binary",
-        &support::logins::login_envelope(USER, SECRET),
-        &url,
-    ])
-    .await;
+    let reply = soap_login(&proxy, USER, SECRET).await;
     assert_eq!(reply.status, 500);
     assert_eq!(
         xml_text(&reply.body, "faultcode").unwrap(),

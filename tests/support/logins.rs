@@ -1,7 +1,7 @@
 //! The legacy-login tests' config and readers: a logins route, its client, and what sfproxy
 //! answers at a login (its OAuth JSON, its SOAP `loginResponse`).
 
-use super::{Org, Proxy, Reply, USER, curl_login, route, sha256_hex};
+use super::{Org, Proxy, Reply, USER, curl, curl_login, route, sha256_hex};
 
 /// The route's client and its secret: the password a legacy caller logs in with.
 pub const CLIENT: &str = "erp";
@@ -122,4 +122,30 @@ pub async fn password_grant(
         ],
     )
     .await
+}
+
+/// POSTs a SOAP envelope through the proxy to `url`, with `SOAPAction: {action}`.
+pub async fn soap(proxy: &Proxy, url: &str, action: &str, envelope: &str) -> Reply {
+    let header = format!("SOAPAction: {action}");
+    let args = [
+        "-x",
+        &proxy.url(),
+        "-H",
+        "Content-Type: text/xml; charset=UTF-8",
+        "-H",
+        &header,
+        "--data-binary",
+        envelope,
+        url,
+    ];
+    match action {
+        "login" => curl_login(&args).await,
+        _ => curl(&args).await,
+    }
+}
+
+/// A Partner `login()` at login.salesforce.com.
+pub async fn soap_login(proxy: &Proxy, username: &str, password: &str) -> Reply {
+    let url = format!("http://{LOGIN_HOST}/services/Soap/u/{VERSION}");
+    soap(proxy, &url, "login", &login_envelope(username, password)).await
 }

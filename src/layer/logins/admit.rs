@@ -75,19 +75,8 @@ pub(super) fn admit(
     let Some(client) = desk.clients.iter().find(|c| *c.name == *handout.client) else {
         return Err(refused("the id's client is no longer configured"));
     };
-    if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&from.source)) {
-        return Err(refused(
-            "the source address is outside the networks of the client the id was handed to",
-        ));
-    }
-    if from
-        .proxy_client
-        .as_ref()
-        .is_some_and(|named| *named != client.name)
-    {
-        return Err(refused(
-            "Proxy-Authorization names another client than the one the id was handed to",
-        ));
+    if let Err(reason) = from.may_be(client) {
+        return Err(refused(reason));
     }
     let chosen = candidates.iter().find(|m| {
         *m.route.name == *handout.route

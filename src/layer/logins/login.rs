@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::PathAndQuery};
 use tower::{Service, ServiceExt};
 
-use super::{Desk, From, admit::now};
+use super::{Below, Desk, From, admit::now};
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     context::{Answer, Notes, RouteMatch, SoapCall},
@@ -82,10 +82,7 @@ pub(super) async fn token<S>(
     request: Request<ProxyBody>,
 ) -> Answer
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send,
-    S::Future: Send,
+    S: Below,
 {
     let base = caller_base(&request);
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
@@ -179,10 +176,7 @@ pub(super) async fn soap<S>(
     call: SoapCall,
 ) -> Answer
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send,
-    S::Future: Send,
+    S: Below,
 {
     let base = caller_base(&request);
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
@@ -267,10 +261,7 @@ async fn log_in<S>(
     kind: &'static str,
 ) -> Result<LoggedIn, Refused>
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send,
-    S::Future: Send,
+    S: Below,
 {
     let source = from.source;
     let refuse = |reason: &str| {
@@ -303,18 +294,7 @@ where
     let Some(client) = client else {
         return Err(refuse("no client has this secret"));
     };
-    if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&source)) {
-        return Err(refuse(
-            "the source address is outside the client's networks",
-        ));
-    }
-    if from
-        .proxy_client
-        .as_ref()
-        .is_some_and(|named| *named != client.name)
-    {
-        return Err(refuse("Proxy-Authorization names another client"));
-    }
+    from.may_be(client).map_err(refuse)?;
     let matched = candidates.iter().find(|m| {
         m.route.admits(&client.name)
             && match presented {
@@ -385,10 +365,7 @@ async fn user_info_of<S>(
     version: &str,
 ) -> Result<Arc<UserInfo>, ProxyError>
 where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send,
-    S::Future: Send,
+    S: Below,
 {
     session
         .user_info

@@ -109,14 +109,28 @@ pub(crate) struct Logins<S> {
 
 type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-impl<S> Service<Request<ProxyBody>> for Logins<S>
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+/// The stages below: where a login's `getUserInfo()` and every request admitted here go.
+pub(super) trait Below:
+    Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError, Future: Send>
+    + Clone
+    + Send
+    + 'static
 {
+}
+
+impl<S> Below for S where
+    S: Service<
+            Request<ProxyBody>,
+            Response = Response<ProxyBody>,
+            Error = ProxyError,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S: Below> Service<Request<ProxyBody>> for Logins<S> {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
     type Future = Either<S::Future, Boxed>;
@@ -144,19 +158,31 @@ pub(super) struct From {
     pub(super) proxy_client: Option<Arc<str>>,
 }
 
-async fn serve<S>(
+impl From {
+    /// Whether a request from here may act as `client`: from its networks (when it has any), and
+    /// not under another client's `Proxy-Authorization`. The Err is why not, for the log.
+    pub(super) fn may_be(&self, client: &Client) -> Result<(), &'static str> {
+        if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&self.source))
+        {
+            return Err("the source address is outside the client's networks");
+        }
+        if self
+            .proxy_client
+            .as_ref()
+            .is_some_and(|named| *named != client.name)
+        {
+            return Err("Proxy-Authorization names another client");
+        }
+        Ok(())
+    }
+}
+
+async fn serve<S: Below>(
     inner: S,
     desk: Arc<Desk>,
     candidates: Vec<RouteMatch>,
     mut request: Request<ProxyBody>,
-) -> Answer
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) -> Answer {
     let provisional = request.extensions_mut().remove::<Provisional>().is_some();
     let source = request
         .extensions()

@@ -38,12 +38,7 @@ pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
     let mut reading: Option<usize> = None;
     let mut values: [Option<String>; 2] = [None, None];
     loop {
-        let event = reader.read_event().map_err(|_| {
-            format!(
-                "the login call is malformed XML near byte {}",
-                reader.error_position()
-            )
-        })?;
+        let event = next(&mut reader)?;
         match &event {
             Event::Start(start) | Event::Empty(start) => {
                 let empty = matches!(event, Event::Empty(_));
@@ -114,16 +109,20 @@ pub(crate) fn credentials(rest: &[u8]) -> Result<(String, String), String> {
 
 const FIELDS: [&str; 2] = ["username", "password"];
 
+/// The next event; the Err says where the XML broke, never what it holds.
+fn next<'a>(reader: &mut Reader<&'a [u8]>) -> Result<Event<'a>, String> {
+    reader.read_event().map_err(|_| {
+        format!(
+            "the login call is malformed XML near byte {}",
+            reader.error_position()
+        )
+    })
+}
+
 /// Reads up to the end of the Body's first element's start tag, which must be `login`'s.
 fn enter_login(reader: &mut Reader<&[u8]>) -> Result<(), String> {
     loop {
-        let event = reader.read_event().map_err(|_| {
-            format!(
-                "the login call is malformed XML near byte {}",
-                reader.error_position()
-            )
-        })?;
-        match event {
+        match next(reader)? {
             Event::Start(start) if start.local_name().as_ref() == b"login" => return Ok(()),
             Event::Start(_) | Event::Empty(_) | Event::End(_) | Event::Eof => {
                 return Err("the Body does not start with the login call".to_owned());
