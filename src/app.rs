@@ -25,9 +25,8 @@ use crate::{
     admin,
     config::{Config, Org, ProxySettings},
     intercept::Intercept,
-    layer::route::RouteTable,
+    layer::{logins::LoginsKept, route::RouteTable},
     metrics::{self, OrgMetrics},
-    salesforce::login::sealed::LoginsKey,
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
     stack::{self, ProxyService},
@@ -63,19 +62,18 @@ pub struct App {
     /// Warm (org, user) pairs that have had a session since start. Readiness needs each once;
     /// a later expiry and renewal does not make the proxy unready.
     warmed: Mutex<HashSet<(String, String)>>,
-    /// The logins key when `[logins]` names none: made at start, kept across reloads (the ids
-    /// sfproxy handed out then end with the process).
-    made_logins_key: Arc<LoginsKey>,
+    /// What legacy logins keep across reloads: the key made at start, the failure memory.
+    logins_kept: LoginsKept,
 }
 
 impl App {
     /// Loads and validates the config and builds its stack. The error is one printable line.
     pub fn load(path: &Path) -> Result<Arc<App>, String> {
         let sessions = SessionCache::default();
-        let made_logins_key = Arc::new(LoginsKey::generate()?);
-        let active = build(path, &sessions, None, &made_logins_key)?;
+        let logins_kept = LoginsKept::new()?;
+        let active = build(path, &sessions, None, &logins_kept)?;
         Ok(Arc::new(App {
-            made_logins_key,
+            logins_kept,
             started: active.config.proxy.clone(),
             path: path.to_owned(),
             sessions,
@@ -97,12 +95,11 @@ impl App {
     pub(crate) async fn reload(&self) -> Result<(), String> {
         let (path, sessions) = (self.path.clone(), self.sessions.clone());
         let running = self.active.load().intercept.clone();
-        let made_key = self.made_logins_key.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            build(&path, &sessions, running.as_ref(), &made_key)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
+        let kept = self.logins_kept.clone();
+        let built =
+            tokio::task::spawn_blocking(move || build(&path, &sessions, running.as_ref(), &kept))
+                .await
+                .unwrap_or_else(|e| Err(format!("the reload stopped: {e}")));
         let outcome = built.map(|next| {
             // The ports and connection settings are those the process started with.
             let (old, new) = (&self.started, &next.config.proxy);
@@ -216,15 +213,15 @@ impl App {
 }
 
 /// Loads the config at `path` and builds its stack; `running`: the interception to keep if the
-/// CA did not change; `made_logins_key`: the logins key when the config names none.
+/// CA did not change; `logins_kept`: what legacy logins keep across reloads.
 fn build(
     path: &Path,
     sessions: &SessionCache,
     running: Option<&Arc<Intercept>>,
-    made_logins_key: &Arc<LoginsKey>,
+    logins_kept: &LoginsKept,
 ) -> Result<Active, String> {
     let config = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let built = stack::build(&config, sessions.clone(), running, made_logins_key)
+    let built = stack::build(&config, sessions.clone(), running, logins_kept)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Active {
         config: Arc::new(config),

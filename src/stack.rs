@@ -12,7 +12,7 @@ use crate::{
     layer::{
         identify::{Identify, IdentifyLayer},
         limits::{Limits, LimitsLayer},
-        logins::{Desk, Logins, LoginsLayer},
+        logins::{Desk, Logins, LoginsKept, LoginsLayer},
         replay::{Replay, ReplayLayer, ResendRefused},
         rescue::{Rescue, RescueLayer},
         route::{RouteLayer, RouteTable, Router},
@@ -21,8 +21,7 @@ use crate::{
     },
     metrics::{OrgMetrics, RouteHandles, RouteMetrics},
     salesforce::{
-        cache::SessionCache, login::sealed::LoginsKey, soap::envelope::Limits as EnvelopeLimits,
-        token::TokenClient,
+        cache::SessionCache, soap::envelope::Limits as EnvelopeLimits, token::TokenClient,
     },
     upstream::{self, Upstream},
 };
@@ -50,7 +49,7 @@ pub(crate) fn build(
     config: &Config,
     sessions: SessionCache,
     running: Option<&Arc<Intercept>>,
-    made_logins_key: &Arc<LoginsKey>,
+    logins_kept: &LoginsKept,
 ) -> Result<Built, String> {
     let routes = route_table(config);
     let intercept = config.proxy.intercept.as_ref().map(|ca| match running {
@@ -70,9 +69,10 @@ pub(crate) fn build(
             logins
                 .key
                 .clone()
-                .unwrap_or_else(|| made_logins_key.clone()),
+                .unwrap_or_else(|| logins_kept.made_key.clone()),
             logins.session_ttl,
             logins.max_failures_per_minute,
+            logins_kept.failures.clone(),
             clients.clone(),
             sessions.clone(),
             tokens.clone(),

@@ -99,6 +99,11 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
         xml_text(&reply.body, "faultcode").unwrap(),
         "sf:INVALID_LOGIN"
     );
+    // A reload does not forget it.
+    proxy.signal("HUP").await;
+    proxy.wait_for_events("config reloaded", 1).await;
+    let reply = password_grant(&proxy, &[], USER, SECRET).await;
+    assert_eq!(reply.json(), invalid_grant());
     // Nothing reached Salesforce.
     assert_eq!(org.mock.token_requests(), 0);
     assert!(org.mock.requests().is_empty());
@@ -119,22 +124,23 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
         )
     };
     assert_eq!(counted("password", "invalid"), 3.0);
-    assert_eq!(counted("password", "limited"), 1.0);
+    assert_eq!(counted("password", "limited"), 2.0);
     assert_eq!(counted("soap", "limited"), 1.0);
     assert_eq!(counted("password", "ok"), 1.0);
     proxy.settle().await;
     let refused = proxy.events("legacy login refused: INVALID_LOGIN");
     assert_eq!(refused.len(), 3);
     assert!(refused.iter().all(|e| e["source"] == "127.0.0.1"));
-    assert_eq!(
-        proxy
-            .events(
-                "legacy login refused: too many wrong passwords from this address in the last \
-                 minute (max_failures_per_minute)"
-            )
-            .len(),
-        2
-    );
+    // Logged once a minute at WARN, the refusals after it at DEBUG.
+    let levels: Vec<String> = proxy
+        .events(
+            "legacy login refused: too many wrong passwords from this address in the last minute \
+             (max_failures_per_minute)",
+        )
+        .iter()
+        .map(|e| e["level"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(levels, ["WARN", "DEBUG", "DEBUG"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -373,4 +379,57 @@ async fn a_login_the_jwt_bearer_flow_cannot_serve_says_why_in_the_logins_shape()
         })
         .count();
     assert_eq!(failed, 2, "one line per login, each with its code");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_without_logins_on_the_same_host_is_served_as_before() {
+    let org = Org::start().await;
+    let text = config(&org, "", "", "")
+        + "\n[clients.bi]\nnetworks = [\"127.0.0.3/32\"]\n"
+        + &support::route(
+            "bi",
+            &[MY_DOMAIN],
+            support::OTHER_USER,
+            "clients = [\"bi\"]",
+        );
+    let proxy = Proxy::start(&text);
+    let from_bi = ["--interface", "127.0.0.3"];
+    // Its own Authorization is replaced, as on any route: not refused as a foreign session id.
+    let reply = rest(&proxy, &from_bi, "a-session-of-its-own").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Its token requests go to Salesforce, as before (the stand-in counts a legacy login).
+    let url = format!("http://{MY_DOMAIN}/services/oauth2/token");
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "--interface",
+        "127.0.0.3",
+        "-d",
+        "grant_type=password",
+        "-d",
+        "username=bi@acme.example",
+        "-d",
+        "password=x",
+        &url,
+    ])
+    .await;
+    assert_ne!(
+        reply.body,
+        invalid_grant().to_string(),
+        "not answered by sfproxy"
+    );
+    assert_eq!(org.mock.legacy_logins(), 1);
+    proxy.settle().await;
+    assert!(
+        proxy
+            .events("legacy login refused: INVALID_LOGIN")
+            .is_empty()
+    );
+    let lines = proxy.events("request");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["client"] == "bi" && l["route"] == "bi"),
+        "{lines:?}"
+    );
 }

@@ -100,6 +100,8 @@ where
         let credentials = request.headers().get(header::PROXY_AUTHORIZATION);
         let identified = match tunnelled {
             Some(Some(caller)) => Ok(caller),
+            // A tunnel opened for legacy logins: a request inside may still name its client.
+            Some(None) if credentials.is_some() => identify(&self.clients, peer.ip(), credentials),
             Some(None) => Err(ProxyError::AuthRequired(
                 "this tunnel was opened for legacy logins: send a login, or the session id it \
                  returned"

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::PathAndQuery};
 use tower::{Service, ServiceExt};
 
-use super::{Below, Desk, From, admit::now};
+use super::{Below, Desk, From, Gate, admit::now};
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     context::{Answer, Notes, RouteMatch, SoapCall},
@@ -265,17 +265,19 @@ where
 {
     let source = from.source;
     let refuse = |reason: &str| {
-        let failures = desk.failures.record(source);
+        let failures = desk.failures.record(source, desk.max_failures_per_minute);
         tracing::warn!(%source, grant = kind, failures, reason, "legacy login refused: INVALID_LOGIN");
         count(kind, "invalid");
         Refused::Invalid
     };
-    if desk.failures.blocked(source) {
-        tracing::warn!(
-            %source, grant = kind,
-            "legacy login refused: too many wrong passwords from this address in the last minute \
-             (max_failures_per_minute)"
-        );
+    if let Gate::Blocked { first } = desk.failures.gate(source, desk.max_failures_per_minute) {
+        // Once a minute per source at WARN: a job looping on a wrong secret floods nothing.
+        let message = "legacy login refused: too many wrong passwords from this address in the \
+                       last minute (max_failures_per_minute)";
+        match first {
+            true => tracing::warn!(%source, grant = kind, "{message}"),
+            false => tracing::debug!(%source, grant = kind, "{message}"),
+        }
         count(kind, "limited");
         return Err(Refused::Invalid);
     }

@@ -27,11 +27,12 @@ use futures_util::future::Either;
 use http::{Method, Request, Response, header};
 use tower::{Layer, Service};
 
-use self::failures::Failures;
+pub(crate) use self::failures::Failures;
+use self::failures::Gate;
 use crate::{
     body::ProxyBody,
     config::Client,
-    context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch},
+    context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch, Tunnel},
     error::ProxyError,
     salesforce::{
         cache::SessionCache,
@@ -52,7 +53,8 @@ pub(crate) struct Desk {
     pub(crate) cache: SessionCache,
     pub(crate) tokens: TokenClient,
     pub(crate) envelopes: Limits,
-    failures: Failures,
+    failures: Arc<Failures>,
+    max_failures_per_minute: u32,
 }
 
 impl Desk {
@@ -60,6 +62,7 @@ impl Desk {
         key: Arc<LoginsKey>,
         session_ttl: Duration,
         max_failures_per_minute: u32,
+        failures: Arc<Failures>,
         clients: Arc<[Client]>,
         cache: SessionCache,
         tokens: TokenClient,
@@ -72,8 +75,26 @@ impl Desk {
             cache,
             tokens,
             envelopes,
-            failures: Failures::new(max_failures_per_minute),
+            failures,
+            max_failures_per_minute,
         }
+    }
+}
+
+/// What the logins stage keeps across reloads: the key made at start, for a config that names
+/// none (the ids handed out then end with the process), and the wrong-password memory.
+#[derive(Clone)]
+pub(crate) struct LoginsKept {
+    pub(crate) made_key: Arc<LoginsKey>,
+    pub(crate) failures: Arc<Failures>,
+}
+
+impl LoginsKept {
+    pub(crate) fn new() -> Result<Self, String> {
+        Ok(Self {
+            made_key: Arc::new(LoginsKey::generate()?),
+            failures: Arc::default(),
+        })
     }
 }
 
@@ -189,7 +210,13 @@ async fn serve<S: Below>(
         .get::<ClientAddr>()
         .map(|ClientAddr(peer)| peer.ip().to_canonical())
         .ok_or_else(|| ProxyError::Internal("request without a peer address".into()))?;
-    let proxy_client = match request.headers().contains_key(header::PROXY_AUTHORIZATION) {
+    // The client named by the request's own Proxy-Authorization, or by its tunnel's CONNECT.
+    let named = request.headers().contains_key(header::PROXY_AUTHORIZATION)
+        || request
+            .extensions()
+            .get::<Tunnel>()
+            .is_some_and(|tunnel| tunnel.caller.is_some());
+    let proxy_client = match named {
         true => request.extensions().get::<Caller>().map(|c| c.name.clone()),
         false => None,
     };
@@ -228,7 +255,7 @@ async fn serve<S: Below>(
     match presented {
         Some(presented) => {
             let (client, chosen) = admit::admit(&desk, &from, &candidates, &presented)?;
-            enter(&mut request, client, chosen, provisional);
+            enter(&mut request, client, chosen);
         }
         None if provisional => {
             tracing::warn!(
@@ -238,7 +265,11 @@ async fn serve<S: Below>(
             );
             return Err(ProxyError::InvalidSession);
         }
-        None => {}
+        None => {
+            if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+                notes.set_route(matched.route.clone(), matched.metrics.clone());
+            }
+        }
     }
     let mut inner = inner;
     tower::ServiceExt::ready(&mut inner)
@@ -248,17 +279,10 @@ async fn serve<S: Below>(
 }
 
 /// The caller and route a handed-out id named, on the request for the stages below.
-fn enter(
-    request: &mut Request<ProxyBody>,
-    client: Arc<str>,
-    chosen: RouteMatch,
-    provisional: bool,
-) {
+fn enter(request: &mut Request<ProxyBody>, client: Arc<str>, chosen: RouteMatch) {
     if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
         notes.set_client(client.clone());
-        if provisional {
-            notes.set_route(chosen.route.clone(), chosen.metrics.clone());
-        }
+        notes.set_route(chosen.route.clone(), chosen.metrics.clone());
     }
     request.extensions_mut().insert(Caller { name: client });
     request.extensions_mut().insert(chosen);

@@ -126,9 +126,10 @@ where
         }
         match chosen {
             Ok(matched) => {
+                let logins = request.extensions().get::<LoginRoutes>().is_some();
                 match request.extensions().get::<Arc<Notes>>() {
                     // The logins stage notes the route it admits the caller to.
-                    Some(notes) if !provisional => {
+                    Some(notes) if !logins => {
                         notes.set_route(matched.route.clone(), matched.metrics.clone())
                     }
                     _ => {}
@@ -152,7 +153,8 @@ fn note_client(request: &Request<ProxyBody>) {
     }
 }
 
-/// With legacy logins on: the routes with `logins = true` serving the target go on the request
+/// With legacy logins on: a caller chosen a route without `logins` goes on as without them.
+/// Otherwise the routes with `logins = true` serving the target go on the request
 /// ([`LoginRoutes`]); a caller that no route admits, or that is [`Unidentified`], gets the first
 /// of them, [`Provisional`]ly, for the logins stage to admit or refuse. Without one, an
 /// unidentified caller gets the 407 identify held back.
@@ -161,8 +163,18 @@ fn with_logins(
     request: &mut Request<ProxyBody>,
     chosen: Result<RouteMatch, ProxyError>,
 ) -> Result<RouteMatch, ProxyError> {
-    let candidates = login_routes(routes, request)?;
     let unidentified = request.extensions_mut().remove::<Unidentified>();
+    if unidentified.is_none() && chosen.as_ref().is_ok_and(|m| !m.route.logins) {
+        return chosen;
+    }
+    let candidates = match (login_routes(routes, request), unidentified.as_ref()) {
+        (Ok(candidates), _) => candidates,
+        // An unknown caller learns nothing of the target before it is identified.
+        (Err(_), Some(Unidentified { refusal })) => {
+            return Err(ProxyError::AuthRequired(refusal.clone()));
+        }
+        (Err(error), None) => return Err(error),
+    };
     let Some(first) = candidates.first().cloned() else {
         return match unidentified {
             Some(Unidentified { refusal }) => Err(ProxyError::AuthRequired(refusal)),
