@@ -66,13 +66,8 @@ pub(crate) fn build(
     let clients: Arc<[crate::config::Client]> = config.clients.clone().into();
     let desk = config.logins.as_ref().map(|logins| {
         Desk::new(
-            logins
-                .key
-                .clone()
-                .unwrap_or_else(|| logins_kept.made_key.clone()),
-            logins.session_ttl,
-            logins.max_failures_per_minute,
-            logins_kept.failures.clone(),
+            logins,
+            logins_kept,
             clients.clone(),
             sessions.clone(),
             tokens.clone(),

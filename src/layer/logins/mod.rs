@@ -31,7 +31,7 @@ pub(crate) use self::failures::Failures;
 use self::failures::Gate;
 use crate::{
     body::ProxyBody,
-    config::Client,
+    config::{Client, LoginsSettings},
     context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch, Tunnel},
     error::ProxyError,
     salesforce::{
@@ -58,25 +58,27 @@ pub(crate) struct Desk {
 }
 
 impl Desk {
+    /// `settings`' key, or the one `kept` made when the config names none.
     pub(crate) fn new(
-        key: Arc<LoginsKey>,
-        session_ttl: Duration,
-        max_failures_per_minute: u32,
-        failures: Arc<Failures>,
+        settings: &LoginsSettings,
+        kept: &LoginsKept,
         clients: Arc<[Client]>,
         cache: SessionCache,
         tokens: TokenClient,
         envelopes: Limits,
     ) -> Self {
         Self {
-            key,
-            session_ttl,
+            key: settings
+                .key
+                .clone()
+                .unwrap_or_else(|| kept.made_key.clone()),
+            session_ttl: settings.session_ttl,
             clients,
             cache,
             tokens,
             envelopes,
-            failures,
-            max_failures_per_minute,
+            failures: kept.failures.clone(),
+            max_failures_per_minute: settings.max_failures_per_minute,
         }
     }
 }
