@@ -433,3 +433,41 @@ async fn a_route_without_logins_on_the_same_host_is_served_as_before() {
         "{lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_secret_or_route_ends_the_ids_handed_out_before() {
+    let org = Org::start().await;
+    let before = config(&org, "", "", "");
+    let proxy = Proxy::start(&before);
+    let id = access_token(&password_grant(&proxy, &[], USER, SECRET).await);
+    assert_eq!(rest(&proxy, &[], &id).await.status, 200);
+
+    // The client's secret is rotated: its old ids end with the reload, the new secret logs in.
+    let rotated = before.replace(&sha256_hex(SECRET.as_bytes()), &sha256_hex(b"wms-secret"));
+    proxy.rewrite_config(&rotated);
+    proxy.signal("HUP").await;
+    proxy.wait_for_events("config reloaded", 1).await;
+    assert_invalid_session(&rest(&proxy, &[], &id).await);
+    let fresh = access_token(&password_grant(&proxy, &[], USER, "wms-secret").await);
+    assert_eq!(rest(&proxy, &[], &fresh).await.status, 200);
+
+    // The route no longer answers logins: its ids are refused as well.
+    proxy.rewrite_config(&rotated.replace("logins = true", ""));
+    proxy.signal("HUP").await;
+    proxy.wait_for_events("config reloaded", 2).await;
+    let reply = rest(&proxy, &[], &fresh).await;
+    assert_eq!(reply.status, 407, "{}", reply.body);
+    proxy.settle().await;
+    let reasons: Vec<String> = proxy
+        .events(
+            "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
+             the client logs in again",
+        )
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["the client's secret changed since the id was handed out"]
+    );
+}

@@ -9,6 +9,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use aws_lc_rs::constant_time::verify_slices_are_equal;
 use http::{HeaderMap, header};
 
 use super::{Desk, From};
@@ -75,6 +76,12 @@ pub(super) fn admit(
     let Some(client) = desk.clients.iter().find(|c| *c.name == *handout.client) else {
         return Err(refused("the id's client is no longer configured"));
     };
+    let secret = client.secret_sha256.as_ref().map(sealed::secret_tag);
+    if !secret.is_some_and(|tag| verify_slices_are_equal(&tag, &handout.secret).is_ok()) {
+        return Err(refused(
+            "the client's secret changed since the id was handed out",
+        ));
+    }
     if let Err(reason) = from.may_be(client) {
         return Err(refused(reason));
     }

@@ -345,6 +345,11 @@ where
         route: route.name.to_string(),
         user: route.user.clone(),
         expires: now() + desk.session_ttl.as_secs(),
+        secret: client
+            .secret_sha256
+            .as_ref()
+            .map(sealed::secret_tag)
+            .unwrap_or_default(),
     };
     let session_id = sealed::seal(&desk.key, sealed::org_id15(org_id), &handout)
         .map_err(|e| Refused::Failed(ProxyError::Internal(e)))?;

@@ -1,6 +1,7 @@
 //! The session ids sfproxy hands out at a legacy login: `{orgId}!{sealed}`, Salesforce's own
-//! form, where `sealed` is the client, route, user and expiry under the logins key (AES-256-GCM).
-//! Nothing is kept: any process with the same key accepts them.
+//! form, where `sealed` is the client, route, user, expiry and a tag of the client's secret under
+//! the logins key (AES-256-GCM). Nothing is kept: any process with the same key accepts them,
+//! and changing a client's secret ends the ids handed out with the old one.
 
 use std::fmt;
 
@@ -66,6 +67,22 @@ pub(crate) struct Handout {
     pub(crate) user: String,
     /// Unix seconds; the id is refused from this second on.
     pub(crate) expires: u64,
+    /// [`secret_tag`] of the client's secret when the id was handed out.
+    pub(crate) secret: [u8; SECRET_TAG_LEN],
+}
+
+pub(crate) const SECRET_TAG_LEN: usize = 8;
+
+/// What an id keeps of the client's secret (its SHA-256): enough to tell a changed secret, and
+/// nothing to guess it by (the id is sealed besides).
+pub(crate) fn secret_tag(secret_sha256: &[u8; 32]) -> [u8; SECRET_TAG_LEN] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(b"sfproxy logins secret tag\0");
+    context.update(secret_sha256);
+    let digest = context.finish();
+    let mut tag = [0u8; SECRET_TAG_LEN];
+    tag.copy_from_slice(&digest.as_ref()[..SECRET_TAG_LEN]);
+    tag
 }
 
 /// Why a presented session id was refused.
@@ -78,7 +95,7 @@ pub(crate) enum Unsealed {
 }
 
 /// The plaintext's layout version.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
@@ -90,10 +107,17 @@ pub(crate) fn seal(key: &LoginsKey, org_id15: &str, handout: &Handout) -> Result
         return Err("the org id is not alphanumeric".to_owned());
     }
     let mut plain = Vec::with_capacity(
-        1 + 8 + 3 + handout.client.len() + handout.route.len() + handout.user.len() + TAG_LEN,
+        1 + 8
+            + SECRET_TAG_LEN
+            + 3
+            + handout.client.len()
+            + handout.route.len()
+            + handout.user.len()
+            + TAG_LEN,
     );
     plain.push(VERSION);
     plain.extend_from_slice(&handout.expires.to_be_bytes());
+    plain.extend_from_slice(&handout.secret);
     for (what, text) in [
         ("client", &handout.client),
         ("route", &handout.route),
@@ -153,7 +177,8 @@ fn decode(plain: &[u8]) -> Option<Handout> {
     if version != VERSION {
         return None;
     }
-    let (expires, mut rest) = rest.split_first_chunk::<8>()?;
+    let (expires, rest) = rest.split_first_chunk::<8>()?;
+    let (secret, mut rest) = rest.split_first_chunk::<SECRET_TAG_LEN>()?;
     let mut strings = [String::new(), String::new(), String::new()];
     for slot in &mut strings {
         let (&len, tail) = rest.split_first()?;
@@ -170,6 +195,7 @@ fn decode(plain: &[u8]) -> Option<Handout> {
         route,
         user,
         expires: u64::from_be_bytes(*expires),
+        secret: *secret,
     })
 }
 
@@ -192,6 +218,7 @@ mod tests {
             route: "prod".to_owned(),
             user: "erp@acme.com".to_owned(),
             expires: 2_000_000_000,
+            secret: secret_tag(&[7; 32]),
         }
     }
 
@@ -218,6 +245,7 @@ mod tests {
             route: "é".repeat(127),
             user: "<&\"'> \n".to_owned(),
             expires: u64::MAX,
+            secret: [0xff; SECRET_TAG_LEN],
         };
         for handout in [handout(), long.clone()] {
             let sealed = seal(&key(1), ORG, &handout).unwrap();
