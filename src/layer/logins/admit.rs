@@ -77,7 +77,7 @@ pub(super) fn admit(
         return Err(refused("the id's client is no longer configured"));
     };
     let secret = client.secret_sha256.as_ref().map(sealed::secret_tag);
-    if !secret.is_some_and(|tag| verify_slices_are_equal(&tag, &handout.secret).is_ok()) {
+    if secret.is_none_or(|tag| verify_slices_are_equal(&tag, &handout.secret).is_err()) {
         return Err(refused(
             "the client's secret changed since the id was handed out",
         ));

@@ -86,7 +86,16 @@ where
 {
     let base = caller_base(&request);
     let notes = request.extensions().get::<Arc<Notes>>().cloned();
-    let form = read_whole(request.into_body()).await?;
+    let query = request
+        .uri()
+        .query()
+        .map(|q| Bytes::copy_from_slice(q.as_bytes()));
+    let body = read_whole(request.into_body()).await?;
+    // Salesforce also takes the fields in the query string, as some scripts send them.
+    let form = match (oauth::parse_form(&body), query) {
+        (Grant::Other(named), Some(query)) if named.is_empty() => query,
+        _ => body,
+    };
     let grant = oauth::parse_form(&form);
     let (presented, secret_sent, kind) = match &grant {
         Grant::Password { username, password } => (
@@ -186,11 +195,14 @@ where
                 .into(),
         ));
     };
-    let rest = read_whole(request.into_body()).await?;
-    let rest = call
-        .inflating
-        .judge(Ok(Response::new(body::empty())))
-        .map(|_| rest)?;
+    // A gzip envelope that broke as it was inflated is refused as such, not as a caller gone.
+    let rest = match read_whole(request.into_body()).await {
+        Ok(rest) => {
+            call.inflating.judge(Ok(Response::new(body::empty())))?;
+            rest
+        }
+        Err(error) => return call.inflating.judge(Err(error)),
+    };
     let (username, password) = match login_soap::credentials(&rest) {
         Ok(credentials) => credentials,
         Err(why) => {

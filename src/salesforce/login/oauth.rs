@@ -1,6 +1,8 @@
 //! The token endpoint's legacy grants (`password`, `client_credentials`): the form callers post
 //! and the JSON Salesforce answers, so sfproxy can answer them itself in Salesforce's shape.
 
+use std::fmt;
+
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -8,8 +10,8 @@ use serde::Serialize;
 
 pub(crate) const CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 
-/// What a token request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a token request asks for. `Debug` shows no password or secret.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Grant {
     Password {
         username: String,
@@ -21,6 +23,22 @@ pub(crate) enum Grant {
     },
     /// Any other grant_type, as named ("" when there is none).
     Other(String),
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Self::ClientCredentials { client_id, .. } => f
+                .debug_struct("ClientCredentials")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+            Self::Other(grant) => f.debug_tuple("Other").field(grant).finish(),
+        }
+    }
 }
 
 /// A token request's `application/x-www-form-urlencoded` body. Unknown fields are ignored, a
@@ -133,6 +151,14 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_password_or_secret() {
+        let body = b"grant_type=password&username=u&password=hunter2";
+        assert!(!format!("{:?}", parse_form(body)).contains("hunter2"));
+        let body = b"grant_type=client_credentials&client_id=erp&client_secret=hunter2";
+        assert!(!format!("{:?}", parse_form(body)).contains("hunter2"));
+    }
 
     #[test]
     fn reads_the_password_grant() {
