@@ -10,10 +10,9 @@ use std::{sync::Arc, time::SystemTime};
 
 use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::PathAndQuery};
-use tower::{Service, ServiceExt};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
-use super::{Below, Desk, From, Gate, admit::now};
+use super::{Below, Desk, From, Gate, admit::now, user_info::user_info_of};
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     context::{Answer, Notes, RouteMatch, SoapCall},
@@ -23,17 +22,14 @@ use crate::{
             oauth::{self, Grant, Issued},
             sealed::{self, Handout},
             soap::{self as login_soap, LoginResult},
-            user_info::{self, UserInfo},
+            user_info::UserInfo,
         },
         soap::{api::SoapApi, fault},
-        token::Session,
     },
 };
 
 /// A login's form or envelope is a few hundred bytes.
 const MAX_LOGIN_BODY: usize = 64 * 1024;
-/// A getUserInfo() answer is a few kilobytes.
-const MAX_USER_INFO: usize = 256 * 1024;
 /// The API version getUserInfo() is asked in for an OAuth login (a SOAP login uses its own).
 const USER_INFO_VERSION: &str = "59.0";
 
@@ -373,84 +369,6 @@ where
         session_id,
         user_info,
     })
-}
-
-/// The user's `getUserInfo()`, asked once per session (callers logging in together wait for the
-/// one call), sent through the stages below like any SOAP call.
-async fn user_info_of<S>(
-    inner: S,
-    session: &Arc<Session>,
-    matched: &RouteMatch,
-    version: &str,
-) -> Result<Arc<UserInfo>, ProxyError>
-where
-    S: Below,
-{
-    session
-        .user_info
-        .get_or_try_init(move || fetch_user_info(inner, matched, version))
-        .await
-        .cloned()
-}
-
-async fn fetch_user_info<S>(
-    inner: S,
-    matched: &RouteMatch,
-    version: &str,
-) -> Result<Arc<UserInfo>, ProxyError>
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError>,
-    S::Future: Send,
-{
-    let path: PathAndQuery = format!("/services/Soap/u/{version}")
-        .parse()
-        .map_err(|_| ProxyError::Internal("a getUserInfo() path that does not parse".into()))?;
-    let mut request = Request::new(body::full(Bytes::from(user_info::request())));
-    *request.method_mut() = Method::POST;
-    let headers = request.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/xml; charset=UTF-8"),
-    );
-    headers.insert("soapaction", HeaderValue::from_static("\"\""));
-    request.extensions_mut().insert(RouteMatch {
-        route: matched.route.clone(),
-        metrics: matched.metrics.clone(),
-        path,
-    });
-    let response = inner.oneshot(request).await?;
-    let status = response.status();
-    let unavailable = |reason: String| ProxyError::LoginUnavailable {
-        org: matched.route.org.name.clone(),
-        reason,
-        retry_after: None,
-    };
-    let answer = match buffer_up_to(response.into_body(), MAX_USER_INFO).await {
-        Ok(Buffered::Complete(bytes)) => bytes,
-        Ok(Buffered::Streaming(_)) => {
-            return Err(unavailable(
-                "getUserInfo() answered more than 256 KiB".into(),
-            ));
-        }
-        Err(error) => {
-            return Err(unavailable(format!(
-                "getUserInfo()'s answer was cut off: {}",
-                error_chain(&error)
-            )));
-        }
-    };
-    if status != StatusCode::OK {
-        return Err(unavailable(format!(
-            "the user's getUserInfo() was answered {status}{}",
-            match fault::is_invalid_session(&answer) {
-                true => " INVALID_SESSION_ID",
-                false => "",
-            }
-        )));
-    }
-    user_info::parse(&answer)
-        .map(Arc::new)
-        .map_err(|why| unavailable(format!("the user's getUserInfo() answer: {why}")))
 }
 
 /// The scheme and authority the caller used: an absolute-form target's (through the proxy, or

@@ -13,6 +13,7 @@
 mod admit;
 mod failures;
 mod login;
+mod user_info;
 
 use std::{
     future::Future,
