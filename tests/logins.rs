@@ -393,6 +393,37 @@ async fn soap_login_is_answered_and_partner_calls_follow_at_its_server_url() {
     let real = query.session_id.as_deref().unwrap();
     assert!(org.mock.issued_sessions().iter().any(|s| s == real));
 
+    // A Bulk API 1.0 job with the same id, in X-SFDC-Session, at serverUrl's host.
+    let bulk_url = format!("http://{LOGIN_HOST}/services/async/{VERSION}/job");
+    let bulk = format!("X-SFDC-Session: {session_id}");
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        &bulk,
+        "-H",
+        "Content-Type: application/xml; charset=UTF-8",
+        "--data-binary",
+        "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>query</operation><object>Account</object></jobInfo>",
+        &bulk_url,
+    ])
+    .await;
+    assert!(reply.status < 300, "{}: {}", reply.status, reply.body);
+    let seen = org.mock.requests();
+    let job = seen.last().unwrap();
+    assert!(job.path_and_query.starts_with("/services/async/") && job.session_valid);
+
+    // logout() with the id is answered here: the real session every caller shares lives on.
+    let logout = query_envelope(&session_id, "").replace(
+        "<urn:query><urn:queryString></urn:queryString></urn:query>",
+        "<urn:logout/>",
+    );
+    let reply = soap(&proxy, &server_url, "logout", &logout).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("logoutResponse"), "{}", reply.body);
+    assert_eq!(org.mock.soap_session_enders(), 0);
+    let calls = org.mock.soap_calls();
+
     // One JWT bearer login and one getUserInfo for the three logins; no login() reached
     // Salesforce.
     assert_eq!(org.mock.token_requests(), 1);

@@ -88,10 +88,13 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
         assert_eq!(reply.status, 400);
         assert_eq!(reply.json(), invalid_grant());
     }
-    // Three failures from 127.0.0.1 in the minute: the right password is refused too...
-    let reply = password_grant(&proxy, &[], USER, SECRET).await;
-    assert_eq!(reply.status, 400);
-    assert_eq!(reply.json(), invalid_grant());
+    // Three failures from 127.0.0.1 in the minute: the right password is refused too, however
+    // often it is tried...
+    for _ in 0..10 {
+        let reply = password_grant(&proxy, &[], USER, SECRET).await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json(), invalid_grant());
+    }
     // ...and a SOAP login() with it.
     let reply = soap_login(&proxy, USER, SECRET).await;
     assert_eq!(reply.status, 500);
@@ -124,7 +127,7 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
         )
     };
     assert_eq!(counted("password", "invalid"), 3.0);
-    assert_eq!(counted("password", "limited"), 2.0);
+    assert_eq!(counted("password", "limited"), 11.0);
     assert_eq!(counted("soap", "limited"), 1.0);
     assert_eq!(counted("password", "ok"), 1.0);
     proxy.settle().await;
@@ -140,7 +143,9 @@ async fn wrong_passwords_get_salesforces_answer_and_past_the_limit_so_does_the_r
         .iter()
         .map(|e| e["level"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(levels, ["WARN", "DEBUG", "DEBUG"]);
+    assert_eq!(levels.len(), 12);
+    assert_eq!(levels[0], "WARN");
+    assert!(levels[1..].iter().all(|l| l == "DEBUG"), "{levels:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
