@@ -27,8 +27,8 @@ use crate::{
     metrics::RouteHandles,
     salesforce::soap::{
         api::SoapApi,
-        call::Inflating,
         envelope::{Operation, Template},
+        inflating::Inflating,
     },
 };
 

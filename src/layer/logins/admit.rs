@@ -4,15 +4,12 @@
 //! request is that client's, from its networks, on that route, or it is refused with
 //! `INVALID_SESSION_ID`. The log says why; never the id.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use http::{HeaderMap, header};
 
-use super::{Desk, From};
+use super::desk::{Desk, From, now};
 use crate::{
     context::RouteMatch,
     error::ProxyError,
@@ -38,12 +35,6 @@ pub(super) fn from_headers(headers: &mut HeaderMap) -> Option<String> {
             .and_then(|value| value.to_str().ok())
             .map(|id| id.trim().to_owned())
     })
-}
-
-pub(super) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 /// The client and route `presented` names, when it is one of sfproxy's, alive, and good for this

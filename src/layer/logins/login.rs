@@ -12,7 +12,11 @@ use aws_lc_rs::{constant_time::verify_slices_are_equal, digest};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
-use super::{Below, Desk, From, Gate, admit::now, user_info::user_info_of};
+use super::{
+    desk::{Below, Desk, From, now},
+    failures::Gate,
+    user_info::user_info_of,
+};
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     context::{Answer, Notes, RouteMatch, SoapCall},

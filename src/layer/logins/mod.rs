@@ -11,95 +11,33 @@
 //! below swaps it in.
 
 mod admit;
+mod desk;
 mod failures;
 mod login;
 mod user_info;
 
 use std::{
     future::Future,
-    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use futures_util::future::Either;
 use http::{Method, Request, Response, header};
 use tower::{Layer, Service};
 
-pub(crate) use self::failures::Failures;
-use self::failures::Gate;
+use self::desk::{Below, From};
+pub(crate) use self::desk::{Desk, LoginsKept};
 use crate::{
     body::ProxyBody,
-    config::{Client, LoginsSettings},
     context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch, Tunnel},
     error::ProxyError,
-    salesforce::{
-        cache::SessionCache,
-        login::sealed::LoginsKey,
-        soap::{api::soap_api, call, envelope::Limits},
-        token::TokenClient,
-    },
+    salesforce::soap::{api::soap_api, call},
 };
 
 /// The token endpoint, on the login hosts and every instance.
 const TOKEN_PATH: &str = "/services/oauth2/token";
-
-/// What answering legacy logins takes: the key, the clients and their secrets, the sessions.
-pub(crate) struct Desk {
-    pub(crate) key: Arc<LoginsKey>,
-    pub(crate) session_ttl: Duration,
-    pub(crate) clients: Arc<[Client]>,
-    pub(crate) cache: SessionCache,
-    pub(crate) tokens: TokenClient,
-    pub(crate) envelopes: Limits,
-    failures: Arc<Failures>,
-    max_failures_per_minute: u32,
-}
-
-impl Desk {
-    /// `settings`' key, or the one `kept` made when the config names none.
-    pub(crate) fn new(
-        settings: &LoginsSettings,
-        kept: &LoginsKept,
-        clients: Arc<[Client]>,
-        cache: SessionCache,
-        tokens: TokenClient,
-        envelopes: Limits,
-    ) -> Self {
-        Self {
-            key: settings
-                .key
-                .clone()
-                .unwrap_or_else(|| kept.made_key.clone()),
-            session_ttl: settings.session_ttl,
-            clients,
-            cache,
-            tokens,
-            envelopes,
-            failures: kept.failures.clone(),
-            max_failures_per_minute: settings.max_failures_per_minute,
-        }
-    }
-}
-
-/// What the logins stage keeps across reloads: the key made at start, for a config that names
-/// none (the ids handed out then end with the process), and the wrong-password memory.
-#[derive(Clone)]
-pub(crate) struct LoginsKept {
-    pub(crate) made_key: Arc<LoginsKey>,
-    pub(crate) failures: Arc<Failures>,
-}
-
-impl LoginsKept {
-    pub(crate) fn new() -> Result<Self, String> {
-        Ok(Self {
-            made_key: Arc::new(LoginsKey::generate()?),
-            failures: Arc::default(),
-        })
-    }
-}
 
 /// `None`: legacy logins are off, and every request passes straight through.
 #[derive(Clone)]
@@ -133,27 +71,6 @@ pub(crate) struct Logins<S> {
 
 type Boxed = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-/// The stages below: where a login's `getUserInfo()` and every request admitted here go.
-pub(super) trait Below:
-    Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = ProxyError, Future: Send>
-    + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> Below for S where
-    S: Service<
-            Request<ProxyBody>,
-            Response = Response<ProxyBody>,
-            Error = ProxyError,
-            Future: Send,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
 impl<S: Below> Service<Request<ProxyBody>> for Logins<S> {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
@@ -172,32 +89,6 @@ impl<S: Below> Service<Request<ProxyBody>> for Logins<S> {
         };
         let inner = self.inner.clone();
         Either::Right(Box::pin(serve(inner, desk.clone(), candidates, request)))
-    }
-}
-
-/// Who the request says it comes from, besides what it carries.
-pub(super) struct From {
-    pub(super) source: IpAddr,
-    /// The client its own `Proxy-Authorization` named, which a login or id must agree with.
-    pub(super) proxy_client: Option<Arc<str>>,
-}
-
-impl From {
-    /// Whether a request from here may act as `client`: from its networks (when it has any), and
-    /// not under another client's `Proxy-Authorization`. The Err is why not, for the log.
-    pub(super) fn may_be(&self, client: &Client) -> Result<(), &'static str> {
-        if !client.networks.is_empty() && !client.networks.iter().any(|n| n.contains(&self.source))
-        {
-            return Err("the source address is outside the client's networks");
-        }
-        if self
-            .proxy_client
-            .as_ref()
-            .is_some_and(|named| *named != client.name)
-        {
-            return Err("Proxy-Authorization names another client");
-        }
-        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header, uri::PathAndQuery};
 use tower::{Service, ServiceExt};
 
-use super::Below;
+use super::desk::Below;
 use crate::{
     body::{self, Buffered, ProxyBody, buffer_up_to},
     context::RouteMatch,

@@ -2,23 +2,18 @@
 //! left to stream on as the envelope's rest, inflated when the caller gzipped it. Opened once,
 //! by whichever stage needs the envelope first (logins, to read a login or the caller's session
 //! id; else the session stage).
-//!
-//! When a gzip envelope's rest turns out to be broken or larger than `max_body` once inflated,
-//! the send fails, and [`Inflating`] holds the refusal to answer with instead of the send's own
-//! failure (which would blame the caller's connection).
-
-use std::sync::{Arc, Mutex, PoisonError};
+//! A gzip envelope's rest is watched by [`Inflating`] as it streams.
 
 use http::{Request, header};
-use http_body_util::BodyExt;
 
 use crate::{
-    body::{self, BodyError, ProxyBody, gzip::GzipError},
-    context::{Answer, SoapCall},
+    body::{self, ProxyBody},
+    context::SoapCall,
     error::ProxyError,
     salesforce::soap::{
         api::SoapApi,
         envelope::{self, Encoding, Limits},
+        inflating::Inflating,
     },
 };
 
@@ -49,29 +44,4 @@ pub(crate) async fn open(
         inflating,
     };
     Ok((request, call))
-}
-
-/// What broke a gzip envelope's rest as it was inflated, if anything did.
-#[derive(Default, Clone)]
-pub(crate) struct Inflating(Arc<Mutex<Option<ProxyError>>>);
-
-impl Inflating {
-    fn watch(&self, rest: ProxyBody) -> ProxyBody {
-        let seen = self.0.clone();
-        rest.map_err(move |error: BodyError| {
-            if let Some(broken) = error.0.downcast_ref::<GzipError>() {
-                *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(broken.clone().into());
-            }
-            error
-        })
-        .boxed_unsync()
-    }
-
-    /// The answer to give instead of `answer` when the envelope's rest broke as it was inflated.
-    pub(crate) fn judge(&self, answer: Answer) -> Answer {
-        match self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(refusal) => Err(refusal),
-            None => answer,
-        }
-    }
 }

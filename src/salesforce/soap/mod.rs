@@ -6,3 +6,4 @@ pub(crate) mod api;
 pub(crate) mod call;
 pub(crate) mod envelope;
 pub(crate) mod fault;
+pub(crate) mod inflating;

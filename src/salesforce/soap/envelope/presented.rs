@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use quick_xml::events::Event;
 
 use super::markup::is_ws;
-use super::scan::MAX_PRESENTED;
+
+/// The longest session id the caller may present (trimmed, unescaped): a longer one is none.
+pub(super) const MAX_PRESENTED: usize = 4096;
 
 /// The caller's own session id, as the first `sessionId` the rewrite replaces is read.
 pub(super) enum Presented {

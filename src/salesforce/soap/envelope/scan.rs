@@ -44,9 +44,6 @@ pub(crate) struct Operation {
     pub(crate) name: String,
 }
 
-/// The longest session id the caller may present (trimmed, unescaped): a longer one is none.
-pub(super) const MAX_PRESENTED: usize = 4096;
-
 /// A complete head: its edits, where it ends (just after the Body start tag), the operation,
 /// the caller's own session id. No `Debug`: that id is a credential.
 pub(super) struct Found {
