@@ -167,8 +167,9 @@ pub(crate) enum ProxyError {
     /// On a route with `logins = true`: no session id sfproxy handed out, or one that is
     /// expired, tampered with, sealed with another key or no longer admitted. Salesforce's own
     /// answer, on which every legacy client logs in again; the log says which it was.
+    /// `bulk_v1`: on a Bulk API 1.0 path, answered in Bulk's own shape.
     #[error("Session expired or invalid")]
-    InvalidSession,
+    InvalidSession { bulk_v1: bool },
 }
 
 /// nginx's "client closed request": not a status any caller receives, but one logs and
@@ -253,7 +254,8 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadEnvelope(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidSession => StatusCode::UNAUTHORIZED,
+            Self::InvalidSession { bulk_v1: false } => StatusCode::UNAUTHORIZED,
+            Self::InvalidSession { bulk_v1: true } => StatusCode::BAD_REQUEST,
             Self::EnvelopeHeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::CallerGone(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
@@ -287,7 +289,7 @@ impl ProxyError {
             Self::Internal(_) => "PROXY_INTERNAL",
             Self::CallerGone(_) => "PROXY_CALLER_GONE",
             Self::BadEnvelope(_) => "PROXY_BAD_ENVELOPE",
-            Self::InvalidSession => "INVALID_SESSION_ID",
+            Self::InvalidSession { .. } => "INVALID_SESSION_ID",
         }
     }
 
@@ -366,16 +368,21 @@ impl ProxyError {
         .to_xml()
     }
 
-    /// The JSON answer, in Salesforce's REST error shape.
+    /// The JSON answer, in Salesforce's REST error shape (Bulk API 1.0's XML for an invalid
+    /// session there, which its clients read to log in again).
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
+        if matches!(self, Self::InvalidSession { bulk_v1: true }) {
+            let body = BULK_V1_INVALID_SESSION.to_owned();
+            return self.answer(status, "application/xml", body);
+        }
         self.answer(status, "application/json", self.to_json())
     }
 
     /// The answer on a SOAP path: the fault, with status 500 as Salesforce answers faults (a
     /// toolkit parses a fault body only then), except 407, which a proxy client must see.
     pub(crate) fn into_soap_response(self) -> Response<ProxyBody> {
-        if matches!(self, Self::InvalidSession) {
+        if matches!(self, Self::InvalidSession { .. }) {
             return self.answer(
                 self.soap_status(),
                 fault::CONTENT_TYPE,
@@ -383,27 +390,6 @@ impl ProxyError {
             );
         }
         self.answer(self.soap_status(), fault::CONTENT_TYPE, self.to_fault())
-    }
-
-    /// The answer on a Bulk API 1.0 path: Bulk's own `InvalidSessionId` error for a session id
-    /// sfproxy does not accept, the JSON answer otherwise.
-    pub(crate) fn into_bulk_v1_response(self) -> Response<ProxyBody> {
-        match self {
-            Self::InvalidSession => self.answer(
-                self.bulk_v1_status(),
-                "application/xml",
-                BULK_V1_INVALID_SESSION.to_owned(),
-            ),
-            _ => self.into_response(),
-        }
-    }
-
-    /// The status of the Bulk API 1.0 answer.
-    pub(crate) fn bulk_v1_status(&self) -> StatusCode {
-        match self {
-            Self::InvalidSession => StatusCode::BAD_REQUEST,
-            _ => self.status(),
-        }
     }
 
     /// The status of the fault answer.

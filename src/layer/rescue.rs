@@ -21,10 +21,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::{
-    body::ProxyBody,
-    context::Answer,
-    error::ProxyError,
-    salesforce::{credential::BULK_V1_PREFIX, soap::api::SOAP_PREFIX},
+    body::ProxyBody, context::Answer, error::ProxyError, salesforce::soap::api::SOAP_PREFIX,
 };
 
 #[derive(Clone, Default)]
@@ -68,8 +65,6 @@ where
     fn call(&mut self, request: Request<ProxyBody>) -> Self::Future {
         let answer = if is_soap_call(&request) {
             answer_soap as fn(Outcome) -> _
-        } else if request.uri().path().contains(BULK_V1_PREFIX) {
-            answer_bulk_v1
         } else {
             answer_json
         };
@@ -92,18 +87,6 @@ fn answer_json(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
         Err(error) => {
             log(&error, error.status());
             error.into_response()
-        }
-    })
-}
-
-/// Bulk API 1.0: refusals in JSON as for REST, but a session id sfproxy does not accept in
-/// Bulk's own XML, which its clients read to log in again.
-fn answer_bulk_v1(outcome: Outcome) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(match failure(outcome) {
-        Ok(response) => response,
-        Err(error) => {
-            log(&error, error.bulk_v1_status());
-            error.into_bulk_v1_response()
         }
     })
 }

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, header};
 use crate::salesforce::{soap::api::SOAP_PREFIX, token::AccessToken};
 
 /// Bulk API 1.0's paths; it reads the session from `X-SFDC-Session`, not `Authorization`.
-pub(crate) const BULK_V1_PREFIX: &str = "/services/async/";
+const BULK_V1_PREFIX: &str = "/services/async/";
 
 /// Bulk API 1.0's answer (with status 400) to a session it does not accept: what its clients
 /// read to log in again.

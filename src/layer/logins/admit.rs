@@ -38,12 +38,13 @@ pub(super) fn from_headers(headers: &mut HeaderMap) -> Option<String> {
 }
 
 /// The client and route `presented` names, when it is one of sfproxy's, alive, and good for this
-/// request.
+/// request; `bulk_v1`: the request is Bulk API 1.0's, which answers a refusal in its own shape.
 pub(super) fn admit(
     desk: &Desk,
     from: &From,
     candidates: &[RouteMatch],
     presented: &str,
+    bulk_v1: bool,
 ) -> Result<(Arc<str>, RouteMatch), ProxyError> {
     let refused = |reason: &str| {
         tracing::warn!(
@@ -52,7 +53,7 @@ pub(super) fn admit(
             "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
              the client logs in again"
         );
-        ProxyError::InvalidSession
+        ProxyError::InvalidSession { bulk_v1 }
     };
     let handout = match sealed::open(&desk.key, presented, now()) {
         Ok(handout) => handout,

@@ -33,7 +33,10 @@ use crate::{
     body::ProxyBody,
     context::{Answer, Caller, ClientAddr, LoginRoutes, Notes, Provisional, RouteMatch, Tunnel},
     error::ProxyError,
-    salesforce::soap::{api::soap_api, call},
+    salesforce::{
+        credential::Api,
+        soap::{api::soap_api, call},
+    },
 };
 
 /// The token endpoint, on the login hosts and every instance.
@@ -124,6 +127,7 @@ async fn serve<S: Below>(
         .cloned()
         .ok_or_else(|| ProxyError::Internal("logins reached without a route".into()))?;
     let path = matched.path.path();
+    let bulk_v1 = Api::of(path) == Api::BulkV1;
     if request.method() == Method::POST
         && path.trim_end_matches('/').eq_ignore_ascii_case(TOKEN_PATH)
     {
@@ -148,7 +152,7 @@ async fn serve<S: Below>(
     };
     match presented {
         Some(presented) => {
-            let (client, chosen) = admit::admit(&desk, &from, &candidates, &presented)?;
+            let (client, chosen) = admit::admit(&desk, &from, &candidates, &presented, bulk_v1)?;
             enter(&mut request, client, chosen);
         }
         None if provisional => {
@@ -157,7 +161,7 @@ async fn serve<S: Below>(
                 "refused: no session id sfproxy handed out, on a route with logins = true; \
                  answered INVALID_SESSION_ID so the client logs in"
             );
-            return Err(ProxyError::InvalidSession);
+            return Err(ProxyError::InvalidSession { bulk_v1 });
         }
         None => {
             if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
