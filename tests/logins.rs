@@ -444,3 +444,75 @@ async fn soap_login_is_answered_and_partner_calls_follow_at_its_server_url() {
     );
     assert_eq!(org.mock.soap_calls().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_gateway_form_the_answers_lead_back_through_the_routes_prefix() {
+    let org = Org::start().await;
+    let gateway = support::route(
+        "gateway",
+        &["127.0.0.1"],
+        USER,
+        &format!(
+            "path_prefix = \"/erp/\"\nstrip_prefix = true\nclients = [\"{CLIENT}\"]\nlogins = true"
+        ),
+    );
+    let proxy = Proxy::start(&(config(&org, "", "", "") + &gateway));
+    let base = format!("http://{}/erp", proxy.addr);
+
+    // SOAP login() at the gateway: serverUrl is the gateway's, with the prefix.
+    let url = format!("{base}/services/Soap/u/{VERSION}");
+    let reply = curl_login(&[
+        "-H",
+        "Content-Type: text/xml; charset=UTF-8",
+        "-H",
+        "SOAPAction: login",
+        "--data-binary",
+        &login_envelope(USER, SECRET),
+        &url,
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let org15 = &org.mock.org_id()[..15];
+    let server_url = xml_text(&reply.body, "serverUrl").unwrap();
+    assert_eq!(server_url, format!("{url}/{org15}"));
+    let session_id = xml_text(&reply.body, "sessionId").unwrap();
+    let query = query_envelope(&session_id, "SELECT Id FROM Account");
+    let reply = curl(&[
+        "-H",
+        "Content-Type: text/xml; charset=UTF-8",
+        "-H",
+        "SOAPAction: query",
+        "--data-binary",
+        &query,
+        &server_url,
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // The password grant: instance_url is the gateway's prefix, REST follows under it.
+    let reply = curl_login(&[
+        "--data-urlencode",
+        "grant_type=password",
+        "--data-urlencode",
+        &format!("username={USER}"),
+        "--data-urlencode",
+        &format!("password={SECRET}"),
+        &format!("{base}/services/oauth2/token"),
+    ])
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["instance_url"], base);
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        answer["access_token"].as_str().unwrap()
+    );
+    let rest = format!("{base}/services/data/v{VERSION}/limits");
+    assert_eq!(curl(&["-H", &bearer, &rest]).await.status, 200);
+    assert_eq!(org.mock.token_requests(), 1);
+    assert_eq!(
+        assert_only_real_sessions(&org),
+        3,
+        "getUserInfo, query, limits"
+    );
+}
