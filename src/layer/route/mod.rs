@@ -116,23 +116,23 @@ where
             )));
         }
         let chosen = choose(&self.routes, &request);
-        let chosen = match self.logins {
-            true => with_logins(&self.routes, &mut request, chosen),
-            false => chosen,
+        // With legacy logins on, the logins stage notes the route of the requests it looks at.
+        let (chosen, noted_below) = match self.logins {
+            false => (chosen, false),
+            true => {
+                let chosen = with_logins(&self.routes, &mut request, chosen);
+                if request.extensions().get::<Provisional>().is_none() {
+                    note_client(&request);
+                }
+                (chosen, request.extensions().get::<LoginRoutes>().is_some())
+            }
         };
-        let provisional = request.extensions().get::<Provisional>().is_some();
-        if self.logins && !provisional {
-            note_client(&request);
-        }
         match chosen {
             Ok(matched) => {
-                let logins = request.extensions().get::<LoginRoutes>().is_some();
-                match request.extensions().get::<Arc<Notes>>() {
-                    // The logins stage notes the route it admits the caller to.
-                    Some(notes) if !logins => {
-                        notes.set_route(matched.route.clone(), matched.metrics.clone())
+                if !noted_below {
+                    if let Some(notes) = request.extensions().get::<Arc<Notes>>() {
+                        notes.set_route(matched.route.clone(), matched.metrics.clone());
                     }
-                    _ => {}
                 }
                 request.extensions_mut().insert(matched);
                 Either::Right(self.inner.call(request))

@@ -137,6 +137,7 @@ fn lower_host(host: &str) -> Cow<'_, str> {
 /// Refuses paths whose meaning depends on normalisation: dot segments (also percent-encoded,
 /// with `;` parameters, or between encoded slashes) and backslashes could let a path escape the
 /// prefix a route was chosen for at a server that decodes or normalises them.
+#[inline]
 pub(super) fn check_path(path: &str) -> Result<(), ProxyError> {
     if !path.starts_with('/') {
         return Err(ProxyError::BadRequest(format!(
