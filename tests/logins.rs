@@ -167,6 +167,30 @@ async fn simple_salesforce_logs_in_through_sfproxy_and_salesforce_sees_only_the_
     assert_eq!(org.mock.requests().len(), 9);
 }
 
+/// Creates a Bulk API 1.0 job on `host` with `id` in `X-SFDC-Session`: it reaches Salesforce
+/// with the real session.
+async fn bulk_job(org: &Org, proxy: &Proxy, host: &str, id: &str) {
+    let url = format!("http://{host}/services/async/{VERSION}/job");
+    let bulk = format!("X-SFDC-Session: {id}");
+    let reply = curl(&[
+        "-x",
+        &proxy.url(),
+        "-H",
+        &bulk,
+        "-H",
+        "Content-Type: application/xml; charset=UTF-8",
+        "--data-binary",
+        "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>insert</operation><object>Account</object></jobInfo>",
+        &url,
+    ])
+    .await;
+    assert!(reply.status < 300, "{}: {}", reply.status, reply.body);
+    let seen = org.mock.requests();
+    let job = seen.last().unwrap();
+    assert!(job.path_and_query.starts_with("/services/async/"));
+    assert!(job.session_valid, "Bulk 1.0 got the real session");
+}
+
 /// Salesforce's `signature`: base64 of HMAC-SHA256 over `id` + `issued_at`, keyed by the client
 /// secret.
 fn signature(secret: &str, id: &str, issued_at: &str) -> String {
@@ -235,25 +259,7 @@ async fn the_password_grant_is_answered_and_its_token_serves_rest_and_bulk() {
         assert_eq!(reply.status, 200, "{host}: {}", reply.body);
     }
     // Bulk API 1.0 reads its session from X-SFDC-Session.
-    let url = format!("http://{MY_DOMAIN}/services/async/{VERSION}/job");
-    let bulk = format!("X-SFDC-Session: {access_token}");
-    let reply = curl(&[
-        "-x",
-        &proxy.url(),
-        "-H",
-        &bulk,
-        "-H",
-        "Content-Type: application/xml; charset=UTF-8",
-        "--data-binary",
-        "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>insert</operation><object>Account</object></jobInfo>",
-        &url,
-    ])
-    .await;
-    assert!(reply.status < 300, "{}: {}", reply.status, reply.body);
-    let seen = org.mock.requests();
-    let last = seen.last().unwrap();
-    assert!(last.path_and_query.starts_with("/services/async/"));
-    assert!(last.session_valid, "Bulk 1.0 got the real session");
+    bulk_job(&org, &proxy, MY_DOMAIN, &access_token).await;
 
     // One JWT bearer login and getUserInfo (for the answer's ids), then the calls: all with the
     // real session; no legacy login reached Salesforce.
@@ -394,24 +400,7 @@ async fn soap_login_is_answered_and_partner_calls_follow_at_its_server_url() {
     assert!(org.mock.issued_sessions().iter().any(|s| s == real));
 
     // A Bulk API 1.0 job with the same id, in X-SFDC-Session, at serverUrl's host.
-    let bulk_url = format!("http://{LOGIN_HOST}/services/async/{VERSION}/job");
-    let bulk = format!("X-SFDC-Session: {session_id}");
-    let reply = curl(&[
-        "-x",
-        &proxy.url(),
-        "-H",
-        &bulk,
-        "-H",
-        "Content-Type: application/xml; charset=UTF-8",
-        "--data-binary",
-        "<jobInfo xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\"><operation>query</operation><object>Account</object></jobInfo>",
-        &bulk_url,
-    ])
-    .await;
-    assert!(reply.status < 300, "{}: {}", reply.status, reply.body);
-    let seen = org.mock.requests();
-    let job = seen.last().unwrap();
-    assert!(job.path_and_query.starts_with("/services/async/") && job.session_valid);
+    bulk_job(&org, &proxy, LOGIN_HOST, &session_id).await;
 
     // logout() with the id is answered here: the real session every caller shares lives on.
     let logout = query_envelope(&session_id, "").replace(

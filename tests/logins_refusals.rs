@@ -61,6 +61,18 @@ fn assert_invalid_session(reply: &Reply) {
     );
 }
 
+/// The reasons the log gives for the handed-out ids it refused.
+fn refusal_reasons(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .events(
+            "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
+             the client logs in again",
+        )
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A 32-byte logins key file (base64, as `sfproxy keygen --logins-key` writes) in the org's
 /// directory; returns the `[logins]` line naming it.
 fn key_file(org: &Org, name: &str, byte: u8) -> String {
@@ -204,14 +216,7 @@ async fn ids_tampered_with_stale_expired_or_absent_get_invalid_session_id_then_a
     assert_eq!(org.mock.token_requests(), 1);
 
     proxy.settle().await;
-    let reasons: Vec<String> = proxy
-        .events(
-            "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
-             the client logs in again",
-        )
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = refusal_reasons(&proxy);
     assert!(reasons.iter().any(|r| r.contains("expired")), "{reasons:?}");
     assert!(
         reasons
@@ -463,14 +468,7 @@ async fn a_changed_secret_or_route_ends_the_ids_handed_out_before() {
     let reply = rest(&proxy, &[], &fresh).await;
     assert_eq!(reply.status, 407, "{}", reply.body);
     proxy.settle().await;
-    let reasons: Vec<String> = proxy
-        .events(
-            "refused a session id on a route with logins = true; answered INVALID_SESSION_ID so \
-             the client logs in again",
-        )
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap().to_owned())
-        .collect();
+    let reasons = refusal_reasons(&proxy);
     assert_eq!(
         reasons,
         ["the client's secret changed since the id was handed out"]
