@@ -95,7 +95,29 @@ impl<S: Below> Service<Request<ProxyBody>> for Logins<S> {
     }
 }
 
+/// [`look_at`], and the caller the route stage identified noted for the log when what the
+/// request carried named none (a refusal, say).
 async fn serve<S: Below>(
+    inner: S,
+    desk: Arc<Desk>,
+    candidates: Vec<RouteMatch>,
+    request: Request<ProxyBody>,
+) -> Answer {
+    let provisional = request.extensions().get::<Provisional>().is_some();
+    let identified = match provisional {
+        true => None,
+        false => request.extensions().get::<Caller>().map(|c| c.name.clone()),
+    };
+    let notes = request.extensions().get::<Arc<Notes>>().cloned();
+    let answer = look_at(inner, desk, candidates, request).await;
+    if let (Some(notes), Some(client)) = (notes, identified) {
+        // A no-op when the stage noted the client a login or id named.
+        notes.set_client(client);
+    }
+    answer
+}
+
+async fn look_at<S: Below>(
     inner: S,
     desk: Arc<Desk>,
     candidates: Vec<RouteMatch>,

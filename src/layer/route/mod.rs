@@ -116,15 +116,17 @@ where
             )));
         }
         let chosen = choose(&self.routes, &request);
-        // With legacy logins on, the logins stage notes the route of the requests it looks at.
+        // With legacy logins on, the logins stage notes the client and route of the requests it
+        // looks at: a login or a handed-out id names them.
         let (chosen, noted_below) = match self.logins {
             false => (chosen, false),
             true => {
                 let chosen = with_logins(&self.routes, &mut request, chosen);
-                if request.extensions().get::<Provisional>().is_none() {
+                let noted_below = request.extensions().get::<LoginRoutes>().is_some();
+                if !noted_below {
                     note_client(&request);
                 }
-                (chosen, request.extensions().get::<LoginRoutes>().is_some())
+                (chosen, noted_below)
             }
         };
         match chosen {
@@ -142,8 +144,8 @@ where
     }
 }
 
-/// With legacy logins on, the client is noted here rather than by identify: a caller given a
-/// route [`Provisional`]ly is noted by the logins stage, as the client it admits.
+/// With legacy logins on, the client is noted here rather than by identify, for the requests
+/// the logins stage does not look at.
 fn note_client(request: &Request<ProxyBody>) {
     if let (Some(notes), Some(caller)) = (
         request.extensions().get::<Arc<Notes>>(),
