@@ -49,8 +49,8 @@ enum Command {
         #[arg(long)]
         route: Option<String>,
     },
-    /// Make a connected app's private key and certificate (for "Use digital signatures"), or
-    /// with --ca an interception CA.
+    /// Make a connected app's private key and certificate (for "Use digital signatures"), with
+    /// --ca an interception CA, or with --logins-key the key of [logins].
     Keygen(Keygen),
     /// Run the proxy in front of a local Salesforce stand-in, with generated keys.
     Demo {
