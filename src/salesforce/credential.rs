@@ -18,6 +18,7 @@ pub(crate) const BULK_V1_INVALID_SESSION: &str = "<?xml version=\"1.0\" encoding
     <error xmlns=\"http://www.force.com/2009/06/asyncapi/dataload\">\
     <exceptionCode>InvalidSessionId</exceptionCode>\
     <exceptionMessage>Invalid session id</exceptionMessage></error>";
+
 pub(crate) static X_SFDC_SESSION: HeaderName = HeaderName::from_static("x-sfdc-session");
 
 /// The Salesforce APIs, by where they read the session.
