@@ -6,7 +6,8 @@
 //! blocking thread, never on the runtime that accepts connections and serves the admin port: a
 //! slow disk or a network mount must not stall them. Sessions are keyed by their
 //! org's settings, so orgs whose login settings did not change keep their sessions; the
-//! interception leaves are kept while the CA is the same.
+//! interception leaves are kept while the CA is the same, and the shared tier's connection
+//! while `[shared]` is the same.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,7 +30,9 @@ use crate::{
     metrics::{self, OrgMetrics},
     salesforce::{cache::SessionCache, token::TokenClient},
     server,
+    shared::tier::SharedTier,
     stack::{self, ProxyService},
+    upstream::client::tls_config,
     workers::Workers,
 };
 
@@ -40,6 +43,8 @@ const WARM_TICK: Duration = Duration::from_secs(1);
 const WARM_RETRY: Duration = Duration::from_secs(30);
 /// A warm session is renewed once this share of its `session_ttl` has passed.
 const WARM_RENEW_AT: f64 = 0.75;
+/// How often the shared tier's health is checked.
+const SHARED_TICK: Duration = Duration::from_secs(1);
 
 /// One loaded config and the stack built from it.
 pub(crate) struct Active {
@@ -72,6 +77,7 @@ impl App {
         let sessions = SessionCache::default();
         let logins_kept = LoginsKept::new()?;
         let active = build(path, &sessions, None, &logins_kept)?;
+        sessions.set_shared(shared_tier(&active.config)?);
         Ok(Arc::new(App {
             logins_kept,
             started: active.config.proxy.clone(),
@@ -123,6 +129,7 @@ impl App {
                     );
                 }
             }
+            self.keep_or_replace_shared(&next.config);
             self.active.store(Arc::new(next));
         });
         let result = if outcome.is_ok() { "ok" } else { "error" };
@@ -135,6 +142,46 @@ impl App {
             ),
         }
         outcome
+    }
+
+    /// A reload keeps the connection to the shared tier unless `[shared]` (or the trust it
+    /// connects with) changed.
+    fn keep_or_replace_shared(&self, next: &Config) {
+        let running = self.active.load();
+        let same = match (&running.config.shared, &next.shared) {
+            (Some(old), Some(new)) => {
+                old.same_as(new) && running.config.proxy.ca_certs == next.proxy.ca_certs
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        match shared_tier(next) {
+            Ok(tier) => {
+                match &tier {
+                    Some(tier) => tracing::info!(
+                        redis = %tier.settings.url, "[shared] changed: connecting anew"
+                    ),
+                    None => tracing::info!(
+                        "[shared] removed: this process keeps its own sessions from now on"
+                    ),
+                }
+                self.sessions.set_shared(tier);
+            }
+            Err(error) => tracing::error!(%error, "[shared] changed but cannot be used"),
+        }
+    }
+
+    /// Checks the shared tier once a second: reconnects it while down, PINGs it while up.
+    async fn watch_shared(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SHARED_TICK).await;
+            if let Some(tier) = self.sessions.shared() {
+                tier.tick().await;
+            }
+        }
     }
 
     /// Ready while the proxy port is bound and not draining, once every warm (org, user) has
@@ -186,9 +233,9 @@ impl App {
                     {
                         Ok(())
                     }
-                    Some(_) => self
+                    Some(current) => self
                         .sessions
-                        .refresh(&org, &user, &active.tokens)
+                        .refresh(&org, &user, &active.tokens, &current)
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
@@ -236,6 +283,18 @@ impl admin::Readiness for App {
     fn readiness(&self) -> impl std::future::Future<Output = Result<(), String>> + Send {
         self.ready()
     }
+}
+
+/// The shared tier `[shared]` asks for (not connected yet), with the proxy's TLS trust.
+fn shared_tier(config: &Config) -> Result<Option<Arc<SharedTier>>, String> {
+    let Some(settings) = &config.shared else {
+        return Ok(None);
+    };
+    let tls = match settings.tls {
+        true => Some(tls_config(&config.proxy)?),
+        false => None,
+    };
+    Ok(Some(SharedTier::new(settings.clone(), tls)))
 }
 
 /// Every (org, user) a route names, for orgs with `warm = true`, with the org's metrics.
@@ -287,6 +346,12 @@ pub async fn run(app: Arc<App>, ready: impl FnOnce(&Bound)) -> Result<(), String
     // Signal handlers before "ready": a signal right after start must not kill the process.
     let stop = server::stop_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let hangups = hangup_signals()?;
+    // The first connection before "ready", bounded: replicas started together must share their
+    // first logins, yet a Redis that is down delays the start by a second at most.
+    if let Some(tier) = app.sessions.shared() {
+        tier.tick().await;
+    }
+    tokio::spawn(app.clone().watch_shared());
     tokio::spawn(app.clone().keep_warm());
     tokio::spawn(reload_on(hangups, app.clone()));
     app.serving.store(true, Ordering::Release);

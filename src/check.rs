@@ -3,10 +3,11 @@
 //! For every route (or one), it logs in as the route's user exactly as the proxy would and calls
 //! `GET {instance}/services/data/` with the session, printing one line per route with the
 //! Salesforce error and its hint when something is wrong. It also warns about the two setup
-//! mistakes that surface only later: a private key (or logins key) others can read, and a clock
+//! mistakes that surface only later: a private key (or logins or shared key) others can read, and a clock
 //! far enough off the token host's that Salesforce says `expired authorization code`. With
 //! `[logins]`, one line first says how legacy logins are answered, so a key that would be made
-//! at start (sessions lost on restart) is seen before it matters.
+//! at start (sessions lost on restart) is seen before it matters; with `[shared]`, one says
+//! whether Redis answers (and fails the check when it does not).
 
 use std::{
     collections::HashMap,
@@ -19,13 +20,13 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::{
     body,
-    config::{Config, LoginsKeySource, Org},
+    config::{Config, KeySource, Org, SharedSettings},
     error::error_chain,
     salesforce::{
         hints::login_hint,
         token::{Session, TokenClient, TokenError},
     },
-    upstream::client::HttpClient,
+    upstream::client::{HttpClient, tls_config},
 };
 
 /// Beyond this difference with the token host's clock, assertions start to fail.
@@ -67,11 +68,25 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<Report, String> 
         warnings.extend(clock_warning(org, &http).await);
     }
 
-    warnings.extend(logins_key_warning(config));
+    if let Some(KeySource::File(path)) = &config.logins_key_source {
+        warnings.extend(key_mode_warning("logins.key_file", path));
+    }
+    if let Some(SharedSettings {
+        key_source: KeySource::File(path),
+        ..
+    }) = &config.shared
+    {
+        warnings.extend(key_mode_warning("shared.key_file", path));
+    }
 
     let mut sessions: HashMap<(String, String), Result<Arc<Session>, TokenError>> = HashMap::new();
     let mut lines: Vec<String> = logins_line(config).into_iter().collect();
     let mut ok = true;
+    if let Some(shared) = &config.shared {
+        let (line, reachable) = shared_line(config, shared).await;
+        lines.push(line);
+        ok &= reachable;
+    }
     for route in routes {
         let org = &route.org;
         let key = (org.name.clone(), route.user.clone());
@@ -178,8 +193,8 @@ fn key_file_warning(org: &Org) -> Option<String> {
 fn logins_line(config: &Config) -> Option<String> {
     let logins = config.logins.as_ref()?;
     let key = match &config.logins_key_source {
-        Some(LoginsKeySource::File(path)) => format!("key_file {}", path.display()),
-        Some(LoginsKeySource::Env(var)) => format!("key_env {var}"),
+        Some(KeySource::File(path)) => format!("key_file {}", path.display()),
+        Some(KeySource::Env(var)) => format!("key_env {var}"),
         None => "key made at start: handed-out sessions end with a restart".to_owned(),
     };
     let routes: Vec<&str> = config
@@ -200,18 +215,15 @@ fn logins_line(config: &Config) -> Option<String> {
     ))
 }
 
-/// The logins key file readable by group or others: as for an org's private key.
-fn logins_key_warning(config: &Config) -> Option<String> {
+/// A key file (`what`) readable by group or others: as for an org's private key.
+fn key_mode_warning(what: &str, path: &std::path::Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let Some(LoginsKeySource::File(path)) = &config.logins_key_source else {
-            return None;
-        };
         let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
         (mode & 0o077 != 0).then(|| {
             format!(
-                "warning: logins.key_file {} is readable by group or others (mode {mode:o}): chmod 600 {}",
+                "warning: {what} {} is readable by group or others (mode {mode:o}): chmod 600 {}",
                 path.display(),
                 path.display()
             )
@@ -219,8 +231,50 @@ fn logins_key_warning(config: &Config) -> Option<String> {
     }
     #[cfg(not(unix))]
     {
-        let _ = config;
+        let _ = (what, path);
         None
+    }
+}
+
+/// Connects to the shared tier as the proxy would and says what answered; `false` when nothing
+/// did (the proxy would run, but each replica alone).
+async fn shared_line(config: &Config, shared: &SharedSettings) -> (String, bool) {
+    let key = match &shared.key_source {
+        KeySource::File(path) => format!("key_file {}", path.display()),
+        KeySource::Env(var) => format!("key_env {var}"),
+    };
+    let tls = match shared.tls {
+        true => match tls_config(&config.proxy) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(e) => return (format!("shared tier: {} FAILED: {e}", shared.url), false),
+        },
+        false => None,
+    };
+    let within = Duration::from_secs(5).max(shared.timeout);
+    match crate::shared::open(shared, tls.as_ref(), within).await {
+        Ok(mut connection) => {
+            let server = crate::shared::server_version(&mut connection)
+                .await
+                .unwrap_or_else(|| "a Redis server".to_owned());
+            (
+                format!(
+                    "shared tier: {} OK ({server}{}); prefix {:?}, timeout {}, {key}",
+                    shared.url,
+                    if shared.tls { ", TLS" } else { "" },
+                    shared.prefix,
+                    humantime_serde::re::humantime::format_duration(shared.timeout),
+                ),
+                true,
+            )
+        }
+        Err(reason) => (
+            format!(
+                "shared tier: {} FAILED: {reason} (the proxy would run, each replica with its \
+                 own sessions and logins)",
+                shared.url
+            ),
+            false,
+        ),
     }
 }
 

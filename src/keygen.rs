@@ -1,6 +1,6 @@
 //! `sfproxy keygen`: the key and certificate a connected app needs for the JWT bearer flow, an
-//! interception CA (`--ca`), or the key sealing the session ids of legacy logins
-//! (`--logins-key`).
+//! interception CA (`--ca`), the key sealing the session ids of legacy logins (`--logins-key`),
+//! or the key sealing what replicas store in Redis (`--shared-key`).
 //!
 //! The key is written once, readable by its owner only, and never overwritten without
 //! `--force`: replacing it silently would break every session until the new certificate is
@@ -39,6 +39,9 @@ pub struct Keygen {
     /// Make the key of [logins] (NAME.key only: 32 random bytes, base64) instead.
     #[arg(long, conflicts_with_all = ["ca", "permit", "subject"])]
     pub logins_key: bool,
+    /// Make the key of [shared] (NAME.key only: 32 random bytes, base64) instead.
+    #[arg(long, conflicts_with_all = ["ca", "permit", "subject", "logins_key"])]
+    pub shared_key: bool,
     /// With --ca: another name suffix the CA may vouch for (repeatable).
     #[arg(long = "permit", value_name = "SUFFIX")]
     pub permit: Vec<String>,
@@ -61,7 +64,10 @@ pub fn run(args: &Keygen) -> Result<String, String> {
     }
     let key_path = args.dir.join(format!("{}.key", args.name));
     if args.logins_key {
-        return logins_key(args, &key_path);
+        return symmetric_key(args, &key_path, Symmetric::Logins);
+    }
+    if args.shared_key {
+        return symmetric_key(args, &key_path, Symmetric::Shared);
     }
     let cert_path = args.dir.join(format!("{}.crt", args.name));
     if !args.force {
@@ -138,13 +144,29 @@ pub fn run(args: &Keygen) -> Result<String, String> {
     ))
 }
 
+/// The 32-byte keys `keygen` writes besides connected app keys.
+#[derive(Clone, Copy)]
+enum Symmetric {
+    Logins,
+    Shared,
+}
+
 /// Writes `<dir>/<name>.key`: the base64 of 32 random bytes and a newline, mode 0600.
-fn logins_key(args: &Keygen, path: &Path) -> Result<String, String> {
+fn symmetric_key(args: &Keygen, path: &Path, kind: Symmetric) -> Result<String, String> {
     use base64::Engine;
     if !args.force && path.exists() {
+        let then = match kind {
+            Symmetric::Logins => {
+                "session ids handed out under the old key are then refused, and their callers \
+                 log in again"
+            }
+            Symmetric::Shared => {
+                "what replicas stored under the old key is then passed over, and the next miss \
+                 logs in again"
+            }
+        };
         return Err(format!(
-            "{} exists; pass --force to replace it (session ids handed out under the old key are \
-             then refused, and their callers log in again)",
+            "{} exists; pass --force to replace it ({then})",
             path.display()
         ));
     }
@@ -158,14 +180,24 @@ fn logins_key(args: &Keygen, path: &Path) -> Result<String, String> {
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     write_private(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(format!(
-        "wrote {key} (logins key, 32 random bytes in base64, mode 0600: whoever holds it can \
-         make session ids sfproxy accepts; give every replica the same file, never commit it)\n\n\
-         Next, in sfproxy.toml (a relative path is read from the config file's directory):\n  \
-         [logins]\n  key_file = \"{key}\"\n\
-         then `sfproxy check` names it on its legacy logins line.\n",
-        key = path.display(),
-    ))
+    let key = path.display();
+    Ok(match kind {
+        Symmetric::Logins => format!(
+            "wrote {key} (logins key, 32 random bytes in base64, mode 0600: whoever holds it can \
+             make session ids sfproxy accepts; give every replica the same file, never commit it)\n\n\
+             Next, in sfproxy.toml (a relative path is read from the config file's directory):\n  \
+             [logins]\n  key_file = \"{key}\"\n\
+             then `sfproxy check` names it on its legacy logins line.\n"
+        ),
+        Symmetric::Shared => format!(
+            "wrote {key} (shared key, 32 random bytes in base64, mode 0600: it seals every token \
+             replicas store in Redis; give every replica the same file, never commit it)\n\n\
+             Next, in sfproxy.toml (a relative path is read from the config file's directory):\n  \
+             [shared]\n  redis_url = \"redis://sessions.internal:6379/0\"\n  \
+             key_file = \"{key}\"\n\
+             then `sfproxy check` connects to Redis and says what answered.\n"
+        ),
+    })
 }
 
 /// Creates (or truncates) a file only its owner may read.

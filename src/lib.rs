@@ -28,6 +28,9 @@ mod salesforce;
 
 mod upstream;
 
+// What several replicas share through Redis: sessions, their logins, the budget, failures.
+mod shared;
+
 // Shared by every stage: the body type, errors and their answers, metrics, log lines.
 mod body;
 

@@ -29,6 +29,7 @@ pub(crate) const CONFIG_RELOADS: &str = "sfproxy_config_reloads_total";
 pub(crate) const REFUSALS: &str = "sfproxy_refusals_total";
 pub(crate) const CONNECTIONS_OPEN: &str = "sfproxy_connections_open";
 pub(crate) const REQUESTS_IN_FLIGHT: &str = "sfproxy_requests_in_flight";
+pub(crate) const SHARED_TIER_UP: &str = "sfproxy_shared_tier_up";
 
 /// The `route` label of requests refused before a route was chosen.
 pub(crate) const NO_ROUTE: &str = "none";
@@ -63,7 +64,7 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
     );
     describe_counter!(
         SESSION_CACHE,
-        "Session lookups, by org and result (hit, miss)."
+        "Session lookups, by org and result (hit; miss: a login here; shared: another replica's session)."
     );
     describe_counter!(
         SESSION_REPLAYS,
@@ -73,6 +74,10 @@ pub(crate) fn install() -> Result<PrometheusHandle, String> {
         LEGACY_LOGINS,
         "Legacy logins answered by sfproxy, by grant (soap, password, client_credentials) and \
          outcome (ok, invalid, limited, failed)."
+    );
+    describe_gauge!(
+        SHARED_TIER_UP,
+        "1 while the shared tier ([shared], Redis) answers; 0 while this process carries on alone."
     );
     describe_gauge!(
         API_USAGE,
@@ -125,6 +130,7 @@ pub(crate) struct OrgHandles {
     pub(crate) api_limit: Gauge,
     pub(crate) session_hit: Counter,
     pub(crate) session_miss: Counter,
+    pub(crate) session_shared: Counter,
 }
 
 impl OrgMetrics {
@@ -145,6 +151,7 @@ impl OrgMetrics {
                 api_limit: gauge!(API_LIMIT, "org" => org.clone()),
                 session_hit: counter!(SESSION_CACHE, "org" => org.clone(), "result" => "hit"),
                 session_miss: counter!(SESSION_CACHE, "org" => org.clone(), "result" => "miss"),
+                session_shared: counter!(SESSION_CACHE, "org" => org.clone(), "result" => "shared"),
             }
         })
     }

@@ -43,3 +43,8 @@ pub(super) const MAX_LOGINS_SESSION_TTL: Duration = Duration::from_secs(7 * 24 *
 pub(crate) const DEFAULT_MAX_FAILURES_PER_MINUTE: u32 = 10;
 pub(crate) const CONFIG_ENV: &str = "SFPROXY_CONFIG";
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "sfproxy.toml";
+/// `[shared]`: the key prefix, and how long one Redis command may take (bounds included).
+pub(crate) const DEFAULT_SHARED_PREFIX: &str = "sfproxy:";
+pub(crate) const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const MIN_SHARED_TIMEOUT: Duration = Duration::from_millis(10);
+pub(crate) const MAX_SHARED_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@
 //! naming the siblings it uses and never this file: `raw` (the file's serde types and TOML
 //! errors), `load` (reading what the config names: the file, keys, environment values, CA
 //! certificates, once and bounded), `validate` (raw into the model; `org` for an org's table,
-//! `exposure` for the refuse-to-start check, `instances` for where a session may be sent), and
+//! `exposure` for the refuse-to-start check, `shared` for `[shared]`, `instances` for where a session may be sent), and
 //! `model` (what the proxy runs on, plain data). `defaults` holds every default and bound;
 //! `error` the [`ConfigError`].
 
@@ -24,6 +24,7 @@ mod load;
 mod model;
 mod org;
 mod raw;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod validate;

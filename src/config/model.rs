@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use jsonwebtoken::EncodingKey;
 use rustls_pki_types::CertificateDer;
 
-use crate::{intercept::ca::InterceptCa, salesforce::login::sealed::LoginsKey};
+use crate::{
+    intercept::ca::InterceptCa, salesforce::login::sealed::LoginsKey, shared::seal::SharedKey,
+};
 
 /// The validated configuration the proxy runs on.
 #[derive(Debug)]
@@ -22,7 +24,57 @@ pub struct Config {
     /// `[logins]`: `None`, sfproxy never answers a legacy login.
     pub(crate) logins: Option<LoginsSettings>,
     /// Where the logins key came from, for `sfproxy check` (its line and permission warning).
-    pub(crate) logins_key_source: Option<LoginsKeySource>,
+    pub(crate) logins_key_source: Option<KeySource>,
+    /// `[shared]`: `None`, each process keeps its own sessions.
+    pub(crate) shared: Option<SharedSettings>,
+}
+
+/// `[shared]`: the Redis through which replicas share sessions, their logins, the login budget
+/// and remembered failures.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedSettings {
+    /// `redis_url` as written (it never holds a password: that comes from `password_env`).
+    pub(crate) url: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `rediss://`: TLS, with the trust of the token host (webpki roots plus `ca_file`).
+    pub(crate) tls: bool,
+    pub(crate) db: i64,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Password>,
+    pub(crate) key: Arc<SharedKey>,
+    pub(crate) key_source: KeySource,
+    pub(crate) prefix: String,
+    /// Per Redis command; past it the process carries on alone.
+    pub(crate) timeout: Duration,
+}
+
+impl SharedSettings {
+    /// Whether a reload may keep the connection made for `self`.
+    pub(crate) fn same_as(&self, other: &SharedSettings) -> bool {
+        self.url == other.url
+            && self.password.as_ref().map(Password::expose)
+                == other.password.as_ref().map(Password::expose)
+            && self.key.fingerprint() == other.key.fingerprint()
+            && self.prefix == other.prefix
+            && self.timeout == other.timeout
+    }
+}
+
+/// The Redis password, read from `password_env`; `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct Password(pub(crate) String);
+
+impl Password {
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 /// `[logins]`: how sfproxy answers SOAP `login()` and OAuth password grants itself.
@@ -36,9 +88,9 @@ pub(crate) struct LoginsSettings {
     pub(crate) max_failures_per_minute: u32,
 }
 
-/// `logins.key_file` (the path, resolved) or `logins.key_env` (the variable's name).
+/// A key's `key_file` (the path, resolved) or `key_env` (the variable's name).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LoginsKeySource {
+pub(crate) enum KeySource {
     File(PathBuf),
     Env(String),
 }

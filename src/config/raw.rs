@@ -102,6 +102,20 @@ pub(super) struct RawConfig {
     pub(super) routes: Vec<RawRoute>,
     /// Present: sfproxy answers legacy logins (SOAP `login()`, password grants) itself.
     pub(super) logins: Option<RawLogins>,
+    /// Present: replicas share sessions through Redis.
+    pub(super) shared: Option<RawShared>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawShared {
+    pub(super) redis_url: String,
+    pub(super) password_env: Option<String>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) key_env: Option<String>,
+    pub(super) prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]

@@ -463,7 +463,7 @@ fn the_logins_key_is_read_once_from_one_source() {
     assert_eq!(logins.max_failures_per_minute, 3);
     assert!(matches!(
         &config.logins_key_source,
-        Some(LoginsKeySource::File(p)) if p.ends_with("logins.key")
+        Some(KeySource::File(p)) if p.ends_with("logins.key")
     ));
     let err =
         load_logins("[logins]\nkey_file = \"logins.key\"\nkey_env = \"K\"\n", "").unwrap_err();

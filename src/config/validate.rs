@@ -18,11 +18,10 @@ use super::{
     error::{ConfigError, positive},
     exposure::check_exposure,
     load::{env_value, load_intercept_ca, read_ca_file, read_file},
-    model::{
-        Client, Config, HostPattern, LoginsKeySource, LoginsSettings, Org, ProxySettings, Route,
-    },
+    model::{Client, Config, HostPattern, KeySource, LoginsSettings, Org, ProxySettings, Route},
     org::validate_org,
     raw::{RawClient, RawConfig, RawLogins, RawProxy, RawRoute},
+    shared::validate_shared,
 };
 use crate::salesforce::login::sealed::LoginsKey;
 
@@ -79,6 +78,10 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         routes,
         logins,
         logins_key_source,
+        shared: raw
+            .shared
+            .map(|raw| validate_shared(raw, base))
+            .transpose()?,
     })
 }
 
@@ -86,7 +89,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
 fn validate_logins(
     raw: RawLogins,
     base: &Path,
-) -> Result<(LoginsSettings, Option<LoginsKeySource>), ConfigError> {
+) -> Result<(LoginsSettings, Option<KeySource>), ConfigError> {
     let (key, source) = match (raw.key_file, raw.key_env) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
@@ -100,7 +103,7 @@ fn validate_logins(
             let key = LoginsKey::parse(&bytes).map_err(|m| {
                 ConfigError::new("logins.key_file", format!("{} {m}", path.display()))
             })?;
-            (Some(Arc::new(key)), Some(LoginsKeySource::File(path)))
+            (Some(Arc::new(key)), Some(KeySource::File(path)))
         }
         (None, Some(var)) => {
             let value = env_value("logins.key_env", &var)?;
@@ -111,7 +114,7 @@ fn validate_logins(
                     format!("the environment variable it names {m}"),
                 )
             })?;
-            (Some(Arc::new(key)), Some(LoginsKeySource::Env(var)))
+            (Some(Arc::new(key)), Some(KeySource::Env(var)))
         }
         (None, None) => (None, None),
     };

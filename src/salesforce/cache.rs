@@ -7,12 +7,12 @@
 //! removes only the session that failed, so a caller holding an old token cannot evict the fresh
 //! one a concurrent replay already minted. A young session reported expired within the
 //! [spacing](super::guard::remint_spacing) of the last drop is kept while it is that young:
-//! however often fresh sessions "expire", that costs at most one login per spacing. Every
-//! login passes the [`LoginGuard`]: remembered failures, the hourly budget, and bounded retries
-//! of transient failures.
+//! however often fresh sessions "expire", that costs at most one login per spacing. Where a
+//! missing session comes from — a guarded login, or with `[shared]` the fleet's — is the
+//! [`Minter`]'s business; a hit never leaves this process.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -22,10 +22,13 @@ use crate::{
     config::Org,
     metrics::OrgMetrics,
     salesforce::{
-        guard::LoginGuard,
-        token::{Session, TokenClient, TokenError},
+        minting::{Minter, Origin},
+        token::{Session, TokenClient},
     },
+    shared::tier::SharedTier,
 };
+
+pub(crate) use crate::salesforce::minting::LoginError;
 
 /// Distinct (org, user) pairs are few; this only bounds a misconfiguration.
 const MAX_SESSIONS: u64 = 10_000;
@@ -54,6 +57,8 @@ impl Key {
 pub(crate) enum Source {
     Cache,
     Minted,
+    /// From the shared tier: another replica's login.
+    Shared,
 }
 
 impl Source {
@@ -61,6 +66,7 @@ impl Source {
         match self {
             Self::Cache => "cache",
             Self::Minted => "minted",
+            Self::Shared => "shared",
         }
     }
 }
@@ -76,7 +82,7 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
         session: &Arc<Session>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(session.ttl)
+        Some(remaining(session))
     }
 
     fn expire_after_update(
@@ -86,16 +92,22 @@ impl Expiry<Key, Arc<Session>> for SessionTtl {
         _updated_at: Instant,
         _until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(session.ttl)
+        Some(remaining(session))
     }
 }
 
-/// The sessions of every (org, user), and the guard of their logins; both outlive reloads.
+/// What is left of a session's `ttl`: all of it when minted here, less its age when another
+/// replica minted it.
+fn remaining(session: &Session) -> Duration {
+    session.ttl.saturating_sub(session.minted_at.elapsed())
+}
+
+/// The sessions of every (org, user), and where new ones come from; both outlive reloads.
 #[derive(Clone)]
 pub(crate) struct SessionCache {
     /// Keys come from the config, not from callers: a fast hash needs no flooding resistance.
     sessions: Cache<Key, Arc<Session>, foldhash::fast::RandomState>,
-    guard: Arc<LoginGuard>,
+    minter: Arc<Minter>,
 }
 
 impl Default for SessionCache {
@@ -105,40 +117,22 @@ impl Default for SessionCache {
                 .max_capacity(MAX_SESSIONS)
                 .expire_after(SessionTtl)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
-            guard: Arc::default(),
+            minter: Arc::default(),
         }
     }
 }
 
-/// Why no session could be had.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum LoginError {
-    /// The login failed, now or within its remembered backoff; ask again after `retry_after`.
-    #[error("{error}")]
-    Failed {
-        error: TokenError,
-        retry_after: Duration,
-    },
-    /// The (org, user) spent its hourly budget of token requests.
-    #[error("{limit} token requests in the last hour: the login budget is spent")]
-    BudgetExceeded { limit: u32, retry_after: Duration },
-}
-
-/// Transient failures get this many more tries, within the org's `login_timeout`.
-const MAX_RETRIES: u32 = 2;
-const RETRY_BASE: Duration = Duration::from_millis(200);
-
-/// `RETRY_BASE * 2^attempt`, jittered to 50–150 % so callers of many proxies do not retry in step.
-fn retry_pause(attempt: u32) -> Duration {
-    let mut noise = [0u8; 2];
-    let jitter = match aws_lc_rs::rand::fill(&mut noise) {
-        Ok(()) => 0.5 + f64::from(u16::from_le_bytes(noise)) / f64::from(u16::MAX),
-        Err(_) => 1.0,
-    };
-    RETRY_BASE.mul_f64(f64::from(1u32 << attempt.min(8)) * jitter)
-}
-
 impl SessionCache {
+    /// The shared tier in use, if `[shared]` is set.
+    pub(crate) fn shared(&self) -> Option<Arc<SharedTier>> {
+        self.minter.shared()
+    }
+
+    /// Puts `tier` in use (a reload that changed `[shared]`, or removed it: `None`).
+    pub(crate) fn set_shared(&self, tier: Option<Arc<SharedTier>>) {
+        self.minter.set_shared(tier);
+    }
+
     /// The live session for (org, user), logging in with `tokens` if there is none.
     /// The lookup is counted in `metrics`, the org's handles.
     pub(crate) async fn get(
@@ -154,15 +148,18 @@ impl SessionCache {
         let (session, source) = match self.sessions.get(&key).await {
             Some(session) => (session, Source::Cache),
             None => {
+                let shared = std::sync::atomic::AtomicBool::new(false);
                 // Boxed: the login's future is large, and only a miss needs it.
                 let entry = Box::pin(self.sessions.entry(key).or_try_insert_with(async {
-                    self.login(org, user, tokens).await.map(Arc::new)
+                    let (session, origin) = self.minter.session(org, user, tokens, None).await?;
+                    shared.store(origin == Origin::Shared, Ordering::Relaxed);
+                    Ok::<_, LoginError>(Arc::new(session))
                 }))
                 .await?;
-                let source = if entry.is_fresh() {
-                    Source::Minted
-                } else {
-                    Source::Cache
+                let source = match (entry.is_fresh(), shared.load(Ordering::Relaxed)) {
+                    (false, _) => Source::Cache,
+                    (true, false) => Source::Minted,
+                    (true, true) => Source::Shared,
                 };
                 (entry.into_value(), source)
             }
@@ -171,6 +168,7 @@ impl SessionCache {
         match source {
             Source::Minted => handles.session_miss.increment(1),
             Source::Cache => handles.session_hit.increment(1),
+            Source::Shared => handles.session_shared.increment(1),
         }
         Ok((session, source))
     }
@@ -180,76 +178,41 @@ impl SessionCache {
         self.sessions.get(&Key::new(org, user)).await
     }
 
-    /// Logs in and puts the new session in place of the cached one (keeping a session warm).
+    /// Puts a new session in place of `current` (keeping a session warm): the fleet's, if
+    /// another replica renewed it already, else a login.
     pub(crate) async fn refresh(
         &self,
         org: &Org,
         user: &str,
         tokens: &TokenClient,
+        current: &Session,
     ) -> Result<Arc<Session>, LoginError> {
-        let session = Arc::new(self.login(org, user, tokens).await?);
+        let stale = current.stored.as_deref();
+        let (session, _) = self.minter.session(org, user, tokens, stale).await?;
+        let session = Arc::new(session);
         self.sessions
             .insert(Key::new(org, user), session.clone())
             .await;
         Ok(session)
     }
 
-    /// One login: the remembered failure if there is one, else token requests within the budget,
-    /// transient failures retried with backoff inside `login_timeout`.
-    async fn login(
-        &self,
-        org: &Org,
-        user: &str,
-        tokens: &TokenClient,
-    ) -> Result<Session, LoginError> {
-        if let Some((error, retry_after)) = self.guard.remembered(org, user) {
-            return Err(LoginError::Failed { error, retry_after });
-        }
-        let deadline = Instant::now() + org.login_timeout;
-        let mut attempt = 0;
-        loop {
-            if let Err(retry_after) = self.guard.admit(org, user) {
-                tracing::warn!(
-                    org = %org.name, user, limit = org.max_logins_per_hour, ?retry_after,
-                    "login budget spent: no token request"
-                );
-                return Err(LoginError::BudgetExceeded {
-                    limit: org.max_logins_per_hour,
-                    retry_after,
-                });
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let error = match tokens.mint(org, user, remaining).await {
-                Ok(session) => {
-                    self.guard.clear(org, user);
-                    return Ok(session);
-                }
-                Err(error) => error,
-            };
-            let pause = retry_pause(attempt);
-            if error.is_transient() && attempt < MAX_RETRIES && Instant::now() + pause < deadline {
-                attempt += 1;
-                tokio::time::sleep(pause).await;
-                continue;
-            }
-            let retry_after = self.guard.remember(org, user, &error);
-            return Err(LoginError::Failed { error, retry_after });
-        }
-    }
-
     /// Drops `expired` if it is still the cached session for (org, user), unless it is a young
     /// session reported expired within seconds of the last drop ([`LoginGuard::may_drop`]):
     /// that one is kept, so repeated reports cost no login each; callers find it still cached.
     pub(crate) async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
+        let dropped = std::sync::atomic::AtomicBool::new(false);
         self.sessions
             .entry(Key::new(org, user))
             .and_compute_with(|current| {
                 let op = match current {
                     Some(entry) if Arc::ptr_eq(entry.value(), expired) => {
-                        if self
-                            .guard
-                            .may_drop(org, user, expired.minted_at, Instant::now())
-                        {
+                        if self.minter.guard().may_drop(
+                            org,
+                            user,
+                            expired.minted_at,
+                            Instant::now(),
+                        ) {
+                            dropped.store(true, Ordering::Relaxed);
                             Op::Remove
                         } else {
                             tracing::warn!(
@@ -266,13 +229,17 @@ impl SessionCache {
                 std::future::ready(op)
             })
             .await;
+        // Before the caller's next lookup: the fleet must not hand the refused session back.
+        if dropped.load(Ordering::Relaxed) {
+            self.minter.forget(org, user, expired).await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::InstanceUrl, mock_org::MockOrg};
+    use crate::{config::InstanceUrl, mock_org::MockOrg, salesforce::token::TokenError};
 
     /// The org's metric handles, as the stack attaches them (no recorder: nothing is kept).
     fn counted() -> &'static OrgMetrics {
@@ -352,7 +319,7 @@ mod tests {
         };
         let (first, _) = cache.get(&org, "u", &tokens, counted()).await.unwrap();
         tokio::time::sleep(ttl / 2).await;
-        let renewed = cache.refresh(&org, "u", &tokens).await.unwrap();
+        let renewed = cache.refresh(&org, "u", &tokens, &first).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &renewed));
         // Past the first session's deadline, within the renewed one's.
         tokio::time::sleep(ttl * 2 / 3).await;

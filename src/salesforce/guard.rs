@@ -19,7 +19,8 @@ use std::{
 
 use crate::{config::Org, salesforce::token::TokenError};
 
-const WINDOW: Duration = Duration::from_secs(3600);
+/// The budget's sliding window.
+pub(crate) const WINDOW: Duration = Duration::from_secs(3600);
 
 /// A session younger than the spacing is dropped for an expiry answer only if no session of its
 /// (org, user) was dropped within the spacing: expiry answers cost at most one login per

@@ -38,6 +38,9 @@ pub(crate) struct Session {
     pub(crate) minted_at: Instant,
     /// The user's `getUserInfo()`, asked once per session for the legacy logins it answers.
     pub(crate) user_info: tokio::sync::OnceCell<Arc<UserInfo>>,
+    /// The sealed value this session is stored under in the shared tier, if it is: what an
+    /// expiry compares before removing it there.
+    pub(crate) stored: Option<Vec<u8>>,
 }
 
 /// An access token, kept as the ready-made, log-redacted `Authorization` value.
@@ -47,7 +50,7 @@ pub(crate) struct AccessToken {
 }
 
 impl AccessToken {
-    fn new(token: &str) -> Option<Self> {
+    pub(crate) fn new(token: &str) -> Option<Self> {
         // Printable ASCII only: it goes in headers and, for SOAP, in XML text as it is.
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
@@ -283,6 +286,7 @@ fn parse(org: &Org, status: StatusCode, bytes: &Bytes) -> Result<Session, TokenE
             ttl: org.session_ttl,
             minted_at: Instant::now(),
             user_info: tokio::sync::OnceCell::new(),
+            stored: None,
         });
     }
     if status.is_client_error() {

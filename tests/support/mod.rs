@@ -6,6 +6,7 @@
 
 pub mod faulty;
 pub mod logins;
+pub mod redis;
 pub mod scrape;
 
 use std::{
