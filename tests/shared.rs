@@ -224,6 +224,48 @@ async fn the_hourly_budget_is_counted_for_the_fleet() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_login_is_remembered_for_the_fleet() {
+    let redis = Redis::start();
+    let org = Org::start().await;
+    let proxies = fleet(&replica_config(&org, &redis, "rejected_backoff = \"30s\""));
+    org.mock.fail_next_token_requests(
+        1,
+        TokenFailure::OAuth {
+            status: 400,
+            error: "invalid_grant".into(),
+            description: "user hasn't approved this consumer".into(),
+        },
+    );
+    let client = client();
+    for round in 0..3 {
+        for proxy in &proxies {
+            let uri: http::Uri = format!("http://{}{LIMITS}", proxy.addr).parse().unwrap();
+            let request = http::Request::get(uri)
+                .header("host", HOST)
+                .body(Empty::new())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            assert!(response.status().is_server_error(), "round {round}");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body[0]["errorCode"], "PROXY_LOGIN_REJECTED");
+            assert!(
+                body[0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hasn't approved"),
+                "every replica answers with the refusal: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        org.mock.token_requests(),
+        1,
+        "one refused token request for the fleet, remembered by all for rejected_backoff"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn losing_redis_mid_load_loses_no_request_and_sharing_resumes() {
     let mut redis = Redis::start();
     let org = Org::start().await;
@@ -388,4 +430,35 @@ async fn check_says_what_answered_at_the_redis_url() {
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("FAILED: cannot connect"), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The config shipped for Kubernetes loads as it is, once its key paths hold keys.
+#[tokio::test]
+async fn the_kubernetes_config_is_one_sfproxy_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    for (args, sub) in [
+        (vec!["keygen", "--name", "acme"], "orgs"),
+        (vec!["keygen", "--shared-key", "--name", "shared"], "shared"),
+    ] {
+        let mut args = args;
+        let target = keys.join(sub);
+        args.extend(["--dir", target.to_str().unwrap()]);
+        let out = run_sfproxy(&args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sfproxy.toml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("/etc/sfproxy-keys/"));
+    let path = dir.path().join("sfproxy.toml");
+    let here = format!("{}/", keys.display());
+    std::fs::write(&path, shipped.replace("/etc/sfproxy-keys/", &here)).unwrap();
+    let config = sfproxy::config::Config::load(&path);
+    assert!(config.is_ok(), "{}", config.unwrap_err());
 }

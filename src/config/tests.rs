@@ -515,3 +515,80 @@ fn a_logins_route_needs_the_table_and_clients_with_secrets() {
     .unwrap();
     assert!(config.routes[0].logins);
 }
+
+fn load_shared(table: &str) -> Result<Config, ConfigError> {
+    let dir = key_file();
+    std::fs::write(dir.path().join("shared.key"), [9u8; 32]).unwrap();
+    Config::from_toml(&format!("[shared]\n{table}\n{ORG}\n{ROUTE}"), dir.path())
+}
+
+#[test]
+fn shared_is_read_apart_and_defaults_apply() {
+    assert!(load("").unwrap().shared.is_none());
+    let config = load_shared(
+        "redis_url = \"rediss://app@sessions.internal:6380/2\"\nkey_file = \"shared.key\"",
+    )
+    .unwrap();
+    let shared = config.shared.as_ref().unwrap();
+    assert_eq!(
+        (shared.host.as_str(), shared.port, shared.db, shared.tls),
+        ("sessions.internal", 6380, 2, true)
+    );
+    assert_eq!(shared.username.as_deref(), Some("app"));
+    assert_eq!(shared.prefix, DEFAULT_SHARED_PREFIX);
+    assert_eq!(shared.timeout, DEFAULT_SHARED_TIMEOUT);
+    assert!(
+        !format!("{shared:?}").contains("[9, 9"),
+        "the key never shows"
+    );
+}
+
+#[test]
+fn shared_mistakes_are_refused_naming_the_key() {
+    let key = "key_file = \"shared.key\"";
+    for (table, at, says) in [
+        (
+            format!("redis_url = \"http://r:6379\"\n{key}"),
+            "shared.redis_url",
+            "redis://",
+        ),
+        (
+            format!("redis_url = \"redis://:hunter2@r:6379\"\n{key}"),
+            "shared.redis_url",
+            "password_env",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"".to_owned(),
+            "shared.key_file",
+            "required",
+        ),
+        (
+            "redis_url = \"redis://r\"\nkey_file = \"acme.key\"".to_owned(),
+            "shared.key_file",
+            "32",
+        ),
+        (
+            format!("redis_url = \"redis://r\"\n{key}\nkey_env = \"K\""),
+            "shared.key_env",
+            "not both",
+        ),
+        (
+            format!("redis_url = \"redis://r\"\n{key}\npassword_env = \"SFPROXY_TEST_UNSET\""),
+            "shared.password_env",
+            "not set",
+        ),
+    ] {
+        let err = load_shared(&table).unwrap_err();
+        assert_eq!(err.key, at, "{table}: {err}");
+        assert!(err.to_string().contains(says), "{table}: {err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+    for (extra, at) in [
+        ("prefix = \"a{b}\"", "shared.prefix"),
+        ("timeout = \"1ms\"", "shared.timeout"),
+        ("timeout = \"1m\"", "shared.timeout"),
+    ] {
+        let err = load_shared(&format!("redis_url = \"redis://r\"\n{key}\n{extra}")).unwrap_err();
+        assert_eq!(err.key, at, "{extra}: {err}");
+    }
+}
