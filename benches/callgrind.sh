@@ -22,11 +22,12 @@
 # (0.980: 2 % fewer instructions). Compare binaries measured side by side in one run: another
 # machine, libc or valgrind counts differently. Knobs (environment): REQUESTS (20000), CONNS (8),
 # WARMUP (800), REPEAT (2), SOAP (0), SFPROXY_LOG (sfproxy's RUST_LOG, info as in run.sh), KEEP (1:
-# keep the temp dir: dumps for callgrind_annotate, logs).
+# keep the temp dir: dumps for callgrind_annotate, logs), SHARED (1: a redis-server of the run's and
+# a [shared] table on it, for binaries that have one: the hot path must not touch it).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REQUESTS=${REQUESTS:-20000} CONNS=${CONNS:-8} WARMUP=${WARMUP:-800} REPEAT=${REPEAT:-2}
-SOAP=${SOAP:-0} SFPROXY_LOG=${SFPROXY_LOG:-info}
+SOAP=${SOAP:-0} SFPROXY_LOG=${SFPROXY_LOG:-info} SHARED=${SHARED:-0}
 export PATH="$PATH:/usr/sbin:/sbin"
 say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
@@ -168,6 +169,17 @@ measure() { # bin tag: a fresh sfproxy under callgrind; sets IR and SERVED
 
 render "$HERE/upstream.nginx.conf" "$RUN/upstream.conf"
 render "$HERE/sfproxy.toml" "$RUN/sfproxy.toml"
+if [ "$SHARED" = 1 ]; then
+    command -v redis-server >/dev/null || die "SHARED=1 needs redis-server (Debian's redis-server)"
+    REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$RUN" \
+        >"$RUN/redis.log" 2>&1 &
+    PID[redis]=$!
+    wait_port "$REDIS_PORT"
+    head -c 32 /dev/urandom | base64 >"$RUN/shared.key" && chmod 600 "$RUN/shared.key"
+    printf '\n[shared]\nredis_url = "redis://127.0.0.1:%s/0"\nkey_file = "%s"\n' \
+        "$REDIS_PORT" "$RUN/shared.key" >>"$RUN/sfproxy.toml"
+fi
 nginx -c "$RUN/upstream.conf" -e "$RUN/upstream-error.log" &
 PID[upstream]=$!
 wait_port "$UPSTREAM_PORT"

@@ -161,9 +161,14 @@ impl App {
         match shared_tier(next) {
             Ok(tier) => {
                 match &tier {
-                    Some(tier) => tracing::info!(
-                        redis = %tier.settings.url, "[shared] changed: connecting anew"
-                    ),
+                    Some(tier) => {
+                        tracing::info!(
+                            redis = %tier.settings.url, "[shared] changed: connecting anew"
+                        );
+                        // At once, not at the next health tick: misses meanwhile log in alone.
+                        let tier = tier.clone();
+                        tokio::spawn(async move { tier.tick().await });
+                    }
                     None => tracing::info!(
                         "[shared] removed: this process keeps its own sessions from now on"
                     ),

@@ -314,8 +314,15 @@ async fn losing_redis_mid_load_loses_no_request_and_sharing_resumes() {
             )
             .await;
     }
-    let during = Scrape::take(proxies[0].admin().await).await;
+    let admin = proxies[0].admin().await;
+    let during = Scrape::take(admin).await;
     assert_eq!(during.get("sfproxy_shared_tier_up", &[]), 0.0);
+    let ready = support::curl(&[&format!("http://{admin}/readyz")]).await;
+    assert_eq!(
+        ready.status, 200,
+        "still ready without Redis: {}",
+        ready.body
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart();
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -3,12 +3,18 @@
 //! Files are not trusted: regular files only, bounded in size, never blocking on a FIFO or a
 //! device. Environment values are never quoted back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 
-use super::{error::ConfigError, model::SigningKey, raw::RawIntercept};
+use super::{
+    error::ConfigError,
+    model::{KeySource, SigningKey},
+    raw::RawIntercept,
+};
 use crate::intercept::ca::InterceptCa;
 
 /// The most any file the config names (the config itself, keys, certificates) may hold: they are
@@ -144,4 +150,67 @@ pub(super) fn load_intercept_ca(
     let cert = read("ca_cert_file", &raw.ca_cert_file)?;
     let key = read("ca_key_file", &raw.ca_key_file)?;
     InterceptCa::from_pem(&cert, &key).map_err(|m| ConfigError::new("proxy.intercept", m))
+}
+
+/// The 32-byte key of `table` (`logins`, `shared`) from its `key_file` or `key_env` (at most one):
+/// 32 raw bytes or their base64, whitespace around it ignored. `None` when neither is set.
+/// Errors name the file but never quote a variable's value.
+pub(super) fn read_key32(
+    table: &str,
+    file: Option<PathBuf>,
+    var: Option<String>,
+    base: &Path,
+) -> Result<Option<([u8; 32], KeySource)>, ConfigError> {
+    let (what, contents, source) = match (file, var) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{table}.key_env"),
+                "set at most one of key_file and key_env",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(file), None) => {
+            let path = base.join(file);
+            let key = format!("{table}.key_file");
+            let bytes = read_file(&path).map_err(|e| ConfigError::new(&key, e))?;
+            (
+                key,
+                (bytes, path.display().to_string()),
+                KeySource::File(path),
+            )
+        }
+        (None, Some(var)) => {
+            let key = format!("{table}.key_env");
+            let value = env_value(&key, &var)?;
+            let said = "the environment variable it names".to_owned();
+            (key, (value.into_bytes(), said), KeySource::Env(var))
+        }
+    };
+    let (bytes, named) = contents;
+    let decoded = match <[u8; 32]>::try_from(bytes.as_slice()) {
+        Ok(raw) => return Ok(Some((raw, source))),
+        Err(_) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .ok()
+            })
+            .ok_or_else(|| {
+                ConfigError::new(
+                    &what,
+                    format!("{named} is neither 32 raw bytes nor base64 text"),
+                )
+            })?,
+    };
+    let raw = <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
+        ConfigError::new(
+            &what,
+            format!(
+                "{named} holds {} bytes, not 32 (write one with `sfproxy keygen --{table}-key`)",
+                decoded.len()
+            ),
+        )
+    })?;
+    Ok(Some((raw, source)))
 }

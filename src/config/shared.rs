@@ -10,8 +10,8 @@ use super::{
         DEFAULT_SHARED_PREFIX, DEFAULT_SHARED_TIMEOUT, MAX_SHARED_TIMEOUT, MIN_SHARED_TIMEOUT,
     },
     error::ConfigError,
-    load::{env_value, read_file},
-    model::{KeySource, Password, SharedSettings},
+    load::{env_value, read_key32},
+    model::{Password, SharedSettings},
     raw::RawShared,
 };
 use crate::shared::seal::SharedKey;
@@ -51,41 +51,15 @@ pub(super) fn validate_shared(raw: RawShared, base: &Path) -> Result<SharedSetti
         .password_env
         .map(|var| env_value("shared.password_env", &var).map(Password))
         .transpose()?;
-    let (key, key_source) = match (raw.key_file, raw.key_env) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "shared.key_env",
-                "set one of key_file and key_env, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ConfigError::new(
+    let (key, key_source) =
+        read_key32("shared", raw.key_file, raw.key_env, base)?.ok_or_else(|| {
+            ConfigError::new(
                 "shared.key_file",
                 "required (or key_env): the key that seals every token stored in Redis; write \
                  one with `sfproxy keygen --shared-key --name shared` and give every replica \
                  the same",
-            ));
-        }
-        (Some(file), None) => {
-            let path = base.join(file);
-            let bytes = read_file(&path).map_err(|e| ConfigError::new("shared.key_file", e))?;
-            let key = SharedKey::parse(&bytes).map_err(|m| {
-                ConfigError::new("shared.key_file", format!("{} {m}", path.display()))
-            })?;
-            (key, KeySource::File(path))
-        }
-        (None, Some(var)) => {
-            let value = env_value("shared.key_env", &var)?;
-            // Never quoted back: the value is the key.
-            let key = SharedKey::parse(value.as_bytes()).map_err(|m| {
-                ConfigError::new(
-                    "shared.key_env",
-                    format!("the environment variable it names {m}"),
-                )
-            })?;
-            (key, KeySource::Env(var))
-        }
-    };
+            )
+        })?;
     let prefix = raw
         .prefix
         .unwrap_or_else(|| DEFAULT_SHARED_PREFIX.to_owned());
@@ -115,7 +89,7 @@ pub(super) fn validate_shared(raw: RawShared, base: &Path) -> Result<SharedSetti
         db: info.redis_settings().db(),
         username: info.redis_settings().username().map(str::to_owned),
         password,
-        key: key.into(),
+        key: SharedKey::from_bytes(&key).into(),
         key_source,
         prefix,
         timeout,

@@ -570,7 +570,7 @@ fn shared_mistakes_are_refused_naming_the_key() {
         (
             format!("redis_url = \"redis://r\"\n{key}\nkey_env = \"K\""),
             "shared.key_env",
-            "not both",
+            "at most one",
         ),
         (
             format!("redis_url = \"redis://r\"\n{key}\npassword_env = \"SFPROXY_TEST_UNSET\""),

@@ -17,7 +17,7 @@ use super::{
     },
     error::{ConfigError, positive},
     exposure::check_exposure,
-    load::{env_value, load_intercept_ca, read_ca_file, read_file},
+    load::{env_value, load_intercept_ca, read_ca_file, read_key32},
     model::{Client, Config, HostPattern, KeySource, LoginsSettings, Org, ProxySettings, Route},
     org::validate_org,
     raw::{RawClient, RawConfig, RawLogins, RawProxy, RawRoute},
@@ -90,33 +90,9 @@ fn validate_logins(
     raw: RawLogins,
     base: &Path,
 ) -> Result<(LoginsSettings, Option<KeySource>), ConfigError> {
-    let (key, source) = match (raw.key_file, raw.key_env) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "logins.key_env",
-                "set at most one of key_file and key_env",
-            ));
-        }
-        (Some(file), None) => {
-            let path = base.join(file);
-            let bytes = read_file(&path).map_err(|e| ConfigError::new("logins.key_file", e))?;
-            let key = LoginsKey::parse(&bytes).map_err(|m| {
-                ConfigError::new("logins.key_file", format!("{} {m}", path.display()))
-            })?;
-            (Some(Arc::new(key)), Some(KeySource::File(path)))
-        }
-        (None, Some(var)) => {
-            let value = env_value("logins.key_env", &var)?;
-            // Never quoted back: the value is the key.
-            let key = LoginsKey::parse(value.as_bytes()).map_err(|m| {
-                ConfigError::new(
-                    "logins.key_env",
-                    format!("the environment variable it names {m}"),
-                )
-            })?;
-            (Some(Arc::new(key)), Some(KeySource::Env(var)))
-        }
-        (None, None) => (None, None),
+    let (key, source) = match read_key32("logins", raw.key_file, raw.key_env, base)? {
+        Some((bytes, source)) => (Some(Arc::new(LoginsKey::from_bytes(&bytes))), Some(source)),
+        None => (None, None),
     };
     let session_ttl = raw.session_ttl.unwrap_or(DEFAULT_LOGINS_SESSION_TTL);
     if !(MIN_LOGINS_SESSION_TTL..=MAX_LOGINS_SESSION_TTL).contains(&session_ttl) {

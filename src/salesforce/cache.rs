@@ -200,7 +200,9 @@ impl SessionCache {
     /// session reported expired within seconds of the last drop ([`LoginGuard::may_drop`]):
     /// that one is kept, so repeated reports cost no login each; callers find it still cached.
     pub(crate) async fn invalidate(&self, org: &Org, user: &str, expired: &Arc<Session>) {
-        let dropped = std::sync::atomic::AtomicBool::new(false);
+        // From the fleet first, by every caller it failed for: no lookup that misses after this
+        // (here or on another replica) can be handed the refused session back.
+        self.minter.forget(org, user, expired).await;
         self.sessions
             .entry(Key::new(org, user))
             .and_compute_with(|current| {
@@ -212,7 +214,6 @@ impl SessionCache {
                             expired.minted_at,
                             Instant::now(),
                         ) {
-                            dropped.store(true, Ordering::Relaxed);
                             Op::Remove
                         } else {
                             tracing::warn!(
@@ -229,10 +230,6 @@ impl SessionCache {
                 std::future::ready(op)
             })
             .await;
-        // Before the caller's next lookup: the fleet must not hand the refused session back.
-        if dropped.load(Ordering::Relaxed) {
-            self.minter.forget(org, user, expired).await;
-        }
     }
 }
 

@@ -13,7 +13,6 @@ use aws_lc_rs::{
     aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey},
     hmac,
 };
-use base64::Engine;
 
 /// The shared key, as two derived keys; `Debug` never shows them.
 pub(crate) struct SharedKey {
@@ -46,26 +45,6 @@ impl SharedKey {
             name: hmac::Key::new(hmac::HMAC_SHA256, &derive(b"sfproxy shared name")),
             fingerprint: derive(b"sfproxy shared fingerprint"),
         }
-    }
-
-    /// A key file's or variable's contents: 32 raw bytes, or their base64 (whitespace around it
-    /// ignored), as `sfproxy keygen --shared-key` writes.
-    pub(crate) fn parse(contents: &[u8]) -> Result<Self, String> {
-        if let Ok(raw) = <[u8; 32]>::try_from(contents) {
-            return Ok(Self::from_bytes(&raw));
-        }
-        let text = std::str::from_utf8(contents)
-            .map_err(|_| "is neither 32 raw bytes nor base64 text".to_owned())?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| "is neither 32 raw bytes nor base64 text".to_owned())?;
-        let raw = <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
-            format!(
-                "holds {} bytes, not 32 (write one with `sfproxy keygen --shared-key`)",
-                decoded.len()
-            )
-        })?;
-        Ok(Self::from_bytes(&raw))
     }
 
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
@@ -167,19 +146,5 @@ mod tests {
             name,
             SharedKey::from_bytes(&[8; 32]).name(&[b"acme", b"erp@acme.example"])
         );
-    }
-
-    #[test]
-    fn key_files_are_raw_or_base64() {
-        let text = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
-        let a = SharedKey::parse(format!("{text}\n").as_bytes()).unwrap();
-        let b = SharedKey::parse(&[3u8; 32]).unwrap();
-        assert_eq!(a.fingerprint(), b.fingerprint());
-        assert!(
-            SharedKey::parse(b"c2hvcnQ=")
-                .unwrap_err()
-                .contains("not 32")
-        );
-        assert!(format!("{a:?}").contains("redacted"));
     }
 }

@@ -34,26 +34,6 @@ impl LoginsKey {
         Ok(Self::from_bytes(&bytes))
     }
 
-    /// A key file's or variable's contents: 32 raw bytes, or their base64 (whitespace around it
-    /// ignored).
-    pub(crate) fn parse(contents: &[u8]) -> Result<Self, String> {
-        if let Ok(raw) = <[u8; 32]>::try_from(contents) {
-            return Ok(Self::from_bytes(&raw));
-        }
-        let text = std::str::from_utf8(contents)
-            .map_err(|_| "is neither 32 raw bytes nor base64 text".to_owned())?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| "is neither 32 raw bytes nor base64 text".to_owned())?;
-        let raw = <[u8; 32]>::try_from(decoded.as_slice()).map_err(|_| {
-            format!(
-                "holds {} bytes, not 32 (write one with `sfproxy keygen --logins-key`)",
-                decoded.len()
-            )
-        })?;
-        Ok(Self::from_bytes(&raw))
-    }
-
     pub(crate) fn aead(&self) -> &LessSafeKey {
         &self.0
     }
