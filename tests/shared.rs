@@ -469,3 +469,69 @@ async fn the_kubernetes_config_is_one_sfproxy_accepts() {
     let config = sfproxy::config::Config::load(&path);
     assert!(config.is_ok(), "{}", config.unwrap_err());
 }
+
+/// Values that do not open, and a key of the wrong type: still answered, with one login each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_in_redis_costs_a_login_never_a_request() {
+    let redis = Redis::start();
+    let org = Org::start().await;
+    let config = replica_config(&org, &redis, "");
+    let first = Proxy::start(&config);
+    assert_eq!(burst(std::slice::from_ref(&first), 1).await, [200]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let session: String = redis::cmd("KEYS")
+        .arg("sfproxy:*:session")
+        .query_async::<Vec<String>>(&mut c)
+        .await
+        .unwrap()
+        .remove(0);
+    let failure = session.replace(":session", ":failure");
+    for key in [&session, &failure] {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("garbage")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // A cold replica passes both over, takes the lock and logs in.
+    let second = Proxy::start(&config);
+    let started = Instant::now();
+    assert_eq!(burst(std::slice::from_ref(&second), 1).await, [200]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no wait for a login nobody makes"
+    );
+    assert_eq!(org.mock.token_requests(), 2);
+    second.settle().await;
+    assert_eq!(
+        second
+            .events("a session stored in the shared tier does not open with this replica's key and settings: passed over, and replaced by the next login")
+            .len(),
+        1
+    );
+
+    // The wrong type: the tier is down for that replica, which carries on alone.
+    let _: () = redis::cmd("DEL")
+        .arg(&session)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(&session)
+        .arg("x")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let third = Proxy::start(&config);
+    assert_eq!(burst(std::slice::from_ref(&third), 1).await, [200]);
+    assert_eq!(org.mock.token_requests(), 3);
+    third
+        .wait_for_events(
+            "shared tier unavailable: this process carries on with its own sessions, \
+             logins, failure memory and budget",
+            1,
+        )
+        .await;
+}

@@ -70,7 +70,7 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         r"
 local s = redis.call('GET', KEYS[1])
 if s and s ~= ARGV[3] then return {1, s} end
-local f = redis.call('GET', KEYS[2])
+local f = ARGV[4] == '0' and redis.call('GET', KEYS[2])
 if f then return {2, f, redis.call('PTTL', KEYS[2])} end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
 return {0}
@@ -180,12 +180,14 @@ pub(crate) async fn claim(
     let token = random_token();
     let mut stale = stale.map(<[u8]>::to_vec).unwrap_or_default();
     let mut passed_over: Option<Vec<u8>> = None;
-    // Twice at most: a stored value that does not open is passed over as stale once.
-    for _ in 0..2 {
+    // A stored session that does not open is passed over as stale, a failure that does not open
+    // as absent: three asks at most, the last of which takes the lock if it is free.
+    let mut skip_failure = false;
+    for _ in 0..3 {
         if let Some(sealed) = passed_over.take() {
             stale = sealed;
         }
-        let (token, stale) = (&token, &stale);
+        let (token, stale, skip) = (&token, &stale, if skip_failure { "1" } else { "0" });
         let answer: Value = tier
             .run("claim", |mut c| async move {
                 CLAIM
@@ -195,6 +197,7 @@ pub(crate) async fn claim(
                     .arg(token)
                     .arg(millis(lock_for))
                     .arg(stale)
+                    .arg(skip)
                     .invoke_async(&mut c)
                     .await
             })
@@ -222,11 +225,17 @@ pub(crate) async fn claim(
                 let remaining = Duration::from_millis(u64::try_from(*pttl).unwrap_or(0));
                 let opened = tier.settings.key.open(&pair.failure, sealed);
                 let failure = opened.and_then(|plain| serde_json::from_slice(&plain).ok());
-                return Some(match failure {
-                    Some(failure) => Claim::Failed(token_error(failure), remaining),
-                    // Not ours to read: the lock holder's result decides, as if it were absent.
-                    None => Claim::Busy,
-                });
+                match failure {
+                    Some(failure) => return Some(Claim::Failed(token_error(failure), remaining)),
+                    None => {
+                        tracing::warn!(
+                            org = %org.name,
+                            "a failure stored in the shared tier does not open with this \
+                             replica's key: passed over"
+                        );
+                        skip_failure = true;
+                    }
+                }
             }
             [Value::Int(3)] => return Some(Claim::Mine(Lock(token.clone()))),
             [Value::Int(0)] => return Some(Claim::Busy),
